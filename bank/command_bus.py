@@ -1,0 +1,95 @@
+"""Producing commands to Kafka, with the broker's confirmation, for the Django views.
+
+One idempotent producer per process; a background thread serves its delivery
+callbacks so that many request threads can each wait for their own command.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from uuid import UUID
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from bank import messages
+from bank.config import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+
+class CommandNotConfirmed(RuntimeError):
+    """The broker did not confirm the command in time. It was not accepted; sending it again is safe."""
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """Where a command landed: enough to wait for its outcome later."""
+
+    command_id: UUID
+    account_id: UUID
+    topic: str
+    partition: int
+    offset: int
+
+
+class CommandBus:
+    def __init__(self, kafka: KafkaSettings) -> None:
+        from consumers.kafka import producer
+
+        self.kafka = kafka
+        self.timeout = kafka.command_timeout
+        # librdkafka gives up on the message itself at the same deadline, so a command
+        # reported as failed is never delivered later behind the user's back.
+        self._producer: Producer = producer(kafka, **{"message.timeout.ms": int(self.timeout * 1000), "linger.ms": 1})
+        self._closed = threading.Event()
+        self._poller = threading.Thread(target=self._serve_callbacks, name="command-bus-poller", daemon=True)
+        self._poller.start()
+
+    def _serve_callbacks(self) -> None:
+        while not self._closed.is_set():
+            self._producer.poll(0.05)
+
+    def send(self, envelope: messages.CommandEnvelope) -> Receipt:
+        """Produce one command and wait until the broker has it on all in-sync replicas."""
+        key, value, headers = messages.encode(envelope)
+        done: Future[Message] = Future()
+
+        def on_delivery(error: KafkaError | None, message: Message) -> None:
+            if error is not None:
+                done.set_exception(CommandNotConfirmed(f"Kafka did not accept the command: {error.str()}"))
+            else:
+                done.set_result(message)
+
+        try:
+            self._producer.produce(
+                self.kafka.commands_topic, key=key, value=value, headers=headers, on_delivery=on_delivery
+            )
+        except BufferError:
+            raise CommandNotConfirmed("Kafka producer queue is full; try again in a moment") from None
+        try:
+            message = done.result(timeout=self.timeout + 1.0)
+        except FutureTimeout:
+            raise CommandNotConfirmed(f"Kafka did not confirm the command within {self.timeout:g}s") from None
+        return Receipt(
+            envelope.command_id,
+            envelope.account_id,
+            message.topic() or "",
+            message.partition() or 0,
+            message.offset() or 0,
+        )
+
+    def close(self) -> None:
+        self._producer.flush(self.timeout)
+        self._closed.set()
+
+
+@functools.cache
+def get_command_bus() -> CommandBus:
+    from django.conf import settings
+
+    return CommandBus(settings.KAFKA)

@@ -1,0 +1,144 @@
+"""Shared Kafka plumbing for the long-running workers: clients, shutdown, dead letters, topics."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Iterable
+from types import FrameType
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from bank.config import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+
+def consumer(kafka: KafkaSettings, group: str, **extra: Any) -> Consumer:
+    """A consumer that sees only committed transactions and never commits on its own."""
+    return Consumer(
+        kafka.client_config()
+        | {
+            "group.id": group,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+        }
+        | extra
+    )
+
+
+def reader(kafka: KafkaSettings, **extra: Any) -> Consumer:
+    """A group-less read_committed consumer for reading partitions from the start (rebuilds, inspection)."""
+    return Consumer(
+        kafka.client_config()
+        | {
+            "group.id": "bank-reader",  # required by librdkafka, never used to commit
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            "fetch.max.bytes": 52428800,
+            "max.partition.fetch.bytes": 10485760,
+        }
+        | extra
+    )
+
+
+def producer(kafka: KafkaSettings, **extra: Any) -> Producer:
+    """An idempotent producer that waits for all in-sync replicas."""
+    return Producer(
+        kafka.client_config()
+        | {
+            "enable.idempotence": True,
+            "acks": "all",
+            # Java's partitioner, so that Kafka tools and other clients agree on key → partition.
+            "partitioner": "murmur2_random",
+            "linger.ms": 2,
+        }
+        | extra
+    )
+
+
+def check(message: Message) -> Message:
+    """Turn a message-level error into an exception right away."""
+    error = message.error()
+    if error is not None:
+        raise KafkaException(error)
+    return message
+
+
+class Shutdown:
+    """A flag set by SIGTERM/SIGINT so that a worker finishes its batch and stops cleanly."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def install(self) -> Shutdown:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        log.info("received %s, stopping after the current batch", signal.Signals(signum).name)
+        self._event.set()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def __bool__(self) -> bool:
+        return self._event.is_set()
+
+
+def dead_letter(producer: Producer, kafka: KafkaSettings, message: Message, error: str) -> None:
+    """Send a message that can never be processed to the dead-letter topic, with where it came from."""
+    log.warning("dead-lettering %s[%d]@%d: %s", message.topic(), message.partition(), message.offset(), error)
+    original: list[tuple[str, str | bytes | None]] = [(str(h[0]), h[1]) for h in message.headers() or []]
+    headers = [
+        *original,
+        ("dlq.source.topic", (message.topic() or "").encode()),
+        ("dlq.source.partition", str(message.partition()).encode()),
+        ("dlq.source.offset", str(message.offset()).encode()),
+        ("dlq.error", error.encode("utf-8", "replace")[:1000]),
+    ]
+    producer.produce(kafka.deadletters_topic, key=message.key(), value=message.value(), headers=headers)
+
+
+def next_offsets(messages: Iterable[Message]) -> list[TopicPartition]:
+    """The offsets to commit after `messages`: for each partition, the last offset + 1."""
+    last: dict[tuple[str, int], int] = {}
+    for message in messages:
+        key = (message.topic() or "", message.partition() or 0)
+        last[key] = max(last.get(key, -1), message.offset() or 0)
+    return [TopicPartition(topic, partition, offset + 1) for (topic, partition), offset in last.items()]
+
+
+def ensure_topics(kafka: KafkaSettings, timeout: float = 30.0) -> list[str]:
+    """Create the bank's topics if they are missing. Returns the names created now."""
+    admin = AdminClient(kafka.client_config())
+    existing = admin.list_topics(timeout=timeout).topics
+    rf = kafka.replication_factor
+    wanted = {
+        kafka.commands_topic: {"retention.ms": str(7 * 24 * 3600 * 1000)},
+        kafka.events_topic: {"retention.ms": "-1", "retention.bytes": "-1"},
+        kafka.deadletters_topic: {"retention.ms": "-1", "retention.bytes": "-1"},
+    }
+    if rf > 1:
+        for config in wanted.values():
+            config["min.insync.replicas"] = str(min(2, rf))
+    missing = [
+        NewTopic(name, kafka.partitions, rf, config=config) for name, config in wanted.items() if name not in existing
+    ]
+    created = []
+    for name, future in (admin.create_topics(missing, operation_timeout=timeout) if missing else {}).items():
+        try:
+            future.result()
+            created.append(name)
+        except KafkaException as error:
+            if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    return created

@@ -1,0 +1,143 @@
+"""docker-compose.yml and .env.example agree with each other and with the variables the app reads (no services)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+KAFKA_NODES = ("kafka-1", "kafka-2", "kafka-3")
+APP_SERVICES = ("migrate", "web", "processor", "projector")
+LONG_RUNNING = (*KAFKA_NODES, "postgres", "redis", "web", "processor", "projector")
+REQUIRED_APP_ENV = ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "DJANGO_SECRET_KEY")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict) -> dict:
+    return compose["services"]
+
+
+@pytest.fixture(scope="module")
+def env_vars() -> dict[str, str]:
+    settings.KAFKA  # noqa: B018 - importing the settings fills the registry
+    from bank.config import ENV_VARS
+
+    assert ENV_VARS, "bank.config.ENV_VARS is empty after loading the settings"
+    return ENV_VARS
+
+
+def env(service: dict) -> dict[str, str]:
+    """A service's environment as a dict of strings, whichever of the two compose forms it uses."""
+    raw = service.get("environment") or {}
+    if isinstance(raw, list):
+        raw = dict(item.split("=", 1) for item in raw)
+    return {key: str(value) for key, value in raw.items()}
+
+
+def listener_ports(service: dict) -> dict[str, int]:
+    """KAFKA_LISTENERS as {listener name: port}."""
+    return {
+        name: int(address.rsplit(":", 1)[1])
+        for name, address in (item.split("://", 1) for item in env(service)["KAFKA_LISTENERS"].split(","))
+    }
+
+
+def exposed_ports(service: dict) -> set[int]:
+    return {int(str(port).split("/")[0]) for port in service.get("expose", [])}
+
+
+def test_it_parses_the_compose_file(compose: dict) -> None:
+    assert isinstance(compose["services"], dict)
+    assert set(compose.get("volumes") or {}) >= {"postgres-data", *(f"{node}-data" for node in KAFKA_NODES)}
+
+
+def test_it_has_exactly_the_expected_services(services: dict) -> None:
+    assert set(services) == {*KAFKA_NODES, "postgres", "redis", *APP_SERVICES}
+
+
+def test_it_runs_kafka_as_three_kraft_nodes_with_rf3_and_min_isr2(services: dict) -> None:
+    nodes = {name: env(services[name]) for name in KAFKA_NODES}
+    assert {services[name]["image"] for name in KAFKA_NODES} == {"apache/kafka:4.1.1"}
+    assert len({e["CLUSTER_ID"] for e in nodes.values()}) == 1
+    assert sorted(e["KAFKA_NODE_ID"] for e in nodes.values()) == ["1", "2", "3"]
+    for name, e in nodes.items():
+        assert e["KAFKA_PROCESS_ROLES"] == "broker,controller", name
+        for key in ("OFFSETS_TOPIC_REPLICATION_FACTOR", "TRANSACTION_STATE_LOG_REPLICATION_FACTOR"):
+            assert e[f"KAFKA_{key}"] == "3", (name, key)
+        assert e["KAFKA_DEFAULT_REPLICATION_FACTOR"] == "3", name
+        assert e["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == "2", name
+        assert e["KAFKA_MIN_INSYNC_REPLICAS"] == "2", name
+        assert e["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false", name
+        voters = dict(voter.split("@") for voter in e["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(","))
+        controller_port = listener_ports(services[name])[e["KAFKA_CONTROLLER_LISTENER_NAMES"]]
+        assert voters == {nodes[n]["KAFKA_NODE_ID"]: f"{n}:{controller_port}" for n in KAFKA_NODES}, name
+
+
+def test_it_only_sets_variables_the_app_knows(services: dict, env_vars: dict[str, str]) -> None:
+    for name in APP_SERVICES:
+        keys = set(env(services[name]))
+        assert keys <= set(env_vars), f"{name}: unknown variables {sorted(keys - set(env_vars))}"
+        assert keys >= set(REQUIRED_APP_ENV), f"{name}: missing {sorted(set(REQUIRED_APP_ENV) - keys)}"
+        assert env(services[name])["DJANGO_DEBUG"] == "false", name
+
+
+def test_it_points_the_app_at_services_that_exist(services: dict) -> None:
+    for name in APP_SERVICES:
+        e = env(services[name])
+        for key, host in (("DATABASE_URL", "postgres"), ("REDIS_URL", "redis")):
+            url = urlsplit(e[key])
+            assert url.hostname == host, (name, key)
+            assert url.port in exposed_ports(services[url.hostname]), (name, key)
+        brokers = [server.rsplit(":", 1) for server in e["KAFKA_BOOTSTRAP_SERVERS"].split(",")]
+        assert sorted(host for host, _ in brokers) == sorted(KAFKA_NODES), name
+        for host, port in brokers:
+            broker = env(services[host])
+            listener = broker["KAFKA_INTER_BROKER_LISTENER_NAME"]
+            assert listener_ports(services[host])[listener] == int(port), (name, host)
+            assert f"{listener}://{host}:{port}" in broker["KAFKA_ADVERTISED_LISTENERS"].split(","), (name, host)
+        assert e["KAFKA_REPLICATION_FACTOR"] == "3", name
+
+
+def test_it_publishes_web_on_port_8000(services: dict) -> None:
+    assert any(str(port).split(":")[-2:] == ["8000", "8000"] for port in services["web"]["ports"])
+
+
+def test_it_starts_the_app_after_healthy_services_and_migrations(services: dict) -> None:
+    for name in APP_SERVICES:
+        depends = services[name]["depends_on"]
+        for dependency, spec in depends.items():
+            if dependency == "migrate":
+                assert spec["condition"] == "service_completed_successfully", name
+            else:
+                assert spec["condition"] == "service_healthy", (name, dependency)
+                assert "healthcheck" in services[dependency], dependency
+        assert set(depends) >= {*KAFKA_NODES, "postgres", "redis"}, name
+        assert ("migrate" in depends) == (name != "migrate"), name
+
+
+def test_it_checks_health_of_every_long_running_service(services: dict) -> None:
+    for name in LONG_RUNNING:
+        service = services[name]
+        healthy_deps = [
+            d for d, spec in (service.get("depends_on") or {}).items() if spec["condition"] != "service_started"
+        ]
+        assert "healthcheck" in service or healthy_deps, name
+        assert service.get("restart") == "unless-stopped", name
+
+
+def test_it_lists_every_variable_in_env_example(env_vars: dict[str, str]) -> None:
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    pairs = [line.split("=", 1) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    keys = [key.strip() for key, _ in pairs]
+    assert len(keys) == len(set(keys)), "duplicate keys in .env.example"
+    assert set(keys) == set(env_vars)
+    assert {key.strip(): value.strip() for key, value in pairs} == env_vars, ".env.example shows a stale default"
