@@ -54,7 +54,7 @@ def env_int(name: str, default: int, minimum: int | None = None) -> int:
     return value
 
 
-def env_float(name: str, default: float) -> float:
+def env_float(name: str, default: float, minimum: float | None = None) -> float:
     _register(name, default)
     raw = os.environ.get(name)
     if raw is None:
@@ -63,8 +63,10 @@ def env_float(name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ImproperlyConfigured(f"{name}={raw!r} is not a number") from None
-    if value <= 0:
+    if minimum is None and value <= 0:
         raise ImproperlyConfigured(f"{name}={value} must be positive")
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}")
     return value
 
 

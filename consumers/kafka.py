@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 from types import FrameType
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from bank.config import KafkaSettings
@@ -115,6 +116,39 @@ def next_offsets(messages: Iterable[Message]) -> list[TopicPartition]:
         key = (message.topic() or "", message.partition() or 0)
         last[key] = max(last.get(key, -1), message.offset() or 0)
     return [TopicPartition(topic, partition, offset + 1) for (topic, partition), offset in last.items()]
+
+
+def read_to_end(
+    kafka: KafkaSettings, topic: str, partitions: Iterable[int] | None = None, say_every: float = 5.0
+) -> Iterator[list[Message]]:
+    """Batches of the committed messages of `topic` (all partitions by default), from the start to the current end.
+
+    If a transaction is still open near the end, this waits until it commits or aborts:
+    read_committed readers cannot pass it, and the end is only known after it.
+    """
+    events = reader(kafka)
+    try:
+        if partitions is None:
+            partitions = list(events.list_topics(topic, timeout=10).topics[topic].partitions)
+        wanted = sorted(set(partitions))
+        ends = {p: events.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in wanted}
+        events.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in wanted])
+        remaining = {p for p in wanted if ends[p] > 0}
+        last_said = time.monotonic()
+        while remaining:
+            batch = [m for m in events.consume(10_000, 0.2) if m.error() is None]
+            if batch:
+                yield batch
+            for tp in events.position([TopicPartition(topic, p) for p in remaining]):
+                if tp.offset >= ends[tp.partition]:
+                    remaining.discard(tp.partition)
+            if remaining and time.monotonic() - last_said > say_every:
+                last_said = time.monotonic()
+                log.info(
+                    "still reading %s partitions %s (an open transaction may hold them back)", topic, sorted(remaining)
+                )
+    finally:
+        events.close()
 
 
 def ensure_topics(kafka: KafkaSettings, timeout: float = 30.0) -> list[str]:

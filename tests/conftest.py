@@ -11,18 +11,21 @@ import contextlib
 import dataclasses
 import os
 import shutil
+import signal
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 
+from bank.command_bus import CommandBus
 from bank.config import KafkaSettings
 from bank.local import postgres, redis
 from bank.local.kafka import KafkaNode
 from bank.local.process import free_port
 from consumers.kafka import ensure_topics
+from tests.kafka_helpers import Worker, worker_env
 
 ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var" / "test"
@@ -34,7 +37,18 @@ def _start_services() -> KafkaNode:
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
     redis.ensure(redis_url, VAR / "redis")
     shutil.rmtree(VAR / "kafka", ignore_errors=True)
-    node = KafkaNode(VAR / "kafka", port=free_port(), controller_port=free_port(), internal_partitions=3)
+    node = KafkaNode(
+        VAR / "kafka",
+        port=free_port(),
+        controller_port=free_port(),
+        internal_partitions=3,
+        # Short timeouts so that failover tests (frozen or killed processors) take seconds, not minutes.
+        extra={
+            "group.min.session.timeout.ms": "1000",
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
+            "transaction.remove.expired.transaction.cleanup.interval.ms": "5000",
+        },
+    )
     node.start(wait=90)
     settings.REDIS_URL = redis_url
     settings.CHANNEL_LAYERS = {
@@ -66,3 +80,33 @@ def kafka(kafka_node: KafkaNode) -> KafkaSettings:
     fresh = dataclasses.replace(settings.KAFKA, topic_prefix=f"t{uuid.uuid4().hex[:10]}.")
     ensure_topics(fresh)
     return fresh
+
+
+@pytest.fixture
+def workers() -> Iterator[Callable[..., Worker]]:
+    """Start manage.py workers as real processes; all are stopped after the test."""
+    started: list[Worker] = []
+
+    def start(name: str, args: list[str], kafka: KafkaSettings, **env: str) -> Worker:
+        worker = Worker(name, args, worker_env(kafka, **env))
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.signal(signal.SIGCONT)  # a frozen worker cannot stop
+        worker.stop()
+
+
+@pytest.fixture
+def processor(kafka: KafkaSettings, workers: Callable[..., Worker]) -> Worker:
+    worker = workers("processor", ["run_processor", "--instance", "p1"], kafka)
+    worker.wait_for_log("assigned partitions")
+    return worker
+
+
+@pytest.fixture
+def bus(kafka: KafkaSettings) -> Iterator[CommandBus]:
+    command_bus = CommandBus(kafka)
+    yield command_bus
+    command_bus.close()

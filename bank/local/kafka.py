@@ -11,7 +11,7 @@ import shutil
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
@@ -84,6 +84,7 @@ class KafkaNode:
     heap: str = "512m"
     # Fewer internal partitions make the first start and first transaction much faster.
     internal_partitions: int = 6
+    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def bootstrap(self) -> str:
@@ -119,6 +120,7 @@ class KafkaNode:
                 "group.initial.rebalance.delay.ms=0",
                 "auto.create.topics.enable=false",
                 "num.partitions=1",
+                *(f"{key}={value}" for key, value in self.extra.items()),
                 "",
             ]
         )

@@ -1,0 +1,60 @@
+"""Shared set-up for the benchmark scripts: Django settings, the local services, fresh topics."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bank.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.conf import settings  # noqa: E402
+
+from bank.config import KafkaSettings  # noqa: E402
+from bank.local import services  # noqa: E402
+from consumers.kafka import ensure_topics  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+
+
+def fresh_kafka(name: str) -> KafkaSettings:
+    """The local services up, and topics under a prefix of their own for this run."""
+    services.up(
+        settings.VAR_DIR,
+        settings.DATABASE_URL,
+        settings.REDIS_URL,
+        settings.KAFKA.bootstrap_servers,
+        say=lambda s: None,
+    )
+    kafka = dataclasses.replace(settings.KAFKA, topic_prefix=f"bench-{name}-{uuid.uuid4().hex[:8]}.")
+    ensure_topics(kafka)
+    return kafka
+
+
+def create_topic(kafka: KafkaSettings, name: str) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+    admin = AdminClient(kafka.client_config())
+    admin.create_topics([NewTopic(name, kafka.partitions, kafka.replication_factor)])[name].result()
+
+
+def write_results(name: str, figures: dict[str, Any]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    figures = {"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **figures}
+    (RESULTS / f"{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
+
+
+def table(rows: list[tuple[str, str]]) -> str:
+    width = max(len(label) for label, _ in rows)
+    return "\n".join(f"  {label:<{width}}  {value}" for label, value in rows)

@@ -1,0 +1,56 @@
+"""`manage.py run_processor`: decide commands from Kafka into events, until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+
+from consumers.kafka import Shutdown
+from consumers.processor import Processor, ProcessorFailed, log
+
+
+class Command(BaseCommand):
+    help = "Run the command processor (consumer group bank-processor)."
+    requires_system_checks: list[str] = []
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--instance", default=settings.PROCESSOR_INSTANCE, help="stable id of this instance (default: host name)"
+        )
+        parser.add_argument("--batch-size", type=int, default=500)
+
+    def handle(self, *args: Any, instance: str, batch_size: int, **options: Any) -> None:
+        shutdown = Shutdown().install()
+        processor = Processor(
+            settings.KAFKA,
+            instance=instance or socket.gethostname(),
+            max_amount=settings.BANK_MAX_AMOUNT,
+            batch_size=batch_size,
+            session_timeout_ms=settings.PROCESSOR_SESSION_TIMEOUT_MS,
+            transaction_timeout_ms=settings.PROCESSOR_TRANSACTION_TIMEOUT_MS,
+            fault_pause=settings.PROCESSOR_FAULT_PAUSE,
+        )
+        try:
+            processor.start()
+            last_report, last_count = time.monotonic(), 0
+            while not shutdown:
+                processor.process_batch()
+                if time.monotonic() - last_report >= 30:
+                    rate = (processor.decided - last_count) / (time.monotonic() - last_report)
+                    log.info(
+                        "decided %d commands so far (%.0f/s over the last 30s), %d aborted batches",
+                        processor.decided,
+                        rate,
+                        processor.aborts,
+                    )
+                    last_report, last_count = time.monotonic(), processor.decided
+        except ProcessorFailed as error:
+            log.error("%s", error)
+            sys.exit(1)
+        finally:
+            processor.close()

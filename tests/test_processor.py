@@ -1,0 +1,237 @@
+"""The command processor against the real broker: exactly once, no overdraft, failover, fencing."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from uuid import UUID
+
+import pytest
+from confluent_kafka import Producer
+
+from bank import domain, messages
+from bank.command_bus import CommandBus, CommandNotConfirmed
+from bank.config import KafkaSettings
+from bank.local.kafka import KafkaNode
+from bank.local.process import free_port
+from consumers.kafka import ensure_topics
+from tests.conftest import VAR
+from tests.kafka_helpers import Worker, read_events, read_raw, wait_until
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def send(bus: CommandBus, command: domain.Command, actor: str = "user:alice", command_id: UUID | None = None) -> UUID:
+    return bus.send(messages.CommandEnvelope.new(command, actor, command_id)).command_id
+
+
+def open_account(bus: CommandBus, balance: int = 0) -> UUID:
+    account_id = uuid.uuid4()
+    send(bus, domain.OpenAccount(account_id, "alice", "Savings", "EUR"))
+    if balance:
+        send(bus, domain.Deposit(account_id, balance))
+    return account_id
+
+
+def wait_for_events(kafka: KafkaSettings, count: int, timeout: float = 90.0) -> list[messages.EventEnvelope]:
+    return wait_until(lambda: (e := read_events(kafka)) and len(e) >= count and e, timeout, 0.5, f"{count} events")
+
+
+def assert_exactly_once(events: list[messages.EventEnvelope], command_ids: set[UUID]) -> None:
+    """Every command decided exactly once (each of these commands yields one event), sequences 1..N per account."""
+    decided = Counter(e.command_id for e in events)
+    assert set(decided) == command_ids, "lost or unknown commands"
+    assert max(decided.values()) == 1, f"commands decided twice: {[c for c, n in decided.items() if n > 1][:5]}"
+    by_account: dict[UUID, list[int]] = defaultdict(list)
+    for event in events:
+        by_account[event.account_id].append(event.sequence)
+    for account_id, sequences in by_account.items():
+        assert sequences == list(range(1, len(sequences) + 1)), f"gap or reorder in {account_id}: {sequences[:20]}"
+
+
+def balances(events: list[messages.EventEnvelope]) -> dict[UUID, domain.Account]:
+    states: dict[UUID, domain.Account] = {}
+    for e in events:
+        states[e.account_id] = domain.evolve(states.get(e.account_id) or domain.Account.new(e.account_id), e.event)
+    return states
+
+
+def test_it_decides_1000_racing_withdrawals_without_overdraft(
+    kafka: KafkaSettings, bus: CommandBus, processor: Worker
+) -> None:
+    account_id = open_account(bus, balance=500_00)
+
+    def withdraw_many(n: int) -> None:
+        for _ in range(n):
+            send(bus, domain.Withdraw(account_id, 1_00))
+
+    threads = [threading.Thread(target=withdraw_many, args=(125,)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    events = wait_for_events(kafka, 1002)
+    assert len(events) == 1002
+    kinds = Counter(type(e.event).__name__ for e in events)
+    assert kinds["MoneyWithdrawn"] == 500
+    rejections = [e.event for e in events if isinstance(e.event, domain.CommandRejected)]
+    assert len(rejections) == 500
+    assert {r.reason for r in rejections} == {domain.Reason.INSUFFICIENT_FUNDS}
+    assert [e.sequence for e in events] == list(range(1, 1003))
+    assert balances(events)[account_id].balance == 0
+    assert all(
+        isinstance(e.event, domain.CommandRejected) or e.event.balance >= 0
+        for e in events
+        if hasattr(e.event, "balance")
+    )
+
+
+def test_it_decides_a_repeated_command_once(kafka: KafkaSettings, bus: CommandBus, processor: Worker) -> None:
+    account_id = open_account(bus)
+    command_id = uuid.uuid4()
+    for _ in range(3):
+        send(bus, domain.Deposit(account_id, 25_00), command_id=command_id)
+    marker = send(bus, domain.Deposit(account_id, 1))  # once this is decided, the repeats were too
+    events = wait_until(lambda: (e := read_events(kafka)) and any(x.command_id == marker for x in e) and e, 60)
+    assert [type(e.event).__name__ for e in events] == ["AccountOpened", "MoneyDeposited", "MoneyDeposited"]
+    assert balances(events)[account_id].balance == 25_01
+
+
+def stream_commands(bus: CommandBus, accounts: list[UUID], rounds: int, pause: float = 0.0) -> set[UUID]:
+    """Alternate deposits and withdrawals over the accounts; returns the command ids sent."""
+    sent: set[UUID] = set()
+    for i in range(rounds):
+        for account_id in accounts:
+            command: domain.Command = domain.Deposit(account_id, 10_00) if i % 3 else domain.Withdraw(account_id, 7_00)
+            sent.add(send(bus, command))
+        if pause:
+            time.sleep(pause)
+    return sent
+
+
+def opened_accounts(kafka: KafkaSettings, bus: CommandBus, n: int) -> tuple[list[UUID], set[UUID]]:
+    accounts, ids = [], set()
+    for _ in range(n):
+        account_id = uuid.uuid4()
+        ids.add(send(bus, domain.OpenAccount(account_id, "alice", "Current", "EUR")))
+        accounts.append(account_id)
+    return accounts, ids
+
+
+def test_it_decides_every_command_once_across_a_sigkill(
+    kafka: KafkaSettings, bus: CommandBus, processor: Worker, workers: Callable[..., Worker]
+) -> None:
+    accounts, ids = opened_accounts(kafka, bus, 12)
+    sender = threading.Thread(target=lambda: ids.update(stream_commands(bus, accounts, 100, pause=0.01)))
+    sender.start()
+    wait_until(lambda: len(read_events(kafka)) > 300, 60, what="the processor to be mid-stream")
+    processor.signal(signal.SIGKILL)
+    processor.process.wait()
+    restarted = workers("processor-restarted", ["run_processor", "--instance", "p1"], kafka)
+    sender.join()
+    events = wait_for_events(kafka, len(ids))
+    assert_exactly_once(events, ids)
+    assert all(state.balance >= 0 for state in balances(events).values())
+    assert "assigned partitions" in restarted.log()
+
+
+def test_it_fails_over_to_a_second_instance(
+    kafka: KafkaSettings, bus: CommandBus, processor: Worker, workers: Callable[..., Worker]
+) -> None:
+    second = workers("processor-2", ["run_processor", "--instance", "p2"], kafka)
+    second.wait_for_log("assigned partitions")
+    accounts, ids = opened_accounts(kafka, bus, 12)
+    sender = threading.Thread(target=lambda: ids.update(stream_commands(bus, accounts, 100, pause=0.01)))
+    sender.start()
+    wait_until(lambda: len(read_events(kafka)) > 300, 60, what="both instances to be mid-stream")
+    processor.signal(signal.SIGKILL)
+    sender.join()
+    events = wait_for_events(kafka, len(ids))
+    assert_exactly_once(events, ids)
+    assert f"assigned partitions {list(range(kafka.partitions))}" in second.log()
+
+
+def test_it_fences_a_frozen_zombie_instance(
+    kafka: KafkaSettings, bus: CommandBus, workers: Callable[..., Worker]
+) -> None:
+    # The zombie holds each transaction open for a second, so it is frozen with one open.
+    zombie = workers("zombie", ["run_processor", "--instance", "zombie"], kafka, PROCESSOR_FAULT_PAUSE="1.0")
+    zombie.wait_for_log("assigned partitions")
+    accounts, ids = opened_accounts(kafka, bus, 12)
+    sender = threading.Thread(target=lambda: ids.update(stream_commands(bus, accounts, 60, pause=0.02)))
+    sender.start()
+    zombie.wait_for_log("holding a transaction")
+    zombie.signal(signal.SIGSTOP)
+    # Past its 2 s session timeout, the zombie's partitions move to the healthy instance.
+    healthy = workers("healthy", ["run_processor", "--instance", "healthy"], kafka)
+    healthy.wait_for_log(f"assigned partitions {list(range(kafka.partitions))}", timeout=60)
+    sender.join()
+    events = wait_for_events(kafka, len(ids))
+    zombie.signal(signal.SIGCONT)  # it wakes up and tries to commit what it decided while frozen
+    # Fenced: either its transaction aborts (stale group generation) or, if the coordinator already
+    # timed it out, the producer is fenced for good and the instance stops for its supervisor to restart.
+    wait_until(
+        lambda: "transaction failed" in zombie.log() or "must restart" in zombie.log(),
+        30,
+        what="the zombie to be fenced",
+    )
+    time.sleep(2)
+    events = read_events(kafka)
+    assert_exactly_once(events, ids)
+    assert all(state.balance >= 0 for state in balances(events).values())
+
+
+def test_it_dead_letters_poison_commands_and_keeps_going(
+    kafka: KafkaSettings, bus: CommandBus, processor: Worker
+) -> None:
+    raw = Producer(kafka.client_config())
+    account_id = uuid.uuid4()
+    good = messages.CommandEnvelope.new(domain.Deposit(account_id, 5), "user:alice").to_dict()
+    poison = [
+        b"{not json",
+        messages.orjson.dumps({**good, "type": "TransferEverything"}),
+        messages.orjson.dumps({**good, "data": {"amount": "five"}}),
+    ]
+    for value in poison:
+        raw.produce(kafka.commands_topic, key=str(account_id).encode(), value=value)
+    raw.flush(10)
+    send(bus, domain.OpenAccount(account_id, "alice", "After poison", "EUR"))
+    events = wait_for_events(kafka, 1)
+    assert [type(e.event).__name__ for e in events] == ["AccountOpened"]
+    dead = wait_until(lambda: (d := read_raw(kafka, kafka.deadletters_topic)) and len(d) >= 3 and d, 30)
+    assert sorted(m.value() for m in dead) == sorted(poison)
+    for message in dead:
+        headers = dict(message.headers())
+        assert headers["dlq.source.topic"] == kafka.commands_topic.encode()
+        assert int(headers["dlq.source.offset"]) >= 0
+        assert headers["dlq.error"]
+    assert "dead-lettering" in processor.log()
+
+
+def test_it_says_clearly_when_the_broker_cannot_confirm(kafka_node: KafkaNode) -> None:
+    shutil.rmtree(VAR / "kafka-down", ignore_errors=True)
+    node = KafkaNode(VAR / "kafka-down", port=free_port(), controller_port=free_port(), internal_partitions=1)
+    node.start(wait=90)
+    try:
+        kafka = KafkaSettings(bootstrap_servers=node.bootstrap, topic_prefix="down.", partitions=1, command_timeout=2.0)
+        ensure_topics(kafka)
+        bus = CommandBus(kafka)
+        account_id = uuid.uuid4()
+        send(bus, domain.OpenAccount(account_id, "alice", "Before", "EUR"))
+        node.stop()
+        started = time.monotonic()
+        with pytest.raises(CommandNotConfirmed, match="did not"):
+            send(bus, domain.Deposit(account_id, 1_00))
+        assert time.monotonic() - started < kafka.command_timeout + 1.5
+        bus.close()
+        node.start(wait=90)
+        commands = read_raw(kafka, kafka.commands_topic)
+        assert [messages.decode_command(m.value()).type for m in commands] == ["OpenAccount"]
+    finally:
+        node.stop()
