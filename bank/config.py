@@ -116,6 +116,8 @@ class KafkaSettings:
     replication_factor: int = 1
     # How long a view waits for the broker to confirm a command before answering 503.
     command_timeout: float = 5.0
+    # How soon a dead worker's partitions move to another (processor and projector groups).
+    session_timeout_ms: int = 10_000
     extra: dict[str, str] = field(default_factory=dict)
 
     def topic(self, name: str) -> str:
@@ -163,6 +165,7 @@ def kafka_from_env() -> KafkaSettings:
         partitions=env_int("KAFKA_PARTITIONS", 6, minimum=1),
         replication_factor=env_int("KAFKA_REPLICATION_FACTOR", 1, minimum=1),
         command_timeout=env_float("KAFKA_COMMAND_TIMEOUT", 5.0),
+        session_timeout_ms=env_int("KAFKA_SESSION_TIMEOUT_MS", 10_000, minimum=1000),
     )
     if not settings.bootstrap_servers:
         raise ImproperlyConfigured("KAFKA_BOOTSTRAP_SERVERS is empty: give host:port[,host:port]")

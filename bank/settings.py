@@ -37,7 +37,6 @@ KAFKA = kafka_from_env()
 # Largest amount one command may move, in minor units (default 1,000,000.00).
 BANK_MAX_AMOUNT = env_int("BANK_MAX_AMOUNT", 100_000_000, minimum=1)
 PROCESSOR_INSTANCE = env_str("PROCESSOR_INSTANCE", "")  # empty: the host name
-PROCESSOR_SESSION_TIMEOUT_MS = env_int("PROCESSOR_SESSION_TIMEOUT_MS", 10_000, minimum=1000)
 PROCESSOR_TRANSACTION_TIMEOUT_MS = env_int("PROCESSOR_TRANSACTION_TIMEOUT_MS", 10_000, minimum=1000)
 # Fault injection for tests only: seconds each transaction is held open before its commit.
 PROCESSOR_FAULT_PAUSE = env_float("PROCESSOR_FAULT_PAUSE", 0.0, minimum=0.0)

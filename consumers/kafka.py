@@ -29,6 +29,8 @@ def consumer(kafka: KafkaSettings, group: str, **extra: Any) -> Consumer:
             "isolation.level": "read_committed",
             "auto.offset.reset": "earliest",
             "enable.partition.eof": False,
+            "session.timeout.ms": kafka.session_timeout_ms,
+            "heartbeat.interval.ms": max(250, kafka.session_timeout_ms // 4),
         }
         | extra
     )
@@ -118,25 +120,59 @@ def next_offsets(messages: Iterable[Message]) -> list[TopicPartition]:
     return [TopicPartition(topic, partition, offset + 1) for (topic, partition), offset in last.items()]
 
 
-def read_to_end(
-    kafka: KafkaSettings, topic: str, partitions: Iterable[int] | None = None, say_every: float = 5.0
-) -> Iterator[list[Message]]:
-    """Batches of the committed messages of `topic` (all partitions by default), from the start to the current end.
+def end_offsets(kafka: KafkaSettings, topic: str) -> dict[int, int]:
+    """The current end (high watermark) of every partition of `topic`."""
+    c = reader(kafka)
+    try:
+        partitions = c.list_topics(topic, timeout=10).topics[topic].partitions
+        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+    finally:
+        c.close()
 
-    If a transaction is still open near the end, this waits until it commits or aborts:
-    read_committed readers cannot pass it, and the end is only known after it.
+
+def offsets_at(kafka: KafkaSettings, topic: str, moment_ms: int) -> dict[int, int]:
+    """Per partition, the first offset whose timestamp is at or after `moment_ms` (the end if none is)."""
+    ends = end_offsets(kafka, topic)
+    c = reader(kafka)
+    try:
+        found = c.offsets_for_times([TopicPartition(topic, p, moment_ms) for p in ends], timeout=10)
+    finally:
+        c.close()
+    return {tp.partition: tp.offset if tp.offset >= 0 else ends[tp.partition] for tp in found}
+
+
+def read_to_end(
+    kafka: KafkaSettings,
+    topic: str,
+    partitions: Iterable[int] | None = None,
+    ends: dict[int, int] | None = None,
+    say_every: float = 5.0,
+    batch_size: int = 10_000,
+) -> Iterator[list[Message]]:
+    """Batches of the committed messages of `topic` from the start up to `ends` (default: the current end).
+
+    `partitions` defaults to all of them, or to the keys of `ends`. If a transaction is still
+    open near the end, this waits until it commits or aborts: read_committed readers cannot
+    pass it, and the end is only known after it.
     """
     events = reader(kafka)
     try:
         if partitions is None:
-            partitions = list(events.list_topics(topic, timeout=10).topics[topic].partitions)
+            partitions = (
+                ends.keys() if ends is not None else events.list_topics(topic, timeout=10).topics[topic].partitions
+            )
         wanted = sorted(set(partitions))
-        ends = {p: events.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in wanted}
+        if ends is None:
+            ends = {p: events.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in wanted}
         events.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in wanted])
         remaining = {p for p in wanted if ends[p] > 0}
         last_said = time.monotonic()
         while remaining:
-            batch = [m for m in events.consume(10_000, 0.2) if m.error() is None]
+            batch = [
+                m
+                for m in events.consume(batch_size, 0.2)
+                if m.error() is None and (m.offset() or 0) < ends[m.partition() or 0]
+            ]
             if batch:
                 yield batch
             for tp in events.position([TopicPartition(topic, p) for p in remaining]):

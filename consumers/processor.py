@@ -74,7 +74,6 @@ class Processor:
         max_amount: int = domain.DEFAULT_MAX_AMOUNT,
         batch_size: int = 500,
         batch_wait: float = 0.05,
-        session_timeout_ms: int = 10_000,
         transaction_timeout_ms: int = 10_000,
         fault_pause: float = 0.0,
     ) -> None:
@@ -83,11 +82,7 @@ class Processor:
         self.max_amount = max_amount
         self.batch_size = batch_size
         self.batch_wait = batch_wait
-        self.consumer: Consumer = consumer(
-            kafka,
-            group,
-            **{"session.timeout.ms": session_timeout_ms, "heartbeat.interval.ms": max(250, session_timeout_ms // 4)},
-        )
+        self.consumer: Consumer = consumer(kafka, group)
         self.producer = Producer(
             kafka.client_config()
             | {

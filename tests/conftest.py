@@ -75,11 +75,14 @@ def kafka_node() -> Iterator[KafkaNode]:
 
 
 @pytest.fixture
-def kafka(kafka_node: KafkaNode) -> KafkaSettings:
-    """Kafka settings with a fresh topic prefix: each test gets its own, empty topics."""
-    fresh = dataclasses.replace(settings.KAFKA, topic_prefix=f"t{uuid.uuid4().hex[:10]}.")
+def kafka(kafka_node: KafkaNode) -> Iterator[KafkaSettings]:
+    """Kafka settings with a fresh topic prefix: each test gets its own, empty topics (also in `settings.KAFKA`)."""
+    session = settings.KAFKA
+    fresh = dataclasses.replace(session, topic_prefix=f"t{uuid.uuid4().hex[:10]}.")
     ensure_topics(fresh)
-    return fresh
+    settings.KAFKA = fresh
+    yield fresh
+    settings.KAFKA = session
 
 
 @pytest.fixture
@@ -110,3 +113,10 @@ def bus(kafka: KafkaSettings) -> Iterator[CommandBus]:
     command_bus = CommandBus(kafka)
     yield command_bus
     command_bus.close()
+
+
+@pytest.fixture
+def projector(kafka: KafkaSettings, workers: Callable[..., Worker], transactional_db: None) -> Worker:
+    worker = workers("projector", ["run_projector"], kafka)
+    worker.wait_for_log("projector assigned")
+    return worker

@@ -50,12 +50,19 @@ def worker_env(kafka: KafkaSettings, **extra: str) -> dict[str, str]:
         "KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
         "KAFKA_PARTITIONS": str(kafka.partitions),
         "REDIS_URL": settings.REDIS_URL,
+        # The test database pytest-django created, so that workers and tests see the same rows.
+        "DATABASE_URL": test_database_url(),
         "CHANNELS_PREFIX": "test",
-        "PROCESSOR_SESSION_TIMEOUT_MS": "2000",
+        "KAFKA_SESSION_TIMEOUT_MS": "2000",
         "PROCESSOR_TRANSACTION_TIMEOUT_MS": "5000",
         "PYTHONUNBUFFERED": "1",
         **extra,
     }
+
+
+def test_database_url() -> str:
+    db = settings.DATABASES["default"]
+    return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 class Worker:

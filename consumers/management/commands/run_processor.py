@@ -31,7 +31,6 @@ class Command(BaseCommand):
             instance=instance or socket.gethostname(),
             max_amount=settings.BANK_MAX_AMOUNT,
             batch_size=batch_size,
-            session_timeout_ms=settings.PROCESSOR_SESSION_TIMEOUT_MS,
             transaction_timeout_ms=settings.PROCESSOR_TRANSACTION_TIMEOUT_MS,
             fault_pause=settings.PROCESSOR_FAULT_PAUSE,
         )

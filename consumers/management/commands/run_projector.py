@@ -1,0 +1,27 @@
+"""`manage.py run_projector`: keep the projections up to date from bank.events, until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from consumers.kafka import Shutdown
+from consumers.projector import Projector, ProjectorFailed, log, run
+
+
+class Command(BaseCommand):
+    help = "Run the projector (consumer group bank-projector)."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        shutdown = Shutdown().install()
+        projector = Projector(
+            settings.KAFKA, batch_size=settings.PROJECTOR_BATCH_SIZE, batch_wait=settings.PROJECTOR_BATCH_WAIT
+        )
+        try:
+            run(projector, shutdown)
+        except ProjectorFailed as error:
+            log.error("projector stopped: %s", error)
+            sys.exit(1)

@@ -1,0 +1,124 @@
+"""Live updates: what the projector pushes after a commit, and waiting for a command's outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+from uuid import UUID
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+from projections.apply import AccountRow, AuditRow
+from projections.store import Outcome
+
+MAX_ENTRIES_PER_PUSH = 50
+
+
+def account_group(account_id: UUID | str) -> str:
+    return f"account-{account_id}"
+
+
+def owner_group(owner: str) -> str:
+    return f"owner-{owner}"
+
+
+def account_payload(row: AccountRow) -> dict[str, Any]:
+    return {
+        "id": str(row.id),
+        "owner": row.owner,
+        "name": row.name,
+        "currency": row.currency,
+        "balance": row.balance,
+        "status": row.status,
+        "last_sequence": row.last_sequence,
+    }
+
+
+def entry_payload(row: AuditRow) -> dict[str, Any]:
+    return {
+        "event_id": str(row.event_id),
+        "sequence": row.sequence,
+        "type": row.type,
+        "amount": row.amount,
+        "balance_after": row.balance_after,
+        "occurred_at": row.occurred_at.isoformat(),
+        "actor": row.actor,
+        "command_id": str(row.command_id),
+        "reason": row.reason,
+    }
+
+
+def messages_for(outcome: Outcome) -> list[tuple[str, dict[str, Any]]]:
+    """(group, message) pairs: one per touched account, one per owner of a new account."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    for account_id in set(outcome.accounts) | set(outcome.audit):
+        entries = outcome.audit.get(account_id, [])
+        row = outcome.accounts.get(account_id)
+        message = {
+            "type": "account.updated",
+            "account_id": str(account_id),
+            "account": account_payload(row) if row else None,
+            "entries": [entry_payload(e) for e in entries[-MAX_ENTRIES_PER_PUSH:]],
+            "entry_count": len(entries),
+            "command_ids": sorted({str(e.command_id) for e in entries}),
+        }
+        out.append((account_group(account_id), message))
+        if row is not None and account_id in outcome.opened:
+            out.append((owner_group(row.owner), {"type": "account.opened", "account": account_payload(row)}))
+    return out
+
+
+def push(outcome: Outcome) -> int:
+    """Send the batch's updates through the channel layer, concurrently. Returns how many were sent."""
+    pairs = messages_for(outcome)
+    layer = get_channel_layer()
+    if not pairs or layer is None:
+        return 0
+
+    async def send_all() -> None:
+        await asyncio.gather(*(layer.group_send(group, message) for group, message in pairs))
+
+    async_to_sync(send_all)()
+    return len(pairs)
+
+
+async def wait_for_command(account_id: UUID, command_id: UUID, timeout: float = 5.0) -> AuditRow | None:
+    """Wait until the projections have applied the events of `command_id`; its audit row, or None on timeout.
+
+    Read-your-writes for the views: join the account's group first, then look in the
+    database (so an update that lands in between is not missed), then wait for the push.
+    """
+    from projections.models import AuditEntry
+
+    async def lookup() -> AuditRow | None:
+        entry = await AuditEntry.objects.filter(account_id=account_id, command_id=command_id).afirst()
+        if entry is None:
+            return None
+        return AuditRow(**{f: getattr(entry, f) for f in AuditRow.__dataclass_fields__})
+
+    layer = get_channel_layer()
+    deadline = time.monotonic() + timeout
+    if layer is None:
+        while time.monotonic() < deadline:
+            if found := await lookup():
+                return found
+            await asyncio.sleep(0.05)
+        return None
+    channel = await layer.new_channel()
+    group = account_group(account_id)
+    await layer.group_add(group, channel)
+    try:
+        if found := await lookup():
+            return found
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                message = await asyncio.wait_for(layer.receive(channel), left)
+            except TimeoutError:
+                break
+            if str(command_id) in message.get("command_ids", []):
+                return await lookup()
+        return await lookup()
+    finally:
+        await layer.group_discard(group, channel)

@@ -1,0 +1,83 @@
+"""Read models built from bank.events. Only the projector and replay write them."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class Account(models.Model):
+    """One row per opened account: what the dashboard shows. Every value comes from events."""
+
+    id = models.UUIDField(primary_key=True)
+    owner = models.CharField(max_length=64, db_index=True)  # the owner's user id, as the event has it
+    name = models.CharField(max_length=80)
+    currency = models.CharField(max_length=3)
+    balance = models.BigIntegerField()  # minor units
+    status = models.CharField(max_length=10)
+    opened_at = models.DateTimeField()
+    last_sequence = models.PositiveIntegerField()
+    updated_at = models.DateTimeField()  # time of the last event, not of the write: replays stay identical
+
+    class Meta:
+        ordering = ["opened_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.id})"
+
+
+class AuditEntry(models.Model):
+    """One row per event of an account, rejections included: the account's history."""
+
+    event_id = models.UUIDField(primary_key=True)
+    account_id = models.UUIDField()
+    sequence = models.PositiveIntegerField()
+    type = models.CharField(max_length=32)
+    amount = models.BigIntegerField(null=True)
+    balance_after = models.BigIntegerField(null=True)
+    occurred_at = models.DateTimeField()
+    actor = models.CharField(max_length=64)
+    command_id = models.UUIDField(db_index=True)
+    reason = models.CharField(max_length=40, blank=True)
+
+    class Meta:
+        ordering = ["-sequence"]
+        constraints = [models.UniqueConstraint(fields=["account_id", "sequence"], name="audit_account_sequence")]
+        verbose_name_plural = "audit entries"
+
+    def __str__(self) -> str:
+        return f"{self.account_id} #{self.sequence} {self.type}"
+
+
+class Checkpoint(models.Model):
+    """The next offset of bank.events each projection will apply, per partition (written with its rows)."""
+
+    projection = models.CharField(max_length=32)
+    topic = models.CharField(max_length=200)
+    partition = models.PositiveIntegerField()
+    next_offset = models.BigIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["projection", "topic", "partition"], name="checkpoint_position")]
+
+    def __str__(self) -> str:
+        return f"{self.projection} {self.topic}[{self.partition}] → {self.next_offset}"
+
+
+class DeadLetter(models.Model):
+    """A message the projector could not decode or apply; its copy is also on bank.deadletters."""
+
+    topic = models.CharField(max_length=200)
+    partition = models.PositiveIntegerField()
+    offset = models.BigIntegerField()
+    key = models.BinaryField(null=True)
+    value = models.BinaryField(null=True)
+    error = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    requeued_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["topic", "partition", "offset"], name="deadletter_origin")]
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"

@@ -1,0 +1,155 @@
+"""Writing projection rows and checkpoints to PostgreSQL, in bulk, inside the caller's transaction."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import astuple, dataclass, field, fields
+from typing import Any
+from uuid import UUID
+
+from bank.messages import EventEnvelope
+from projections.apply import AccountRow, AuditRow, apply_account, audit_row, is_next
+
+log = logging.getLogger("bank.projector")
+
+# The PostgreSQL advisory lock the live projector and replay share, so that they never write at once.
+LOCK_KEY = 7_263_544_100
+PROJECTIONS = ("accounts", "audit")
+TABLES = {"accounts": "projections_account", "audit": "projections_auditentry"}
+ACCOUNT_COLUMNS = [f.name for f in fields(AccountRow)]
+AUDIT_COLUMNS = [f.name for f in fields(AuditRow)]
+
+
+@dataclass(frozen=True)
+class Positioned:
+    """An event with where it was read from."""
+
+    partition: int
+    offset: int
+    envelope: EventEnvelope
+
+
+@dataclass
+class Outcome:
+    """What a batch changed: what the live updates need."""
+
+    accounts: dict[UUID, AccountRow] = field(default_factory=dict)
+    opened: set[UUID] = field(default_factory=set)
+    audit: dict[UUID, list[AuditRow]] = field(default_factory=lambda: defaultdict(list))
+    applied: int = 0
+    duplicates: int = 0
+
+
+def take_lock(cursor: Any) -> None:
+    cursor.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
+
+
+def load_checkpoints(cursor: Any, topic: str, projections: Iterable[str]) -> dict[tuple[str, int], int]:
+    cursor.execute(
+        "SELECT projection, partition, next_offset FROM projections_checkpoint WHERE topic = %s AND projection = ANY(%s)",
+        [topic, list(projections)],
+    )
+    return {(projection, partition): offset for projection, partition, offset in cursor.fetchall()}
+
+
+def save_checkpoints(cursor: Any, topic: str, projection: str, next_offsets: dict[int, int]) -> None:
+    cursor.executemany(
+        "INSERT INTO projections_checkpoint (projection, topic, partition, next_offset) VALUES (%s, %s, %s, %s) "
+        "ON CONFLICT (projection, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset",
+        [(projection, topic, partition, offset) for partition, offset in next_offsets.items()],
+    )
+
+
+def apply_batch(
+    cursor: Any,
+    topic: str,
+    events: Sequence[Positioned],
+    ends: dict[int, int],
+    projections: Iterable[str] = PROJECTIONS,
+) -> Outcome:
+    """Apply a batch of events to the projections, with their checkpoints, in the caller's transaction.
+
+    1. Take the advisory lock (replay holds it for as long as it rewrites the tables).
+    2. Read each projection's checkpoints: events below them were applied before, skip them.
+    3. Fold the rest into the projection's rows (the sequence guard skips duplicates and
+       stops at a gap), write the rows in bulk, then move the checkpoints to `ends` (per
+       partition, the offset after the batch's last message, poison messages included).
+    """
+    take_lock(cursor)
+    outcome = Outcome()
+    checkpoints = load_checkpoints(cursor, topic, projections)
+    for projection in projections:
+        fresh = [e for e in events if e.offset >= checkpoints.get((projection, e.partition), 0)]
+        if projection == "accounts":
+            _apply_accounts(cursor, [e.envelope for e in fresh], outcome)
+        else:
+            _apply_audit(cursor, [e.envelope for e in fresh], outcome)
+        moved = {p: end for p, end in ends.items() if end > checkpoints.get((projection, p), 0)}
+        save_checkpoints(cursor, topic, projection, moved)
+    return outcome
+
+
+def _apply_accounts(cursor: Any, envelopes: list[EventEnvelope], outcome: Outcome) -> None:
+    if not envelopes:
+        return
+    ids = list({e.account_id for e in envelopes})
+    cursor.execute(f"SELECT {', '.join(ACCOUNT_COLUMNS)} FROM projections_account WHERE id = ANY(%s)", [ids])
+    rows: dict[UUID, AccountRow | None] = {r[0]: AccountRow(*r) for r in cursor.fetchall()}
+    changed: dict[UUID, AccountRow] = {}
+    for envelope in envelopes:
+        row = rows.get(envelope.account_id)
+        if row is not None and not is_next(row.last_sequence, envelope):
+            continue
+        new = apply_account(row, envelope)
+        if new is not None:
+            if row is None:
+                outcome.opened.add(new.id)
+            rows[new.id] = changed[new.id] = new
+    if changed:
+        assignments = ", ".join(f"{c} = EXCLUDED.{c}" for c in ACCOUNT_COLUMNS[1:])
+        cursor.executemany(
+            f"INSERT INTO projections_account ({', '.join(ACCOUNT_COLUMNS)}) "
+            f"VALUES ({', '.join(['%s'] * len(ACCOUNT_COLUMNS))}) ON CONFLICT (id) DO UPDATE SET {assignments}",
+            [astuple(row) for row in changed.values()],
+        )
+    outcome.accounts.update(changed)
+
+
+def _apply_audit(cursor: Any, envelopes: list[EventEnvelope], outcome: Outcome) -> None:
+    if not envelopes:
+        return
+    ids = list({e.account_id for e in envelopes})
+    cursor.execute(
+        "SELECT account_id, max(sequence) FROM projections_auditentry WHERE account_id = ANY(%s) GROUP BY account_id",
+        [ids],
+    )
+    last: dict[UUID, int] = dict(cursor.fetchall())
+    new_rows: list[AuditRow] = []
+    for envelope in envelopes:
+        if not is_next(last.get(envelope.account_id, 0), envelope):
+            outcome.duplicates += 1
+            log.info("skipping duplicate event %s (sequence %d)", envelope.event_id, envelope.sequence)
+            continue
+        last[envelope.account_id] = envelope.sequence
+        row = audit_row(envelope)
+        new_rows.append(row)
+        outcome.audit[row.account_id].append(row)
+    if new_rows:
+        # COPY: one round trip for the whole batch, the fastest way into PostgreSQL.
+        raw = getattr(cursor, "cursor", cursor)
+        with raw.copy(f"COPY projections_auditentry ({', '.join(AUDIT_COLUMNS)}) FROM STDIN") as copy:
+            for row in new_rows:
+                copy.write_row(astuple(row))
+    outcome.applied += len(new_rows)
+
+
+def record_dead_letter(
+    cursor: Any, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, error: str
+) -> None:
+    cursor.execute(
+        'INSERT INTO projections_deadletter (topic, partition, "offset", key, value, error, created_at) '
+        'VALUES (%s, %s, %s, %s, %s, %s, now()) ON CONFLICT (topic, partition, "offset") DO NOTHING',
+        [topic, partition, offset, key, value, error],
+    )

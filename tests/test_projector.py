@@ -1,0 +1,294 @@
+"""The projector and replay against the real broker and PostgreSQL: projections always equal the fold of the log."""
+
+from __future__ import annotations
+
+import io
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from uuid import UUID
+
+import orjson
+import pytest
+from confluent_kafka import Producer
+from django.core.management import CommandError, call_command
+from django.db import connection
+
+from bank import domain, messages
+from bank.command_bus import CommandBus
+from bank.config import KafkaSettings
+from consumers.kafka import end_offsets
+from projections import replay, store
+from projections.apply import AccountRow, AuditRow, apply_account, audit_row
+from projections.models import Account, AuditEntry, Checkpoint, DeadLetter
+from tests.kafka_helpers import ROOT, Worker, read_events, read_raw, wait_until, worker_env
+from tests.test_processor import opened_accounts, send, stream_commands
+
+pytestmark = [pytest.mark.timeout(240), pytest.mark.django_db(transaction=True)]
+
+
+def expected_rows(events: list[messages.EventEnvelope]) -> tuple[dict[UUID, AccountRow], dict[UUID, AuditRow]]:
+    accounts: dict[UUID, AccountRow | None] = {}
+    for e in events:
+        accounts[e.account_id] = apply_account(accounts.get(e.account_id), e)
+    return {k: v for k, v in accounts.items() if v}, {e.event_id: audit_row(e) for e in events}
+
+
+def projected_rows() -> tuple[dict[UUID, AccountRow], dict[UUID, AuditRow]]:
+    accounts = {
+        a.id: AccountRow(**{f: getattr(a, f) for f in AccountRow.__dataclass_fields__}) for a in Account.objects.all()
+    }
+    audit = {
+        e.event_id: AuditRow(**{f: getattr(e, f) for f in AuditRow.__dataclass_fields__})
+        for e in AuditEntry.objects.all()
+    }
+    return accounts, audit
+
+
+def caught_up(kafka: KafkaSettings) -> bool:
+    """True once every partition's checkpoint has reached the last event of bank.events."""
+    ends = end_offsets(kafka, kafka.events_topic)
+    last_events = {}
+    for m in read_raw(kafka, kafka.events_topic):
+        last_events[m.partition()] = m.offset() + 1
+    positions = {
+        c.partition: c.next_offset for c in Checkpoint.objects.filter(topic=kafka.events_topic, projection="audit")
+    }
+    return all(positions.get(p, 0) >= last_events.get(p, 0) for p in ends)
+
+
+def wait_caught_up(kafka: KafkaSettings, commands: int, timeout: float = 90) -> list[messages.EventEnvelope]:
+    wait_until(lambda: len(read_events(kafka)) >= commands, timeout, 0.5, f"{commands} events")
+    wait_until(lambda: caught_up(kafka), timeout, 0.3, "the projector to catch up")
+    return read_events(kafka)
+
+
+def assert_projections_equal_the_log(kafka: KafkaSettings) -> list[messages.EventEnvelope]:
+    events = read_events(kafka)
+    assert projected_rows() == expected_rows(events)
+    return events
+
+
+def test_it_keeps_projections_equal_to_the_fold_of_the_log(
+    kafka: KafkaSettings, bus: CommandBus, processor: Worker, projector: Worker
+) -> None:
+    accounts, ids = opened_accounts(kafka, bus, 8)
+    ids |= stream_commands(bus, accounts, 25)
+    rejected = send(bus, domain.Withdraw(accounts[0], 10**7))
+    ids.add(rejected)
+    wait_caught_up(kafka, len(ids))
+    events = assert_projections_equal_the_log(kafka)
+    assert AuditEntry.objects.get(command_id=rejected).reason == "insufficient_funds"
+    assert Account.objects.count() == 8
+    assert len(events) == AuditEntry.objects.count() == len(ids)
+
+
+def test_it_survives_a_sigkill_mid_batch(
+    kafka: KafkaSettings, bus: CommandBus, processor: Worker, projector: Worker, workers: Callable[..., Worker]
+) -> None:
+    accounts, ids = opened_accounts(kafka, bus, 20)
+    sender = threading.Thread(target=lambda: ids.update(stream_commands(bus, accounts, 60)))
+    sender.start()
+    wait_until(lambda: AuditEntry.objects.count() > 200, 60, 0.05, "the projector to be mid-stream")
+    projector.signal(signal.SIGKILL)
+    projector.process.wait()
+    partial = AuditEntry.objects.count()
+    workers("projector-restarted", ["run_projector"], kafka, PROJECTOR_BATCH_SIZE="50")
+    sender.join()
+    wait_caught_up(kafka, len(ids))
+    assert partial < len(ids)
+    assert_projections_equal_the_log(kafka)
+
+
+def dumps() -> dict[str, bytes]:
+    with connection.cursor() as cursor:
+        return {table: replay.dump(cursor, table) for table in store.TABLES.values()}
+
+
+def test_it_replays_to_byte_identical_tables(
+    kafka: KafkaSettings, bus: CommandBus, processor: Worker, projector: Worker
+) -> None:
+    accounts, ids = opened_accounts(kafka, bus, 6)
+    ids |= stream_commands(bus, accounts, 20)
+    ids.add(send(bus, domain.CloseAccount(accounts[1])))  # rejected: balance not zero
+    wait_caught_up(kafka, len(ids))
+    projector.stop()
+    live = dumps()
+    assert live["projections_auditentry"].count(b"\n") == len(ids)
+
+    Account.objects.all().delete()
+    AuditEntry.objects.all().delete()
+    Checkpoint.objects.all().delete()
+    call_command("replay", "--noinput", "--no-progress", stdout=io.StringIO())
+    assert dumps() == live
+
+    out = run_manage(kafka, "replay", "--verify", "--no-progress")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "projections_account: identical" in out.stdout
+    assert "projections_auditentry: identical" in out.stdout
+
+    Account.objects.filter(id=accounts[2]).update(balance=1)
+    out = run_manage(kafka, "replay", "--verify", "--no-progress")
+    assert out.returncode != 0
+    assert "projections_account: DIFFERENT" in out.stdout
+    assert "projections_auditentry: identical" in out.stdout
+    with pytest.raises(CommandError, match="differ"):
+        call_command("replay", "--verify", "--no-progress", stdout=io.StringIO())
+
+
+def test_it_replays_one_projection(kafka: KafkaSettings, bus: CommandBus, processor: Worker, projector: Worker) -> None:
+    accounts, ids = opened_accounts(kafka, bus, 3)
+    ids |= stream_commands(bus, accounts, 5)
+    wait_caught_up(kafka, len(ids))
+    projector.stop()
+    live = dumps()
+    AuditEntry.objects.all().delete()
+    result = replay.replay(kafka, ["audit"], progress=False)
+    assert result.events == len(ids)
+    assert dumps() == live
+
+
+def run_manage(kafka: KafkaSettings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *args],
+        env=worker_env(kafka),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_it_replays_as_of_a_moment(kafka: KafkaSettings, bus: CommandBus, processor: Worker, projector: Worker) -> None:
+    accounts, ids = opened_accounts(kafka, bus, 4)
+    ids |= stream_commands(bus, accounts, 6)
+    wait_until(lambda: len(read_events(kafka)) >= len(ids), 60)
+    time.sleep(1.0)
+    moment = datetime.now(UTC)
+    time.sleep(1.0)
+    later = stream_commands(bus, accounts, 6)
+    wait_caught_up(kafka, len(ids) + len(later))
+
+    out = run_manage(kafka, "replay", "--until", moment.isoformat(), "--no-progress")
+    assert out.returncode == 0, out.stderr
+    before = [e for e in read_events(kafka) if e.occurred_at < moment]
+    assert len(before) == len(ids)
+    expected, _ = expected_rows(before)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id, balance, last_sequence FROM asof.projections_account")
+        as_of = {row[0]: (row[1], row[2]) for row in cursor.fetchall()}
+        cursor.execute("DROP SCHEMA asof CASCADE")
+    assert as_of == {k: (v.balance, v.last_sequence) for k, v in expected.items()}
+    now = {a.id: a.balance for a in Account.objects.all()}
+    assert now != {k: v[0] for k, v in as_of.items()}, "the later commands should have changed the balances"
+
+
+def produce_raw_event(kafka: KafkaSettings, account_id: UUID, value: bytes, partition: int) -> None:
+    producer = Producer(kafka.client_config())
+    producer.produce(kafka.events_topic, key=str(account_id).encode(), value=value, partition=partition)
+    producer.flush(10)
+
+
+def partition_of(kafka: KafkaSettings, account_id: UUID) -> int:
+    return next(e for e in read_raw(kafka, kafka.events_topic) if e.key() == str(account_id).encode()).partition()
+
+
+def test_it_dead_letters_poison_events_and_keeps_going(
+    kafka: KafkaSettings, bus: CommandBus, processor: Worker, projector: Worker
+) -> None:
+    accounts, ids = opened_accounts(kafka, bus, 1)
+    wait_caught_up(kafka, 1)
+    partition = partition_of(kafka, accounts[0])
+    event = read_events(kafka)[0].to_dict()
+    produce_raw_event(kafka, accounts[0], b"\xff not json", partition)
+    produce_raw_event(kafka, accounts[0], orjson.dumps({**event, "type": "MoneyPrinted", "sequence": 2}), partition)
+    ids.add(send(bus, domain.Deposit(accounts[0], 7_00)))
+    wait_until(
+        lambda: Account.objects.filter(id=accounts[0], balance=7_00).exists(), 60, what="the deposit after the poison"
+    )
+    assert sorted(d.error.split(":")[0] for d in DeadLetter.objects.all()) == [
+        "not JSON",
+        "unknown message type MoneyPrinted v2",
+    ]
+    dead = read_raw(kafka, kafka.deadletters_topic)
+    assert len(dead) == 2
+    assert {dict(m.headers())["dlq.source.topic"] for m in dead} == {kafka.events_topic.encode()}
+    assert projector.process.poll() is None
+
+
+def test_it_stops_at_a_sequence_gap(
+    kafka: KafkaSettings, bus: CommandBus, processor: Worker, projector: Worker
+) -> None:
+    accounts, _ = opened_accounts(kafka, bus, 1)
+    wait_caught_up(kafka, 1)
+    partition = partition_of(kafka, accounts[0])
+    before = Checkpoint.objects.get(topic=kafka.events_topic, projection="audit", partition=partition).next_offset
+    opened = read_events(kafka)[0].to_dict()
+    gap = {
+        **opened,
+        "event_id": str(uuid.uuid4()),
+        "type": "MoneyDeposited",
+        "version": 1,
+        "sequence": 5,
+        "data": {"amount": 100, "balance": 100},
+    }
+    produce_raw_event(kafka, accounts[0], orjson.dumps(gap), partition)
+    wait_until(lambda: projector.process.poll() is not None, 30, what="the projector to stop")
+    assert projector.process.returncode == 1
+    assert "sequence gap" in projector.log()
+    assert "expected 2" in projector.log()
+    assert (
+        Checkpoint.objects.get(topic=kafka.events_topic, projection="audit", partition=partition).next_offset == before
+    )
+    assert not AuditEntry.objects.filter(sequence=5).exists()
+
+
+LISTENER = """
+import django, sys, time, json, asyncio
+django.setup()
+from channels.layers import get_channel_layer
+async def main():
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(sys.argv[1], channel)
+    print("listening", flush=True)
+    while True:
+        try:
+            message = await asyncio.wait_for(layer.receive(channel), float(sys.argv[2]))
+        except asyncio.TimeoutError:
+            return
+        print(json.dumps({"at": time.time(), "message": message}), flush=True)
+asyncio.run(main())
+"""
+
+
+def test_it_pushes_an_update_to_another_process_within_a_second(
+    kafka: KafkaSettings, bus: CommandBus, processor: Worker, projector: Worker
+) -> None:
+    (mine, other), _ = opened_accounts(kafka, bus, 2)
+    wait_caught_up(kafka, 2)
+    listener = subprocess.Popen(
+        [sys.executable, "-c", LISTENER, f"account-{mine}", "4"],
+        env=worker_env(kafka),
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert listener.stdout is not None
+    assert listener.stdout.readline().strip() == "listening"
+    other_command = send(bus, domain.Deposit(other, 5_00))
+    command_id = send(bus, domain.Deposit(mine, 12_34))
+    lines = [orjson.loads(line) for line in listener.stdout]
+    listener.wait()
+    assert len(lines) == 1, lines
+    message = lines[0]["message"]
+    assert message["type"] == "account.updated"
+    assert message["account"]["balance"] == 12_34
+    assert message["command_ids"] == [str(command_id)]
+    assert str(other_command) not in str(lines)
+    accepted = next(e for e in read_events(kafka) if e.command_id == command_id).occurred_at.timestamp()
+    assert lines[0]["at"] - accepted < 1.0
