@@ -8,6 +8,11 @@ from bank import views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
+    path("accounts/open", views.open_account, name="open-account"),
+    path("accounts/<uuid:account_id>/", views.account_detail, name="account"),
+    path("accounts/<uuid:account_id>/deposit", views.move_money, {"kind": "deposit"}, name="deposit"),
+    path("accounts/<uuid:account_id>/withdraw", views.move_money, {"kind": "withdraw"}, name="withdraw"),
+    path("commands/<uuid:account_id>/<uuid:command_id>", views.command_status, name="command-status"),
     path("healthz", views.healthz, name="healthz"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -1,14 +1,144 @@
+"""Pages and htmx endpoints. Views never write balances: they send commands and show projections."""
+
 from __future__ import annotations
 
+import logging
+import uuid
+from typing import Any
+from uuid import UUID
+
+from asgiref.sync import sync_to_async
 from django.contrib.auth.decorators import login_not_required
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
+
+from bank import domain, messages, queries
+from bank.command_bus import CommandNotConfirmed, get_command_bus
+from bank.forms import MoveMoneyForm, OpenAccountForm
+from projections.live import wait_for_command
+from projections.models import AuditEntry
+
+log = logging.getLogger(__name__)
+
+HISTORY_PAGE_SIZE = 20
+BROKER_DOWN = "The bank cannot take orders right now (Kafka did not confirm). Nothing was sent; try again in a moment."
+
+
+def actor_of(request: HttpRequest) -> str:
+    return f"user:{request.user.get_username()}"
 
 
 @require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
-    return render(request, "bank/dashboard.html", {})
+    accounts = queries.accounts_of(request.user)
+    return render(
+        request,
+        "bank/dashboard.html",
+        {"accounts": accounts, "totals": queries.totals(accounts), "form": OpenAccountForm()},
+    )
+
+
+@require_POST
+def open_account(request: HttpRequest) -> HttpResponse:
+    form = OpenAccountForm(request.POST)
+    if not form.is_valid():
+        return render(request, "bank/dashboard.html#open-form", {"form": form}, status=422)
+    command_id: UUID = form.cleaned_data["command_id"]
+    # The account id is derived from the command id, so a repeated submit names the same account.
+    account_id = uuid.uuid5(uuid.NAMESPACE_URL, f"bank:open:{command_id}")
+    command = domain.OpenAccount(
+        account_id, queries.owner_key(request.user), form.cleaned_data["name"], form.cleaned_data["currency"]
+    )
+    return _send(
+        request,
+        command,
+        command_id,
+        form,
+        "bank/dashboard.html#open-form",
+        f"Open “{command.name}” ({command.currency})",
+    )
+
+
+@require_GET
+def account_detail(request: HttpRequest, account_id: UUID) -> HttpResponse:
+    account = queries.owned_account(request.user, account_id)
+    page = Paginator(
+        AuditEntry.objects.filter(account_id=account.id).order_by("-sequence"), HISTORY_PAGE_SIZE
+    ).get_page(request.GET.get("page"))
+    context: dict[str, Any] = {
+        "account": account,
+        "page": page,
+        "deposit_form": MoveMoneyForm(currency=account.currency, prefix="deposit"),
+        "withdraw_form": MoveMoneyForm(currency=account.currency, prefix="withdraw"),
+    }
+    return render(request, "bank/account.html", context)
+
+
+@require_POST
+def move_money(request: HttpRequest, account_id: UUID, kind: str) -> HttpResponse:
+    account = queries.owned_account(request.user, account_id)
+    form = MoveMoneyForm(request.POST, currency=account.currency, prefix=kind)
+    template = "bank/account.html#move-form"
+    if not form.is_valid():
+        return render(request, template, {"form": form, "kind": kind, "account": account}, status=422)
+    amount: int = form.cleaned_data["amount"]
+    command: domain.Command = (
+        domain.Deposit(account.id, amount) if kind == "deposit" else domain.Withdraw(account.id, amount)
+    )
+    label = f"{'Deposit' if kind == 'deposit' else 'Withdraw'} {form.data.get(kind + '-amount', '').strip()}"
+    return _send(request, command, form.cleaned_data["command_id"], form, template, label, account=account, kind=kind)
+
+
+def _send(
+    request: HttpRequest,
+    command: domain.Command,
+    command_id: UUID,
+    form: Any,
+    template: str,
+    label: str,
+    **context: Any,
+) -> HttpResponse:
+    """Send the command and answer 202 with a pending row and a fresh form, or 503 with the form as typed."""
+    envelope = messages.CommandEnvelope.new(command, actor_of(request), command_id)
+    try:
+        get_command_bus().send(envelope)
+    except CommandNotConfirmed as error:
+        log.warning("command %s not confirmed: %s", command_id, error)
+        return render(request, template, {"form": form, "broker_error": BROKER_DOWN, **context}, status=503)
+    fresh = type(form)(**_fresh_form_kwargs(form))
+    response = render(
+        request,
+        template,
+        {
+            "form": fresh,
+            "pending": {"command_id": command_id, "account_id": command.account_id, "label": label},
+            **context,
+        },
+        status=202,
+    )
+    return response
+
+
+def _fresh_form_kwargs(form: Any) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"prefix": form.prefix}
+    if isinstance(form, MoveMoneyForm):
+        kwargs["currency"] = form.currency
+    return kwargs
+
+
+async def command_status(request: HttpRequest, account_id: UUID, command_id: UUID) -> HttpResponse:
+    """Long-poll for a command's outcome: the fallback for a websocket update that came before the page was ready."""
+    if request.method != "GET":
+        return HttpResponse(status=405)
+    await wait_for_command(account_id, command_id, timeout=4.0)
+    found = await sync_to_async(queries.outcome_of)(request.user, command_id)
+    if found is None:
+        pending = {"command_id": command_id, "account_id": account_id, "label": request.GET.get("label", "")}
+        return render(request, "bank/live.html#pending-row", {"pending": pending})
+    entry, account = found
+    return render(request, "bank/live.html#outcome-row", {"entry": entry, "account": account})
 
 
 @login_not_required

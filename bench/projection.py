@@ -1,0 +1,340 @@
+"""Read-side throughput: the live projector and replay against the raw consume-and-decode ceiling.
+
+Produces `--events` valid event envelopes (AccountOpened first, then deposits, withdrawals
+with correct running balances and some CommandRejected, sequences 1..n per account, keyed
+by account) straight to a fresh events topic, then measures on that same topic:
+
+1. ceiling: a plain read_committed consumer reading every event from offset 0 and decoding
+   it with `messages.decode_event` (no database);
+2. live projector: `consumers.projector.Projector` applying them into PostgreSQL from an
+   empty state (joining the group is not timed);
+3. replay: `projections.replay.replay` rebuilding the projections from the same events.
+
+The projector and replay write the projection tables, so by default they run in a database
+of their own (`--database bank_bench`, created with the DATABASE_URL role and migrated).
+
+    .venv/bin/python bench/projection.py [--events 1000000] [--accounts 10000] [--push]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from common import fresh_kafka, table, write_results
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from django.conf import settings
+from django.core.management import call_command
+from django.db import connection, connections
+
+from bank import domain, messages
+from bank.config import KafkaSettings
+from consumers.kafka import end_offsets, producer
+from consumers.projector import Projector
+from projections.replay import replay
+
+PROJECTION_TABLES = "projections_account, projections_auditentry, projections_checkpoint, projections_deadletter"
+
+
+# --- the events ---
+
+
+@dataclass
+class Expected:
+    """What the projections must hold once every produced event is applied."""
+
+    balances: dict[uuid.UUID, int] = field(default_factory=dict)
+    types: dict[str, int] = field(default_factory=dict)
+
+
+def generate(events: int, accounts: int, expected: Expected, seed: int = 42) -> Iterator[messages.EventEnvelope]:
+    """`events` envelopes over `accounts` accounts, opened spread over the first half of the stream.
+
+    Every account's first event is AccountOpened and its sequences run 1..n without gaps; balances
+    follow the events; a withdrawal above the balance, an amount above the limit or a zero amount
+    becomes a CommandRejected, as the command processor would have decided.
+    """
+    if accounts < 1 or events < accounts:
+        raise SystemExit("need at least one account and at least as many events as accounts")
+    rng = random.Random(seed)
+    ids = [uuid.UUID(int=rng.getrandbits(128), version=4) for _ in range(accounts)]
+    sequences: dict[uuid.UUID, int] = {}
+    balances = expected.balances
+    opened: list[uuid.UUID] = []
+    stride = max(1, events // (2 * accounts))  # one opening every `stride` events until all are open
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    for i in range(events):
+        if len(opened) < accounts and (i % stride == 0 or events - i <= accounts - len(opened)):
+            account_id = ids[len(opened)]
+            opened.append(account_id)
+            balances[account_id] = 0
+            event: domain.Event = domain.AccountOpened(f"user:{len(opened) % 997}", f"Account {len(opened)}", "EUR")
+        else:
+            account_id = opened[rng.randrange(len(opened))]
+            balance = balances[account_id]
+            roll = rng.random()
+            if roll < 0.55:
+                amount = rng.randrange(1, 50_000)
+                balances[account_id] = balance + amount
+                event = domain.MoneyDeposited(amount, balance + amount)
+            elif roll < 0.95:
+                amount = rng.randrange(1, 40_000)
+                if amount <= balance:
+                    balances[account_id] = balance - amount
+                    event = domain.MoneyWithdrawn(amount, balance - amount)
+                else:
+                    event = domain.CommandRejected("Withdraw", domain.Reason.INSUFFICIENT_FUNDS, amount)
+            elif roll < 0.98:
+                event = domain.CommandRejected("Deposit", domain.Reason.INVALID_AMOUNT, 0)
+            else:
+                event = domain.CommandRejected("Withdraw", domain.Reason.AMOUNT_ABOVE_LIMIT, 200_000_000)
+        sequence = sequences[account_id] = sequences.get(account_id, 0) + 1
+        name = type(event).__name__
+        expected.types[name] = expected.types.get(name, 0) + 1
+        yield messages.EventEnvelope(
+            event=event,
+            event_id=uuid.uuid4(),
+            account_id=account_id,
+            sequence=sequence,
+            occurred_at=start + timedelta(milliseconds=i),
+            command_id=uuid.uuid4(),
+            actor=f"user:{sequence % 997}",
+        )
+
+
+def produce_events(kafka: KafkaSettings, events: int, accounts: int) -> tuple[Expected, float]:
+    """Encode and produce the events with an idempotent, batching producer. (expected state, seconds)."""
+    expected = Expected()
+    failures: list[str] = []
+
+    def delivered(error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            failures.append(error.str())
+
+    out = producer(kafka, **{"linger.ms": 50, "batch.size": 1_000_000, "queue.buffering.max.messages": 500_000})
+    topic = kafka.events_topic
+    started = time.perf_counter()
+    for envelope in generate(events, accounts, expected):
+        key, value, headers = messages.encode(envelope)
+        while True:
+            try:
+                out.produce(topic, key=key, value=value, headers=headers, on_delivery=delivered)
+                break
+            except BufferError:
+                out.poll(0.05)
+        out.poll(0)
+    left = out.flush(120)
+    seconds = time.perf_counter() - started
+    if left or failures:
+        raise SystemExit(f"producing failed: {left} undelivered, {len(failures)} errors ({failures[:3]})")
+    return expected, seconds
+
+
+# --- the database ---
+
+
+def use_bench_database(name: str) -> str:
+    """Point Django at database `name` (created if missing, then migrated) before anything connects."""
+    db = settings.DATABASES["default"]
+    if name == db["NAME"]:
+        raise SystemExit(f"refusing to benchmark in {name!r}, the DATABASE_URL database: its projections would be lost")
+    import psycopg
+    from psycopg import sql
+
+    params = {"host": db["HOST"] or "127.0.0.1", "port": db["PORT"] or 5432, "user": db["USER"]}
+    if db["PASSWORD"]:
+        params["password"] = db["PASSWORD"]
+    with psycopg.connect(dbname=db["NAME"], autocommit=True, **params) as admin:
+        if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is None:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    connections.close_all()
+    db["NAME"] = name
+    connections["default"].settings_dict["NAME"] = name
+    call_command("migrate", verbosity=0)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_database()")
+        current = cursor.fetchone()[0]
+    if current != name:
+        raise SystemExit(f"expected to be connected to {name!r}, got {current!r}")
+    return name
+
+
+def empty_projections() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {PROJECTION_TABLES}")
+
+
+def check_projections(expected: Expected, what: str) -> None:
+    """The projections hold exactly the produced events: row counts, per-type counts, balances."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*), coalesce(sum(balance), 0) FROM projections_account")
+        accounts, total = cursor.fetchone()
+        cursor.execute("SELECT type, count(*) FROM projections_auditentry GROUP BY type")
+        types = dict(cursor.fetchall())
+    want = (len(expected.balances), sum(expected.balances.values()), expected.types)
+    if (accounts, total, types) != want:
+        raise SystemExit(f"{what}: projections do not match the events: got {(accounts, total, types)}, want {want}")
+
+
+# --- the three measurements ---
+
+
+@dataclass
+class Ceiling:
+    seconds: float
+    decode_seconds: float
+
+
+def ceiling(kafka: KafkaSettings, events: int) -> Ceiling:
+    """Seconds for a plain read_committed consumer to read and decode every event from offset 0."""
+    topic = kafka.events_topic
+    reader = Consumer(
+        kafka.client_config()
+        | {
+            "group.id": f"bench-ceiling-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    partitions = reader.list_topics(topic, timeout=10).topics[topic].partitions
+    reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    seen = 0
+    decoding = 0.0
+    decode = messages.decode_event
+    started = time.perf_counter()
+    while seen < events:
+        batch = reader.consume(10_000, 0.2)
+        t = time.perf_counter()
+        for m in batch:
+            if m.error() is None:
+                decode(m.value())
+                seen += 1
+        decoding += time.perf_counter() - t
+    elapsed = time.perf_counter() - started
+    reader.close()
+    return Ceiling(elapsed, decoding)
+
+
+def projector_run(kafka: KafkaSettings, events: int, push: bool) -> tuple[float, int]:
+    """(seconds from the poll that returned the first events until every event is applied, events applied)."""
+    projector = Projector(
+        kafka,
+        group=f"bench-projector-{uuid.uuid4().hex[:8]}",
+        batch_size=settings.PROJECTOR_BATCH_SIZE,
+        batch_wait=settings.PROJECTOR_BATCH_WAIT,
+        push=push,
+    )
+    projector.start()
+    # Joining the group is not what we measure: the clock starts with the poll that returned the first events.
+    started: float | None = None
+    deadline = time.monotonic() + 60
+    idle = 0
+    while projector.applied < events:
+        polled = time.perf_counter()
+        if projector.process_batch():
+            idle = 0
+            if started is None:
+                started = polled
+        elif started is None and time.monotonic() > deadline:
+            raise SystemExit("projector: no events after 60s (no partitions assigned?)")
+        elif started is not None and (idle := idle + 1) > 200:  # 10 s of empty polls
+            raise SystemExit(f"projector stalled at {projector.applied} of {events} events")
+    assert started is not None
+    elapsed = time.perf_counter() - started
+    projector.close()
+    return elapsed, projector.applied
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--accounts", type=int, default=10_000)
+    parser.add_argument("--database", default="bank_bench", help="scratch database for the projections")
+    parser.add_argument("--push", action="store_true", help="let the projector push live updates through Redis")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("bank").setLevel(logging.WARNING)
+    run_started = time.perf_counter()
+
+    kafka = fresh_kafka("projection")
+    database = use_bench_database(args.database)
+    empty_projections()
+
+    expected, produce_seconds = produce_events(kafka, args.events, args.accounts)
+    ends = end_offsets(kafka, kafka.events_topic)
+    if sum(ends.values()) != args.events:
+        raise SystemExit(f"the events topic holds {sum(ends.values())} messages, not {args.events}")
+
+    raw = ceiling(kafka, args.events)
+
+    projector_seconds, projected = projector_run(kafka, args.events, args.push)
+    check_projections(expected, "live projector")
+
+    empty_projections()
+    replayed = replay(kafka, progress=False)
+    if replayed.events != args.events:
+        raise SystemExit(f"replay applied {replayed.events} events, not {args.events}")
+    check_projections(expected, "replay")
+
+    ceiling_rate = args.events / raw.seconds
+    consume_only_rate = args.events / max(raw.seconds - raw.decode_seconds, 1e-9)
+    projector_rate = projected / projector_seconds
+    figures: dict[str, Any] = {
+        "events": args.events,
+        "accounts": args.accounts,
+        "partitions": len(ends),
+        "event_types": expected.types,
+        "database": database,
+        "produce_seconds": round(produce_seconds, 2),
+        "produce_per_s": round(args.events / produce_seconds),
+        "ceiling_consume_decode_per_s": round(ceiling_rate),
+        "ceiling_consume_only_per_s": round(consume_only_rate),
+        "projector_per_s": round(projector_rate),
+        "projector_push": args.push,
+        "projector_batch_size": settings.PROJECTOR_BATCH_SIZE,
+        "replay_per_s": round(replayed.rate),
+        "replay_seconds": round(replayed.seconds, 2),
+        "projector_vs_ceiling": round(projector_rate / ceiling_rate, 3),
+        "replay_vs_projector": round(replayed.rate / projector_rate, 3),
+        "run_seconds": round(time.perf_counter() - run_started, 1),
+    }
+    print(
+        f"projection, {args.events:,} events over {args.accounts:,} accounts, {len(ends)} partitions, "
+        f"database {database}"
+    )
+    print(
+        table(
+            [
+                (
+                    "produce (set-up, not a figure)",
+                    f"{figures['produce_per_s']:>9,} events/s ({produce_seconds:.1f}s)",
+                ),
+                ("ceiling: consume only", f"{figures['ceiling_consume_only_per_s']:>9,} events/s"),
+                (
+                    "ceiling: consume + decode_event",
+                    f"{figures['ceiling_consume_decode_per_s']:>9,} events/s (baseline)",
+                ),
+                (
+                    f"live projector (push={'on' if args.push else 'off'})",
+                    f"{figures['projector_per_s']:>9,} events/s ({projector_seconds:.1f}s)",
+                ),
+                ("replay", f"{figures['replay_per_s']:>9,} events/s ({replayed.seconds:.1f}s)"),
+                ("projector / ceiling", f"{figures['projector_vs_ceiling']:.2f}x"),
+                ("replay / projector", f"{figures['replay_vs_projector']:.2f}x"),
+            ]
+        )
+    )
+    print(f"  (whole run {figures['run_seconds']:.0f}s)")
+    write_results("projection", figures)
+
+
+if __name__ == "__main__":
+    main()

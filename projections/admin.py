@@ -1,0 +1,139 @@
+"""Admin: projections read-only (only the projector writes them); actions that issue commands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import Producer
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.utils import timezone
+
+from bank import domain
+from bank import messages as wire
+from bank.command_bus import CommandNotConfirmed, get_command_bus
+from bank.money import AmountError, format_money, parse_amount
+from projections.models import Account, AuditEntry, Checkpoint, DeadLetter
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+def admin_actor(request: HttpRequest) -> str:
+    return f"admin:{request.user.get_username()}"
+
+
+def send_commands(request: HttpRequest, commands: list[domain.Command]) -> int:
+    bus = get_command_bus()
+    sent = 0
+    for command in commands:
+        try:
+            bus.send(wire.CommandEnvelope.new(command, admin_actor(request)))
+            sent += 1
+        except CommandNotConfirmed as error:
+            messages.error(request, f"Stopped after {sent} command(s): {error}")
+            break
+    return sent
+
+
+class CorrectionForm(forms.Form):
+    amount = forms.CharField(help_text="Amount to deposit into each selected account, e.g. 12.50")
+
+
+@admin.register(Account)
+class AccountAdmin(ReadOnlyAdmin):
+    list_display = ["name", "owner", "currency", "balance_display", "status", "last_sequence", "updated_at"]
+    list_filter = ["status", "currency"]
+    search_fields = ["id", "name", "owner"]
+    actions = ["deposit_correction", "close_accounts"]
+
+    @admin.display(description="balance", ordering="balance")
+    def balance_display(self, obj: Account) -> str:
+        return format_money(obj.balance, obj.currency)
+
+    @admin.action(description="Deposit a correction (issues Deposit commands)")
+    def deposit_correction(self, request: HttpRequest, queryset: QuerySet[Account]) -> HttpResponse | None:
+        form = CorrectionForm(request.POST if "apply" in request.POST else None)
+        if form.is_valid():
+            try:
+                amount = parse_amount(form.cleaned_data["amount"], settings.BANK_MAX_AMOUNT)
+            except AmountError as error:
+                form.add_error("amount", str(error))
+            else:
+                sent = send_commands(request, [domain.Deposit(a.id, amount) for a in queryset])
+                self.message_user(request, f"Sent {sent} deposit command(s); balances change once they are decided.")
+                return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Deposit a correction",
+            "accounts": queryset,
+            "form": form,
+            "action": "deposit_correction",
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/projections/deposit_correction.html", context)
+
+    @admin.action(description="Close accounts (issues CloseAccount commands)")
+    def close_accounts(self, request: HttpRequest, queryset: QuerySet[Account]) -> None:
+        sent = send_commands(request, [domain.CloseAccount(a.id) for a in queryset])
+        self.message_user(request, f"Sent {sent} close command(s); an account with money in it will be rejected.")
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(ReadOnlyAdmin):
+    list_display = ["account_id", "sequence", "type", "amount", "balance_after", "reason", "actor", "occurred_at"]
+    list_filter = ["type", "reason"]
+    search_fields = ["account_id", "command_id", "event_id", "actor"]
+
+
+@admin.register(Checkpoint)
+class CheckpointAdmin(ReadOnlyAdmin):
+    list_display = ["projection", "topic", "partition", "next_offset"]
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(ReadOnlyAdmin):
+    list_display = ["topic", "partition", "offset", "error", "created_at", "requeued_at"]
+    readonly_fields = ["topic", "partition", "offset", "error", "created_at", "requeued_at", "value_text", "key_text"]
+    exclude = ["key", "value"]
+    actions = ["requeue"]
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="value")
+    def value_text(self, obj: DeadLetter) -> str:
+        return bytes(obj.value or b"").decode("utf-8", "replace")
+
+    @admin.display(description="key")
+    def key_text(self, obj: DeadLetter) -> str:
+        return bytes(obj.key or b"").decode("utf-8", "replace")
+
+    @admin.action(description="Re-queue to the original topic (after a fix, e.g. a new upcaster)")
+    def requeue(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> None:
+        producer = Producer(settings.KAFKA.client_config() | {"enable.idempotence": True, "acks": "all"})
+        letters = list(queryset.filter(requeued_at__isnull=True))
+        for letter in letters:
+            producer.produce(
+                letter.topic,
+                key=bytes(letter.key) if letter.key is not None else None,
+                value=bytes(letter.value) if letter.value is not None else None,
+                headers=[("requeued-from", f"{letter.topic}:{letter.partition}:{letter.offset}".encode())],
+            )
+        if producer.flush(settings.KAFKA.command_timeout) > 0:
+            self.message_user(request, "Kafka did not confirm the re-queue; nothing marked.", messages.ERROR)
+            return
+        DeadLetter.objects.filter(pk__in=[d.pk for d in letters]).update(requeued_at=timezone.now())
+        self.message_user(request, f"Re-queued {len(letters)} message(s).")
