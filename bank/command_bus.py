@@ -6,7 +6,6 @@ callbacks so that many request threads can each wait for their own command.
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 from concurrent.futures import Future
@@ -88,8 +87,16 @@ class CommandBus:
         self._closed.set()
 
 
-@functools.cache
+_buses: dict[KafkaSettings, CommandBus] = {}
+_buses_lock = threading.Lock()
+
+
 def get_command_bus() -> CommandBus:
+    """The process's command bus for the configured Kafka (one producer, created on first use)."""
     from django.conf import settings
 
-    return CommandBus(settings.KAFKA)
+    with _buses_lock:
+        bus = _buses.get(settings.KAFKA)
+        if bus is None:
+            bus = _buses[settings.KAFKA] = CommandBus(settings.KAFKA)
+        return bus

@@ -6,7 +6,7 @@ A bad value stops start-up with a one-line error that names the variable.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -118,7 +118,7 @@ class KafkaSettings:
     command_timeout: float = 5.0
     # How soon a dead worker's partitions move to another (processor and projector groups).
     session_timeout_ms: int = 10_000
-    extra: dict[str, str] = field(default_factory=dict)
+    extra: tuple[tuple[str, str], ...] = ()  # further librdkafka settings
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
@@ -149,7 +149,7 @@ class KafkaSettings:
             }
         if self.ssl_ca_location:
             config["ssl.ca.location"] = self.ssl_ca_location
-        return config | self.extra
+        return config | dict(self.extra)
 
 
 def kafka_from_env() -> KafkaSettings:

@@ -77,11 +77,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
         account = event.get("account")
         if account is not None and account.get("owner") != self.owner:
             return  # never for this user, whatever group it came through
-        html = await self._update_fragments(
-            UUID(event["account_id"]), [e["event_id"] for e in event.get("entries", [])]
-        )
-        if html.strip():
-            await self.send(text_data=html)
+        event_ids = [e["event_id"] for e in event.get("entries", [])]
+        await self._send_all(await self._update_fragments(UUID(event["account_id"]), event_ids))
 
     async def account_opened(self, event: dict[str, Any]) -> None:
         if event["account"]["owner"] != self.owner:

@@ -12,12 +12,14 @@ import dataclasses
 import os
 import shutil
 import signal
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import User
 
 from bank.command_bus import CommandBus
 from bank.config import KafkaSettings
@@ -28,6 +30,7 @@ from consumers.kafka import ensure_topics
 from tests.kafka_helpers import Worker, worker_env
 
 ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "correct-horse-battery"
 VAR = ROOT / "var" / "test"
 
 
@@ -90,11 +93,12 @@ def workers() -> Iterator[Callable[..., Worker]]:
     """Start manage.py workers as real processes; all are stopped after the test."""
     started: list[Worker] = []
 
-    def start(name: str, args: list[str], kafka: KafkaSettings, **env: str) -> Worker:
-        worker = Worker(name, args, worker_env(kafka, **env))
+    def start(name: str, args: list[str], kafka: KafkaSettings, program: list[str] | None = None, **env: str) -> Worker:
+        worker = Worker(name, args, worker_env(kafka, **env), program)
         started.append(worker)
         return worker
 
+    start.started = started  # type: ignore[attr-defined]
     yield start
     for worker in started:
         worker.signal(signal.SIGCONT)  # a frozen worker cannot stop
@@ -120,3 +124,32 @@ def projector(kafka: KafkaSettings, workers: Callable[..., Worker], transactiona
     worker = workers("projector", ["run_projector"], kafka)
     worker.wait_for_log("projector assigned")
     return worker
+
+
+@pytest.fixture
+def users(transactional_db: None) -> dict[str, User]:
+    """alice and bob, customers; carol, staff."""
+    return {
+        "alice": User.objects.create_user("alice", password=PASSWORD),
+        "bob": User.objects.create_user("bob", password=PASSWORD),
+        "carol": User.objects.create_user("carol", password=PASSWORD, is_staff=True, is_superuser=True),
+    }
+
+
+@pytest.fixture
+def bank_server(
+    kafka: KafkaSettings, workers: Callable[..., Worker], processor: Worker, projector: Worker
+) -> Iterator[str]:
+    """The whole bank on a free port: daphne, the processor and the projector, on the test database."""
+    port = free_port()
+    web = workers(
+        "daphne",
+        ["-b", "127.0.0.1", "-p", str(port), "bank.asgi:application"],
+        kafka,
+        program=[sys.executable, "-m", "daphne"],
+    )
+    web.wait_for_log("Listening on TCP address")
+    yield f"http://127.0.0.1:{port}"
+    # A consumer that crashed would be hidden by the browser's reconnect and catch-up: fail on it.
+    for worker in workers.started:  # type: ignore[attr-defined]
+        assert "Traceback" not in worker.log(), f"{worker.name} raised:\n{worker.log()[-4000:]}"

@@ -68,13 +68,13 @@ def test_database_url() -> str:
 class Worker:
     """A manage.py worker in its own process, its output in var/test/logs/<name>.log."""
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str]) -> None:
+    def __init__(self, name: str, args: list[str], env: dict[str, str], program: list[str] | None = None) -> None:
         LOGS.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.log_path = LOGS / f"{name}.log"
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), *args],
+            [*(program or [sys.executable, str(ROOT / "manage.py")]), *args],
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -1,0 +1,187 @@
+"""The web views with Django's test client, against the real broker: who may do what, and bad input."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+
+from bank.config import KafkaSettings
+from bank.local.process import free_port
+from projections.models import Account
+from tests.conftest import PASSWORD
+from tests.kafka_helpers import read_raw
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def account_of(user: User, name: str = "Current", balance: int = 0) -> Account:
+    """An account as the projector would have written it (these tests are about the views)."""
+    now = datetime.now(UTC)
+    return Account.objects.create(
+        id=uuid.uuid4(),
+        owner=str(user.pk),
+        name=name,
+        currency="EUR",
+        balance=balance,
+        status="open",
+        opened_at=now,
+        last_sequence=1,
+        updated_at=now,
+    )
+
+
+def logged_in(user: User, **kwargs: bool) -> Client:
+    client = Client(**kwargs)
+    assert client.login(username=user.username, password=PASSWORD)
+    return client
+
+
+def commands_sent(kafka: KafkaSettings) -> list[bytes]:
+    return [m.value() for m in read_raw(kafka, kafka.commands_topic)]
+
+
+def test_it_requires_login_everywhere(users: dict[str, User], kafka: KafkaSettings) -> None:
+    account = account_of(users["alice"])
+    anonymous = Client()
+    for method, url in [
+        ("get", "/"),
+        ("get", f"/accounts/{account.id}/"),
+        ("post", "/accounts/open"),
+        ("post", f"/accounts/{account.id}/deposit"),
+        ("post", f"/accounts/{account.id}/withdraw"),
+        ("get", f"/commands/{account.id}/{uuid.uuid4()}"),
+    ]:
+        response = getattr(anonymous, method)(url)
+        assert response.status_code == 302, url
+        assert response["Location"].startswith("/login/"), url
+    assert commands_sent(kafka) == []
+
+
+def test_it_refuses_a_post_without_csrf_token(users: dict[str, User], kafka: KafkaSettings) -> None:
+    account = account_of(users["alice"])
+    client = logged_in(users["alice"], enforce_csrf_checks=True)
+    response = client.post(
+        f"/accounts/{account.id}/deposit", {"deposit-amount": "10", "deposit-command_id": str(uuid.uuid4())}
+    )
+    assert response.status_code == 403
+    assert commands_sent(kafka) == []
+
+
+def test_it_hides_other_users_accounts(users: dict[str, User], kafka: KafkaSettings) -> None:
+    alices = account_of(users["alice"], "Alice's savings", 50_00)
+    bob = logged_in(users["bob"])
+    assert bob.get(f"/accounts/{alices.id}/").status_code == 404
+    for kind in ("deposit", "withdraw"):
+        response = bob.post(
+            f"/accounts/{alices.id}/{kind}", {f"{kind}-amount": "10", f"{kind}-command_id": str(uuid.uuid4())}
+        )
+        assert response.status_code == 404
+    assert "Alice&#x27;s savings" not in bob.get("/").content.decode()
+    assert "Alice" not in bob.get("/").content.decode()
+    assert commands_sent(kafka) == []
+
+
+@pytest.mark.parametrize(
+    ("amount", "message"),
+    [
+        ("", "Enter an amount."),
+        ("-5", "Enter an amount greater than zero."),
+        ("0", "Enter an amount greater than zero."),
+        ("0.00", "Enter an amount greater than zero."),
+        ("1.234", "Use at most two decimals (cents)."),
+        ("1000000.01", "The most one transaction can move is €1,000,000.00."),
+        ("ten", "Enter a number, like 25 or 25.50."),
+        ("1e5", "Enter a number, like 25 or 25.50."),
+        ("NaN", "Enter a number, like 25 or 25.50."),
+    ],
+)
+def test_it_answers_bad_amounts_in_the_form(
+    users: dict[str, User], kafka: KafkaSettings, amount: str, message: str
+) -> None:
+    account = account_of(users["alice"])
+    client = logged_in(users["alice"])
+    response = client.post(
+        f"/accounts/{account.id}/withdraw",
+        {"withdraw-amount": amount, "withdraw-command_id": str(uuid.uuid4())},
+        headers={"HX-Request": "true"},
+    )
+    assert response.status_code == 422
+    assert message in response.content.decode()
+    assert f'value="{amount}"' in response.content.decode() or amount == ""
+    assert commands_sent(kafka) == []
+
+
+def test_it_sends_one_command_and_answers_pending(users: dict[str, User], kafka: KafkaSettings) -> None:
+    account = account_of(users["alice"])
+    client = logged_in(users["alice"])
+    command_id = str(uuid.uuid4())
+    response = client.post(
+        f"/accounts/{account.id}/deposit",
+        {"deposit-amount": "100.00", "deposit-command_id": command_id},
+        headers={"HX-Request": "true"},
+    )
+    assert response.status_code == 202
+    body = response.content.decode()
+    assert f'id="cmd-{command_id}"' in body
+    assert "pending" in body
+    assert command_id not in body.split('name="deposit-command_id"')[1][:120], "the fresh form needs a new command id"
+    sent = commands_sent(kafka)
+    assert len(sent) == 1
+    assert b'"amount":10000' in sent[0]
+    assert b'"actor":"user:alice"' in sent[0]
+
+
+def test_it_says_when_the_broker_cannot_confirm_and_keeps_the_values(
+    users: dict[str, User], kafka: KafkaSettings, settings
+) -> None:
+    account = account_of(users["alice"])
+    settings.KAFKA = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", command_timeout=1.0)
+    client = logged_in(users["alice"])
+    response = client.post(
+        f"/accounts/{account.id}/deposit",
+        {"deposit-amount": "42.50", "deposit-command_id": str(uuid.uuid4())},
+        headers={"HX-Request": "true"},
+    )
+    assert response.status_code == 503
+    body = response.content.decode()
+    assert "cannot take orders right now" in body
+    assert 'value="42.50"' in body
+
+
+def test_it_refuses_admin_pages_to_customers(users: dict[str, User]) -> None:
+    alice = logged_in(users["alice"])
+    for url in ["/admin/", "/admin/projections/account/", "/admin/projections/deadletter/"]:
+        response = alice.get(url)
+        assert response.status_code == 302
+        assert "/admin/login/" in response["Location"]
+    staff = logged_in(users["carol"])
+    assert staff.get("/admin/projections/account/").status_code == 200
+
+
+def test_it_shows_projections_read_only_in_the_admin(users: dict[str, User]) -> None:
+    account = account_of(users["alice"])
+    staff = logged_in(users["carol"])
+    assert staff.get("/admin/projections/account/add/").status_code == 403
+    response = staff.post(f"/admin/projections/account/{account.id}/change/", {"balance": "999"})
+    assert response.status_code == 403
+    assert staff.post(f"/admin/projections/account/{account.id}/delete/", {"post": "yes"}).status_code == 403
+    assert Account.objects.get(id=account.id).balance == 0
+
+
+def test_it_issues_admin_commands_through_the_bus(users: dict[str, User], kafka: KafkaSettings) -> None:
+    account = account_of(users["alice"])
+    staff = logged_in(users["carol"])
+    response = staff.post(
+        "/admin/projections/account/",
+        {"action": "deposit_correction", "_selected_action": [str(account.id)], "apply": "1", "amount": "12.50"},
+    )
+    assert response.status_code == 302
+    staff.post("/admin/projections/account/", {"action": "close_accounts", "_selected_action": [str(account.id)]})
+    sent = commands_sent(kafka)
+    assert len(sent) == 2
+    assert b'"type":"Deposit"' in sent[0] and b'"amount":1250' in sent[0] and b'"actor":"admin:carol"' in sent[0]
+    assert b'"type":"CloseAccount"' in sent[1]
