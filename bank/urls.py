@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
@@ -18,3 +19,10 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
 ]
+
+if settings.BANK_BENCH_BASELINE:
+    from bank import baseline
+
+    urlpatterns.append(
+        path("bench/deposit-in-place/<uuid:account_id>", baseline.deposit_in_place, name="deposit-in-place")
+    )
