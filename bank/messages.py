@@ -8,7 +8,6 @@ permanent, and the consumer dead-letters it and moves on.
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -177,7 +176,8 @@ class CommandEnvelope:
         return self.command.account_id
 
     def to_dict(self) -> dict[str, Any]:
-        data = {k: v for k, v in dataclasses.asdict(self.command).items() if k != "account_id"}
+        # vars(), not dataclasses.asdict: the fields are flat, and asdict's deep copy is the slow part of encoding.
+        data = {k: v for k, v in vars(self.command).items() if k != "account_id"}
         return {
             "command_id": str(self.command_id),
             "type": self.type,
@@ -213,7 +213,7 @@ class EventEnvelope:
             "occurred_at": format_time(self.occurred_at),
             "command_id": str(self.command_id),
             "actor": self.actor,
-            "data": dataclasses.asdict(self.event),
+            "data": dict(vars(self.event)),
         }
 
 
