@@ -185,3 +185,33 @@ def test_it_issues_admin_commands_through_the_bus(users: dict[str, User], kafka:
     assert len(sent) == 2
     assert b'"type":"Deposit"' in sent[0] and b'"amount":1250' in sent[0] and b'"actor":"admin:carol"' in sent[0]
     assert b'"type":"CloseAccount"' in sent[1]
+
+
+def test_it_paginates_the_history_newest_first(users: dict[str, User]) -> None:
+    from projections.models import AuditEntry
+
+    account = account_of(users["alice"])
+    now = datetime.now(UTC)
+    AuditEntry.objects.bulk_create(
+        AuditEntry(
+            event_id=uuid.uuid4(),
+            account_id=account.id,
+            sequence=n,
+            type="MoneyDeposited",
+            amount=100,
+            balance_after=100 * n,
+            occurred_at=now,
+            actor="user:alice",
+            command_id=uuid.uuid4(),
+        )
+        for n in range(1, 26)
+    )
+    client = logged_in(users["alice"])
+    first = client.get(f"/accounts/{account.id}/").content.decode()
+    assert first.count('class="entry') == 20
+    assert first.index("#25") < first.index("#24")
+    assert "page 1 of 2" in first
+    second = client.get(f"/accounts/{account.id}/?page=2").content.decode()
+    assert second.count('class="entry') == 5
+    assert "#1<" in second.replace("</td>", "<")
+    assert f'id="audit-live-{account.id}"' not in second, "only page one receives live rows"

@@ -174,3 +174,28 @@ def test_it_measures_click_to_balance_latency(browser: Browser, bank_server: str
         messages.orjson.dumps({"median_ms": median, "samples_ms": samples, "when": time.time()}).decode() + "\n"
     )
     assert len(samples) == 20
+
+
+def test_it_shows_times_in_the_users_zone_and_fits_a_phone(
+    browser: Browser, bank_server: str, users: dict[str, User]
+) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 800}, timezone_id="Asia/Tokyo")
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    page.goto(f"{bank_server}/")
+    page.fill("#id_username", "alice")
+    page.fill("#id_password", "correct-horse-battery")
+    page.click("button[type=submit]")
+    page.wait_for_selector("#live-status.on")
+    account_url = open_account(page, "Tokyo")
+    page.goto(f"{bank_server}{account_url}")
+    opened = Account.objects.get(id=account_url.strip("/").split("/")[-1]).opened_at
+    from zoneinfo import ZoneInfo
+
+    shown = page.locator("table.history tbody tr").first.locator("time").inner_text()
+    assert shown == opened.astimezone(ZoneInfo("Asia/Tokyo")).strftime("%Y-%m-%d %H:%M:%S")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), (
+        "the page scrolls sideways on a phone"
+    )
+    page.screenshot(path=str(SCREENSHOT.with_name("phone.png")), full_page=True)
+    context.close()
