@@ -22,8 +22,14 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 DATABASE_URL = env_url("DATABASE_URL", "postgres://bank:bank@127.0.0.1:5432/bank", ("postgres", "postgresql"))
 DATABASES = {"default": environ.Env.db_url_config(DATABASE_URL)}
-DATABASES["default"]["CONN_MAX_AGE"] = 60
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# A pool per process bounds the connections: Channels runs ORM calls on many threads, and a
+# persistent connection per thread exhausted PostgreSQL's 100 slots under load.
+DATABASE_POOL_SIZE = env_int("DATABASE_POOL_SIZE", 10, minimum=0)
+if DATABASE_POOL_SIZE:
+    DATABASES["default"]["OPTIONS"] = {"pool": {"min_size": 1, "max_size": DATABASE_POOL_SIZE, "timeout": 10}}
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = 60
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 REDIS_URL = env_url("REDIS_URL", "redis://127.0.0.1:6379/0", ("redis", "rediss"))
 CHANNEL_LAYERS = {

@@ -12,6 +12,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
 from bank.config import KafkaSettings
 
@@ -120,12 +121,23 @@ def next_offsets(messages: Iterable[Message]) -> list[TopicPartition]:
     return [TopicPartition(topic, partition, offset + 1) for (topic, partition), offset in last.items()]
 
 
+@retry(
+    retry=retry_if_exception(lambda e: isinstance(e, KafkaException) and e.args[0].retriable()),
+    wait=wait_exponential(multiplier=0.05, max=1.0),
+    stop=stop_after_delay(15),
+    reraise=True,
+)
+def high_watermark(consumer: Consumer, topic: str, partition: int) -> int:
+    """The end of a partition; retried while leadership settles (a fresh topic, a restarted broker)."""
+    return int(consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1])
+
+
 def end_offsets(kafka: KafkaSettings, topic: str) -> dict[int, int]:
     """The current end (high watermark) of every partition of `topic`."""
     c = reader(kafka)
     try:
         partitions = c.list_topics(topic, timeout=10).topics[topic].partitions
-        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+        return {p: high_watermark(c, topic, p) for p in partitions}
     finally:
         c.close()
 
@@ -163,10 +175,10 @@ def read_to_end(
             )
         wanted = sorted(set(partitions))
         if ends is None:
-            ends = {p: events.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in wanted}
+            ends = {p: high_watermark(events, topic, p) for p in wanted}
         events.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in wanted])
         remaining = {p for p in wanted if ends[p] > 0}
-        last_said = time.monotonic()
+        last_said = last_progress = time.monotonic()
         while remaining:
             batch = [
                 m
@@ -174,14 +186,16 @@ def read_to_end(
                 if m.error() is None and (m.offset() or 0) < ends[m.partition() or 0]
             ]
             if batch:
+                last_progress = time.monotonic()
                 yield batch
             for tp in events.position([TopicPartition(topic, p) for p in remaining]):
                 if tp.offset >= ends[tp.partition]:
                     remaining.discard(tp.partition)
-            if remaining and time.monotonic() - last_said > say_every:
-                last_said = time.monotonic()
+            now = time.monotonic()
+            if remaining and now - last_progress > say_every and now - last_said > say_every:
+                last_said = now
                 log.info(
-                    "still reading %s partitions %s (an open transaction may hold them back)", topic, sorted(remaining)
+                    "waiting on %s partitions %s: an open transaction may hold them back", topic, sorted(remaining)
                 )
     finally:
         events.close()

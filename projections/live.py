@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
 import time
 from typing import Any
 from uuid import UUID
@@ -14,6 +16,10 @@ from projections.apply import AccountRow, AuditRow
 from projections.store import Outcome
 
 MAX_ENTRIES_PER_PUSH = 50
+# Sends in flight at once: each takes a Redis connection, and the pool holds 100.
+MAX_CONCURRENT_SENDS = 50
+
+log = logging.getLogger("bank.projector")
 
 
 def account_group(account_id: UUID | str) -> str:
@@ -21,7 +27,8 @@ def account_group(account_id: UUID | str) -> str:
 
 
 def owner_group(owner: str) -> str:
-    return f"owner-{owner}"
+    # A hash: group names allow only [A-Za-z0-9._-] and under 100 characters; an owner id may hold anything.
+    return f"owner-{hashlib.sha256(owner.encode()).hexdigest()[:40]}"
 
 
 def account_payload(row: AccountRow) -> dict[str, Any]:
@@ -77,11 +84,21 @@ def push(outcome: Outcome) -> int:
     if not pairs or layer is None:
         return 0
 
-    async def send_all() -> None:
-        await asyncio.gather(*(layer.group_send(group, message) for group, message in pairs))
+    async def send_all() -> int:
+        limit = asyncio.Semaphore(MAX_CONCURRENT_SENDS)
 
-    async_to_sync(send_all)()
-    return len(pairs)
+        async def send(group: str, message: dict[str, Any]) -> bool:
+            async with limit:
+                try:
+                    await layer.group_send(group, message)
+                    return True
+                except Exception as error:  # the rows are committed: a lost push is caught up on reconnect
+                    log.warning("live update to %s not sent: %s", group, error)
+                    return False
+
+        return sum(await asyncio.gather(*(send(group, message) for group, message in pairs)))
+
+    return async_to_sync(send_all)()
 
 
 async def wait_for_command(account_id: UUID, command_id: UUID, timeout: float = 5.0) -> AuditRow | None:

@@ -85,6 +85,7 @@ def replay(
             for projection in chosen:
                 cursor.execute(f"TRUNCATE {store.TABLES[projection]}")
             cursor.execute(f"DELETE FROM {CHECKPOINT_TABLE} WHERE projection = ANY(%s)", [list(chosen)])
+        memory = store.Memory()
         total = sum(ends.values())
         with tqdm(total=total, unit="ev", unit_scale=True, desc="replay", disable=not progress, mininterval=0.5) as bar:
             for batch in read_to_end(kafka, kafka.events_topic, ends=ends, batch_size=batch_size):
@@ -97,9 +98,11 @@ def replay(
                         continue
                     events.append(store.Positioned(message.partition() or 0, message.offset() or 0, envelope))
                 batch_ends = {p: o for p, o in ((m.partition() or 0, (m.offset() or 0) + 1) for m in batch)}
-                store.apply_batch(cursor, kafka.events_topic, events, batch_ends, chosen)
+                store.apply_batch(cursor, kafka.events_topic, events, batch_ends, chosen, memory)
                 result.events += len(events)
                 bar.update(len(batch))
+        if "accounts" in chosen:
+            store.write_accounts(cursor, memory.accounts.values())
         # Offsets past the last event (transaction markers) count as read too.
         for projection in chosen:
             store.save_checkpoints(cursor, kafka.events_topic, projection, {p: o for p, o in ends.items() if o > 0})
