@@ -6,6 +6,7 @@ callbacks so that many request threads can each wait for their own command.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from concurrent.futures import Future
@@ -53,8 +54,7 @@ class CommandBus:
         while not self._closed.is_set():
             self._producer.poll(0.05)
 
-    def send(self, envelope: messages.CommandEnvelope) -> Receipt:
-        """Produce one command and wait until the broker has it on all in-sync replicas."""
+    def _produce(self, envelope: messages.CommandEnvelope) -> Future[Message]:
         key, value, headers = messages.encode(envelope)
         done: Future[Message] = Future()
 
@@ -70,10 +70,28 @@ class CommandBus:
             )
         except BufferError:
             raise CommandNotConfirmed("Kafka producer queue is full; try again in a moment") from None
+        return done
+
+    def send(self, envelope: messages.CommandEnvelope) -> Receipt:
+        """Produce one command and wait until the broker has it on all in-sync replicas."""
+        done = self._produce(envelope)
         try:
             message = done.result(timeout=self.timeout + 1.0)
         except FutureTimeout:
             raise CommandNotConfirmed(f"Kafka did not confirm the command within {self.timeout:g}s") from None
+        return self._receipt(envelope, message)
+
+    async def asend(self, envelope: messages.CommandEnvelope) -> Receipt:
+        """`send` for async views: the wait for the broker holds no thread."""
+        done = asyncio.wrap_future(self._produce(envelope))
+        try:
+            message = await asyncio.wait_for(done, self.timeout + 1.0)
+        except TimeoutError:
+            raise CommandNotConfirmed(f"Kafka did not confirm the command within {self.timeout:g}s") from None
+        return self._receipt(envelope, message)
+
+    @staticmethod
+    def _receipt(envelope: messages.CommandEnvelope, message: Message) -> Receipt:
         return Receipt(
             envelope.command_id,
             envelope.account_id,

@@ -29,6 +29,13 @@ def owned_account(user: AbstractBaseUser | AnonymousUser, account_id: UUID | str
     return account
 
 
+async def aowned_account(user: AbstractBaseUser | AnonymousUser, account_id: UUID | str) -> Account:
+    account = await Account.objects.filter(id=account_id, owner=owner_key(user)).afirst()
+    if account is None:
+        raise Http404("No such account")
+    return account
+
+
 def totals(accounts: list[Account]) -> list[tuple[str, int]]:
     """Balance totals per currency, largest currency group first."""
     sums: dict[str, int] = defaultdict(int)

@@ -26,8 +26,8 @@ HISTORY_PAGE_SIZE = 20
 BROKER_DOWN = "The bank cannot take orders right now (Kafka did not confirm). Nothing was sent; try again in a moment."
 
 
-def actor_of(request: HttpRequest) -> str:
-    return f"user:{request.user.get_username()}"
+def actor_of(user: Any) -> str:
+    return f"user:{user.get_username()}"
 
 
 @require_GET
@@ -41,7 +41,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
-def open_account(request: HttpRequest) -> HttpResponse:
+async def open_account(request: HttpRequest) -> HttpResponse:
+    user = await request.auser()
     form = OpenAccountForm(request.POST)
     if not form.is_valid():
         return render(request, "bank/dashboard.html#open-form", {"form": form}, status=422)
@@ -49,16 +50,10 @@ def open_account(request: HttpRequest) -> HttpResponse:
     # The account id is derived from the command id, so a repeated submit names the same account.
     account_id = uuid.uuid5(uuid.NAMESPACE_URL, f"bank:open:{command_id}")
     command = domain.OpenAccount(
-        account_id, queries.owner_key(request.user), form.cleaned_data["name"], form.cleaned_data["currency"]
+        account_id, queries.owner_key(user), form.cleaned_data["name"], form.cleaned_data["currency"]
     )
-    return _send(
-        request,
-        command,
-        command_id,
-        form,
-        "bank/dashboard.html#open-form",
-        f"Open “{command.name}” ({command.currency})",
-    )
+    label = f"Open “{command.name}” ({command.currency})"
+    return await _send(request, user, command, command_id, form, "bank/dashboard.html#open-form", label)
 
 
 @require_GET
@@ -77,8 +72,10 @@ def account_detail(request: HttpRequest, account_id: UUID) -> HttpResponse:
 
 
 @require_POST
-def move_money(request: HttpRequest, account_id: UUID, kind: str) -> HttpResponse:
-    account = queries.owned_account(request.user, account_id)
+async def move_money(request: HttpRequest, account_id: UUID, kind: str) -> HttpResponse:
+    """Async, so that waiting for the broker's confirmation holds no thread (sync views share one)."""
+    user = await request.auser()
+    account = await queries.aowned_account(user, account_id)
     form = MoveMoneyForm(request.POST, currency=account.currency, prefix=kind)
     template = "bank/account.html#move-form"
     if not form.is_valid():
@@ -88,11 +85,13 @@ def move_money(request: HttpRequest, account_id: UUID, kind: str) -> HttpRespons
         domain.Deposit(account.id, amount) if kind == "deposit" else domain.Withdraw(account.id, amount)
     )
     label = f"{'Deposit' if kind == 'deposit' else 'Withdraw'} {form.data.get(kind + '-amount', '').strip()}"
-    return _send(request, command, form.cleaned_data["command_id"], form, template, label, account=account, kind=kind)
+    command_id = form.cleaned_data["command_id"]
+    return await _send(request, user, command, command_id, form, template, label, account=account, kind=kind)
 
 
-def _send(
+async def _send(
     request: HttpRequest,
+    user: Any,
     command: domain.Command,
     command_id: UUID,
     form: Any,
@@ -101,24 +100,15 @@ def _send(
     **context: Any,
 ) -> HttpResponse:
     """Send the command and answer 202 with a pending row and a fresh form, or 503 with the form as typed."""
-    envelope = messages.CommandEnvelope.new(command, actor_of(request), command_id)
+    envelope = messages.CommandEnvelope.new(command, actor_of(user), command_id)
     try:
-        get_command_bus().send(envelope)
+        await get_command_bus().asend(envelope)
     except CommandNotConfirmed as error:
         log.warning("command %s not confirmed: %s", command_id, error)
         return render(request, template, {"form": form, "broker_error": BROKER_DOWN, **context}, status=503)
     fresh = type(form)(**_fresh_form_kwargs(form))
-    response = render(
-        request,
-        template,
-        {
-            "form": fresh,
-            "pending": {"command_id": command_id, "account_id": command.account_id, "label": label},
-            **context,
-        },
-        status=202,
-    )
-    return response
+    pending = {"command_id": command_id, "account_id": command.account_id, "label": label}
+    return render(request, template, {"form": fresh, "pending": pending, **context}, status=202)
 
 
 def _fresh_form_kwargs(form: Any) -> dict[str, Any]:

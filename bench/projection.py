@@ -15,7 +15,7 @@ database side. `--push` turns live updates on (through Redis); it needs a batch 
 most ~100 accounts (the channel layer's Redis pool), so use it with few `--accounts`.
 
 The projector and replay write the projection tables, so by default they run in a database
-of their own (`--database bank_bench`, created with the DATABASE_URL role and migrated).
+of their own (`--database bank_bench_projection`, created with the DATABASE_URL role and migrated).
 
     .venv/bin/python bench/projection.py [--events 1000000] [--accounts 10000] [--push]
 """
@@ -262,7 +262,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--accounts", type=int, default=10_000)
-    parser.add_argument("--database", default="bank_bench", help="scratch database for the projections")
+    parser.add_argument("--database", default="bank_bench_projection", help="scratch database of its own")
     parser.add_argument(
         "--push", action="store_true", help="projector pushes live updates through Redis (few --accounts only)"
     )

@@ -1,4 +1,4 @@
--- wrk script for bench/http.py: authenticated deposit form POSTs, one random account of the
+-- wrk script for bench/web.py: authenticated deposit form POSTs, one random account of the
 -- list per request, and a fresh command id (UUID v4) per request on the command side.
 --
 --   wrk -s bench/wrk_post.lua URL -- MODE COOKIE CSRF ID1,ID2,...
