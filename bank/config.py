@@ -123,6 +123,11 @@ class KafkaSettings:
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
 
+    def group(self, name: str) -> str:
+        """Consumer group names follow the topic prefix: bank-processor for bank.*, and a
+        benchmark's or a test's topics never share a group with the live workers."""
+        return f"{self.topic_prefix.rstrip('.')}-{name}"
+
     @property
     def commands_topic(self) -> str:
         return self.topic("commands")

@@ -35,7 +35,12 @@ REDIS_URL = env_url("REDIS_URL", "redis://127.0.0.1:6379/0", ("redis", "rediss")
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": env_str("CHANNELS_PREFIX", "bank")},
+        # No socket timeout: channels_redis blocks 5 s waiting for messages, and redis-py's default
+        # read timeout of 5 s turned every quiet websocket into a crash (channels_redis#422).
+        "CONFIG": {
+            "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+            "prefix": env_str("CHANNELS_PREFIX", "bank"),
+        },
     }
 }
 

@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, Producer
 
 from bank import domain, messages
 from bank.config import KafkaSettings
-from consumers.kafka import next_offsets, producer
+from consumers.kafka import consume_batch, next_offsets, producer
 from consumers.processor import Processor
 
 
@@ -76,7 +76,7 @@ class UntransactionalProcessor(Processor):
         self.consumer.subscribe([self.kafka.commands_topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
 
     def process_batch(self) -> int:
-        batch = self._without_errors(self.consumer.consume(self.batch_size, self.batch_wait))
+        batch = self._without_errors(consume_batch(self.consumer, self.batch_size, self.batch_wait))
         if not batch:
             return 0
         self.decided += sum(self._handle(message) for message in batch)

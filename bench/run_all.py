@@ -71,7 +71,7 @@ def main() -> None:
         return
     from summary import headline, plot
 
-    figures = headline({name: load(file) for name, file in RESULT_FILES.items() if (RESULTS / f"{file}.json").exists()})
+    figures = headline({file: load(file) for file in RESULT_FILES.values() if (RESULTS / f"{file}.json").exists()})
     for line in figures["lines"]:
         print(line)
     meta = {

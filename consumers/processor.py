@@ -19,7 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from bank import domain, messages
 from bank.config import KafkaSettings
-from consumers.kafka import consumer, dead_letter, next_offsets, read_to_end
+from consumers.kafka import consume_batch, consumer, dead_letter, next_offsets, read_to_end
 
 log = logging.getLogger("bank.processor")
 
@@ -70,7 +70,7 @@ class Processor:
         self,
         kafka: KafkaSettings,
         instance: str,
-        group: str = "bank-processor",
+        group: str | None = None,
         max_amount: int = domain.DEFAULT_MAX_AMOUNT,
         batch_size: int = 500,
         batch_wait: float = 0.05,
@@ -82,6 +82,7 @@ class Processor:
         self.max_amount = max_amount
         self.batch_size = batch_size
         self.batch_wait = batch_wait
+        group = group or kafka.group("processor")
         self.consumer: Consumer = consumer(kafka, group)
         self.producer = Producer(
             kafka.client_config()
@@ -157,7 +158,7 @@ class Processor:
         4. On any failure: abort, then rebuild the batch's partitions from the log and seek
            back to their committed offsets, so the in-memory state matches what Kafka holds.
         """
-        batch = self.consumer.consume(self.batch_size, self.batch_wait)
+        batch = consume_batch(self.consumer, self.batch_size, self.batch_wait)
         if not batch:
             return 0
         batch = self._without_errors(batch)

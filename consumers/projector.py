@@ -16,7 +16,7 @@ from django.db import connection, transaction
 
 from bank import messages
 from bank.config import KafkaSettings
-from consumers.kafka import consumer, dead_letter, next_offsets, producer
+from consumers.kafka import consume_batch, consumer, dead_letter, next_offsets, producer
 from projections import live, store
 from projections.apply import SequenceGap
 
@@ -31,7 +31,7 @@ class Projector:
     def __init__(
         self,
         kafka: KafkaSettings,
-        group: str = "bank-projector",
+        group: str | None = None,
         batch_size: int = 2000,
         batch_wait: float = 0.05,
         push: bool = True,
@@ -41,7 +41,7 @@ class Projector:
         self.batch_size = batch_size
         self.batch_wait = batch_wait
         self.push = push
-        self.consumer: Consumer = consumer(kafka, group)
+        self.consumer: Consumer = consumer(kafka, group or kafka.group("projector"))
         self.dead_letters: Producer = producer(kafka)
         self.applied = 0
         self.pushed = 0
@@ -79,7 +79,7 @@ class Projector:
         3. One database transaction: projection rows, dead-letter rows, checkpoints.
         4. After the commit: commit offsets to Kafka (for lag tools), push live updates.
         """
-        batch = [m for m in self.consumer.consume(self.batch_size, self.batch_wait) if self._usable(m)]
+        batch = [m for m in consume_batch(self.consumer, self.batch_size, self.batch_wait) if self._usable(m)]
         if not batch:
             return 0
         events: list[store.Positioned] = []

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 from uuid import UUID
 
@@ -44,7 +46,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.owner = queries.owner_key(user)
         self.joined: set[str] = set()
         await self._join(owner_group(self.owner))
-        for account_id in await self._account_ids():
+        # What the pushes update without asking the database: each push carries the account's new state.
+        self.accounts: dict[str, SimpleNamespace] = {str(a.id): _plain(a) for a in await self._accounts()}
+        for account_id in self.accounts:
             await self._join(account_group(account_id))
         await self.accept()
 
@@ -58,8 +62,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
             self.joined.add(group)
 
     @database_sync_to_async
-    def _account_ids(self) -> list[UUID]:
-        return list(Account.objects.filter(owner=self.owner).values_list("id", flat=True))
+    def _accounts(self) -> list[Account]:
+        return queries.accounts_of(self.user)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """The page says hello after every (re)connect: send it the current state and outcomes it missed."""
@@ -77,13 +81,16 @@ class LiveConsumer(AsyncWebsocketConsumer):
         account = event.get("account")
         if account is not None and account.get("owner") != self.owner:
             return  # never for this user, whatever group it came through
-        event_ids = [e["event_id"] for e in event.get("entries", [])]
-        await self._send_all(await self._update_fragments(UUID(event["account_id"]), event_ids))
+        if account is None or account["id"] not in self.accounts:
+            return
+        self.accounts[account["id"]] = SimpleNamespace(**account)
+        await self._send_all(self._update_fragments(self.accounts[account["id"]], event.get("entries", [])))
 
     async def account_opened(self, event: dict[str, Any]) -> None:
         if event["account"]["owner"] != self.owner:
             return
         await self._join(account_group(event["account"]["id"]))
+        self.accounts[event["account"]["id"]] = SimpleNamespace(**event["account"])
         await self._send_all(await self._opened_fragments(UUID(event["account"]["id"])))
 
     async def _send_all(self, messages: list[str]) -> None:
@@ -103,14 +110,11 @@ class LiveConsumer(AsyncWebsocketConsumer):
         else:
             timezone.deactivate()
 
-    @database_sync_to_async
-    def _update_fragments(self, account_id: UUID, event_ids: list[str]) -> list[str]:
+    def _update_fragments(self, account: SimpleNamespace, entries: list[dict[str, Any]]) -> list[str]:
+        """Rendered from the push alone: no database round trip per update."""
         self._activate_zone()
-        account = Account.objects.filter(id=account_id, owner=self.owner).first()
-        if account is None:
-            return []
-        entries = list(AuditEntry.objects.filter(event_id__in=event_ids).order_by("-sequence"))
-        return self._account_fragments(account, entries)
+        rows = [_entry(e) for e in sorted(entries, key=lambda e: -e["sequence"])]
+        return self._account_fragments(account, rows)
 
     @database_sync_to_async
     def _opened_fragments(self, account_id: UUID) -> list[str]:
@@ -126,8 +130,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
             *self._account_fragments(account, entries, with_row=False),
         ]
 
-    def _account_fragments(self, account: Account, entries: list[AuditEntry], with_row: bool = True) -> list[str]:
-        totals = queries.totals(queries.accounts_of(self.user))
+    def _account_fragments(self, account: Any, entries: list[Any], with_row: bool = True) -> list[str]:
+        totals = queries.totals(list(self.accounts.values()))  # type: ignore[arg-type]
         plain = [
             render_to_string("bank/live.html#balance", {"account": account}),
             render_to_string("bank/live.html#total", {"totals": totals}),
@@ -167,3 +171,19 @@ class LiveConsumer(AsyncWebsocketConsumer):
             )
             messages.append(f'<tbody id="audit-live-{account_id}">{rows}</tbody>')
         return messages
+
+
+def _plain(account: Account) -> SimpleNamespace:
+    return SimpleNamespace(
+        id=str(account.id),
+        owner=account.owner,
+        name=account.name,
+        currency=account.currency,
+        balance=account.balance,
+        status=account.status,
+        last_sequence=account.last_sequence,
+    )
+
+
+def _entry(payload: dict[str, Any]) -> SimpleNamespace:
+    return SimpleNamespace(**{**payload, "occurred_at": datetime.fromisoformat(payload["occurred_at"])})

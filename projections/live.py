@@ -15,7 +15,7 @@ from channels.layers import get_channel_layer
 from projections.apply import AccountRow, AuditRow
 from projections.store import Outcome
 
-MAX_ENTRIES_PER_PUSH = 50
+MAX_ENTRIES_PER_PUSH = 200
 # Sends in flight at once: each takes a Redis connection, and the pool holds 100.
 MAX_CONCURRENT_SENDS = 50
 

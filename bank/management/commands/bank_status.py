@@ -12,8 +12,6 @@ from consumers.kafka import end_offsets, reader
 from projections import store
 from projections.models import DeadLetter
 
-GROUPS = {"bank-processor": "commands", "bank-projector": "events"}
-
 
 def group_positions(group: str, topic: str, partitions: list[int]) -> dict[int, int]:
     consumer = reader(settings.KAFKA, **{"group.id": group})
@@ -31,14 +29,15 @@ class Command(BaseCommand):
         kafka = settings.KAFKA
         topics = {"commands": kafka.commands_topic, "events": kafka.events_topic}
         ends = {name: end_offsets(kafka, topic) for name, topic in topics.items()}
-        positions = {group: group_positions(group, topics[t], sorted(ends[t])) for group, t in GROUPS.items()}
+        groups = {"processor": "commands", "projector": "events"}
+        positions = {g: group_positions(kafka.group(g), topics[t], sorted(ends[t])) for g, t in groups.items()}
         checkpoints = store.load_checkpoints(_cursor(), kafka.events_topic, store.PROJECTIONS)
         header = f"{'part':>4} {'commands end':>12} {'processor':>10} {'lag':>6} {'events end':>11} {'projector':>10} {'lag':>6}"
         header += "".join(f" {p + ' ckpt':>14}" for p in store.PROJECTIONS)
         self.stdout.write(header)
         for p in sorted(ends["commands"]):
-            proc = positions["bank-processor"].get(p)
-            proj = positions["bank-projector"].get(p)
+            proc = positions["processor"].get(p)
+            proj = positions["projector"].get(p)
             line = (
                 f"{p:>4} {ends['commands'][p]:>12} {_show(proc):>10} {_lag(ends['commands'][p], proc):>6} "
                 f"{ends['events'].get(p, 0):>11} {_show(proj):>10} {_lag(ends['events'].get(p, 0), proj):>6}"
