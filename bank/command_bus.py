@@ -52,13 +52,18 @@ class CommandBus:
 
     def _serve_callbacks(self) -> None:
         while not self._closed.is_set():
-            self._producer.poll(0.05)
+            try:
+                self._producer.poll(0.05)
+            except Exception:  # this thread must never die: every later command would wait in vain
+                log.exception("command bus: a delivery callback failed")
 
     def _produce(self, envelope: messages.CommandEnvelope) -> Future[Message]:
         key, value, headers = messages.encode(envelope)
         done: Future[Message] = Future()
 
         def on_delivery(error: KafkaError | None, message: Message) -> None:
+            if done.done():  # the view gave up waiting (timeout, client gone): nobody to tell
+                return
             if error is not None:
                 done.set_exception(CommandNotConfirmed(f"Kafka did not accept the command: {error.str()}"))
             else:

@@ -27,7 +27,7 @@ the websocket stays up, the generator keeps its schedule and p99 stays under `--
 With `--find-max` it then steps up (x1.5) from the highest held rate and bisects, within
 `--budget` seconds for the whole script.
 
-Needs aiohttp in the venv (`.venv/bin/pip install aiohttp`). Worker settings can be tried through
+aiohttp (in requirements.txt) is the load generator. Worker settings can be tried through
 the environment, which the workers inherit: `PROJECTOR_BATCH_WAIT=0.005 DATABASE_POOL_SIZE=40
 .venv/bin/python bench/latency.py`. Runs of other benchmarks that use the same `--database` at
 the same time (bench/projection.py truncates its projections) disturb each other: give one of
@@ -38,12 +38,6 @@ them another database.
 """
 
 from __future__ import annotations
-
-import sys
-
-# When run as `python bench/latency.py`, sys.path[0] is bench/, where bench/http.py would shadow the
-# standard library's `http` (which aiohttp and Django import): put this folder behind the standard library.
-sys.path.append(sys.path.pop(0))
 
 import argparse
 import asyncio
@@ -56,6 +50,7 @@ import re
 import secrets
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections import Counter

@@ -1,0 +1,37 @@
+"""Every benchmark script runs on a tiny input (figures are not checked: timings stay out of pass/fail)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from bank.local.kafka import KafkaNode
+from tests.kafka_helpers import ROOT
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def test_it_runs_every_benchmark_on_a_tiny_input(kafka_node: KafkaNode, tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_node.bootstrap,
+        "REDIS_URL": settings.REDIS_URL,
+        "BENCH_RESULTS_DIR": str(tmp_path),
+    }
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run_all.py"), "--tiny"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    for name in ("http", "processor", "projection", "eventsourcing", "latency"):
+        figures = json.loads((tmp_path / f"{name}.json").read_text())
+        assert figures["benchmark"] == name
