@@ -62,9 +62,10 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="every script on a tiny input")
     parser.add_argument("--only", help="comma-separated scripts to run (default: all)")
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--summary-only", action="store_true", help="redraw the summary and plot from bench/results")
     args = parser.parse_args()
     plan = TINY if args.tiny else FULL
-    chosen = args.only.split(",") if args.only else list(plan)
+    chosen = [] if args.summary_only else args.only.split(",") if args.only else list(plan)
     started = time.monotonic()
     durations = {script: run(script, plan[script]) for script in chosen}
     total = time.monotonic() - started
