@@ -43,6 +43,34 @@ def fresh_kafka(name: str) -> KafkaSettings:
     return kafka
 
 
+def use_bench_database(name: str) -> str:
+    """Point this process at database `name` (created if missing, then migrated) before anything connects; its URL.
+
+    Benchmarks write projection tables: never in the DATABASE_URL database.
+    """
+    from urllib.parse import quote
+
+    import psycopg
+    from django.core.management import call_command
+    from django.db import connections
+    from psycopg import sql
+
+    db = settings.DATABASES["default"]
+    if name == db["NAME"]:
+        raise SystemExit(f"refusing to benchmark in {name!r}, the DATABASE_URL database: its projections would be lost")
+    host, port, user, password = db["HOST"] or "127.0.0.1", db["PORT"] or 5432, db["USER"], db["PASSWORD"] or ""
+    params: dict[str, Any] = {"host": host, "port": port, "user": user} | ({"password": password} if password else {})
+    with psycopg.connect(dbname=db["NAME"], autocommit=True, **params) as admin:
+        if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is None:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    connections.close_all()
+    db["NAME"] = name
+    connections["default"].settings_dict["NAME"] = name
+    call_command("migrate", verbosity=0)
+    auth = quote(user, safe="") + (":" + quote(password, safe="") if password else "")
+    return f"postgres://{auth}@{host}:{port}/{name}"
+
+
 def create_topic(kafka: KafkaSettings, name: str) -> None:
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 

@@ -56,12 +56,10 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
 
 import psycopg
-from common import ROOT, fresh_kafka, table, write_results
+from common import ROOT, fresh_kafka, table, use_bench_database, write_results
 from django.conf import settings
-from django.db import connections
 
 from bank import messages
 from bank.config import KafkaSettings
@@ -93,30 +91,6 @@ WALL = time.time() - time.perf_counter()
 
 
 # --- the scratch database ---
-
-
-def bench_database(name: str) -> str:
-    """Create database `name` if missing (the DATABASE_URL role has CREATEDB); its URL. Point this process at it."""
-    from psycopg import sql
-
-    db = settings.DATABASES["default"]
-    if name == db["NAME"]:
-        raise SystemExit(f"refusing to benchmark in {name!r}, the DATABASE_URL database")
-    host, port, user, password = db["HOST"] or "127.0.0.1", db["PORT"] or 5432, db["USER"], db["PASSWORD"] or ""
-    params: dict[str, Any] = {"host": host, "port": port, "user": user}
-    if password:
-        params["password"] = password
-    with psycopg.connect(dbname=db["NAME"], autocommit=True, **params) as admin:
-        if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is None:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    connections.close_all()
-    db["NAME"] = name
-    connections["default"].settings_dict["NAME"] = name
-    auth = quote(user, safe="") + (":" + quote(password, safe="") if password else "")
-    return f"postgres://{auth}@{host}:{port}/{name}"
-
-
-# --- the bank's processes ---
 
 
 def _die_with_parent() -> None:
@@ -779,7 +753,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, interrupted)
     started = time.monotonic()
     kafka = fresh_kafka("latency")
-    database_url = bench_database(args.database)
+    database_url = use_bench_database(args.database)
     env = worker_env(kafka, database_url, f"bench-latency-{uuid.uuid4().hex[:8]}", args.redis_socket_timeout)
     subprocess.run([sys.executable, "manage.py", "migrate", "--verbosity", "0"], env=env, cwd=ROOT, check=True)
     port = free_port()

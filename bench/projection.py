@@ -32,11 +32,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from common import fresh_kafka, table, write_results
+from common import fresh_kafka, table, use_bench_database, write_results
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 from django.conf import settings
-from django.core.management import call_command
-from django.db import connection, connections
+from django.db import connection
 
 from bank import domain, messages
 from bank.config import KafkaSettings
@@ -145,32 +144,6 @@ def produce_events(kafka: KafkaSettings, events: int, accounts: int) -> tuple[Ex
 # --- the database ---
 
 
-def use_bench_database(name: str) -> str:
-    """Point Django at database `name` (created if missing, then migrated) before anything connects."""
-    db = settings.DATABASES["default"]
-    if name == db["NAME"]:
-        raise SystemExit(f"refusing to benchmark in {name!r}, the DATABASE_URL database: its projections would be lost")
-    import psycopg
-    from psycopg import sql
-
-    params = {"host": db["HOST"] or "127.0.0.1", "port": db["PORT"] or 5432, "user": db["USER"]}
-    if db["PASSWORD"]:
-        params["password"] = db["PASSWORD"]
-    with psycopg.connect(dbname=db["NAME"], autocommit=True, **params) as admin:
-        if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is None:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    connections.close_all()
-    db["NAME"] = name
-    connections["default"].settings_dict["NAME"] = name
-    call_command("migrate", verbosity=0)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT current_database()")
-        current = cursor.fetchone()[0]
-    if current != name:
-        raise SystemExit(f"expected to be connected to {name!r}, got {current!r}")
-    return name
-
-
 def empty_projections() -> None:
     with connection.cursor() as cursor:
         cursor.execute(f"TRUNCATE {PROJECTION_TABLES}")
@@ -271,7 +244,8 @@ def main() -> None:
     run_started = time.perf_counter()
 
     kafka = fresh_kafka("projection")
-    database = use_bench_database(args.database)
+    use_bench_database(args.database)
+    database = args.database
     empty_projections()
 
     expected, produce_seconds = produce_events(kafka, args.events, args.accounts)

@@ -56,11 +56,10 @@ from pathlib import Path
 from typing import Any
 
 if __name__ != "http":
-    from common import ROOT, fresh_kafka, table, write_results
+    from common import ROOT, fresh_kafka, table, use_bench_database, write_results
     from django.conf import settings
     from django.contrib.auth.models import User
-    from django.core.management import call_command
-    from django.db import connection, connections
+    from django.db import connection
 
     from bank import baseline
     from bank.config import KafkaSettings
@@ -74,32 +73,6 @@ EXPECTED = {"baseline": 200, "command": 202}
 
 
 # --- the database ---
-
-
-def use_bench_database(name: str) -> str:
-    """Point Django at database `name` (created if missing, then migrated) before anything connects."""
-    db = settings.DATABASES["default"]
-    if name == db["NAME"]:
-        raise SystemExit(f"refusing to benchmark in {name!r}, the DATABASE_URL database")
-    import psycopg
-    from psycopg import sql
-
-    params = {"host": db["HOST"] or "127.0.0.1", "port": db["PORT"] or 5432, "user": db["USER"]}
-    if db["PASSWORD"]:
-        params["password"] = db["PASSWORD"]
-    with psycopg.connect(dbname=db["NAME"], autocommit=True, **params) as admin:
-        if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is None:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    connections.close_all()
-    db["NAME"] = name
-    connections["default"].settings_dict["NAME"] = name
-    call_command("migrate", verbosity=0)
-    return name
-
-
-def database_url(name: str) -> str:
-    url = urllib.parse.urlsplit(settings.DATABASE_URL)
-    return url._replace(path=f"/{name}").geturl()
 
 
 @dataclass(frozen=True)
@@ -406,11 +379,11 @@ def main() -> None:
 
     apt_install("wrk")
     kafka = fresh_kafka("http")
-    database = use_bench_database(args.database)
+    database_url = use_bench_database(args.database)
     customer = make_customer(args.accounts)
     env = os.environ | {
         "DJANGO_SETTINGS_MODULE": "bank.settings",
-        "DATABASE_URL": database_url(database),
+        "DATABASE_URL": database_url,
         "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         "KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
         "KAFKA_PARTITIONS": str(kafka.partitions),
