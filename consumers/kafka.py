@@ -80,14 +80,6 @@ def consume_batch(consumer: Consumer, size: int, wait: float) -> list[Message]:
     return [first, *consumer.consume(size - 1, 0)] if size > 1 else [first]
 
 
-def check(message: Message) -> Message:
-    """Turn a message-level error into an exception right away."""
-    error = message.error()
-    if error is not None:
-        raise KafkaException(error)
-    return message
-
-
 class Shutdown:
     """A flag set by SIGTERM/SIGINT so that a worker finishes its batch and stops cleanly."""
 
