@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
 from asgiref.sync import sync_to_async
 from django.contrib.auth.decorators import login_not_required
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from bank import domain, messages, queries
 from bank.command_bus import CommandNotConfirmed, get_command_bus
 from bank.forms import MoveMoneyForm, OpenAccountForm
 from projections.live import wait_for_command
-from projections.models import AuditEntry
+from projections.models import Account, AuditEntry
 
 log = logging.getLogger(__name__)
 
@@ -32,20 +34,20 @@ def actor_of(user: Any) -> str:
 
 @require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
-    accounts = queries.accounts_of(request.user)
-    return render(
-        request,
-        "bank/dashboard.html",
-        {"accounts": accounts, "totals": queries.totals(accounts), "form": OpenAccountForm()},
-    )
+    return dashboard_page(request, OpenAccountForm())
 
 
 @require_POST
 async def open_account(request: HttpRequest) -> HttpResponse:
     user = await request.auser()
     form = OpenAccountForm(request.POST)
+    fragment = "bank/dashboard.html#open-form"
+
+    async def page(status: int, **context: Any) -> HttpResponse:
+        return await sync_to_async(dashboard_page)(request, context.pop("form"), status, **context)
+
     if not form.is_valid():
-        return render(request, "bank/dashboard.html#open-form", {"form": form}, status=422)
+        return await _answer(request, 422, fragment, {"form": form}, page)
     command_id: UUID = form.cleaned_data["command_id"]
     # The account id is derived from the command id, so a repeated submit names the same account.
     account_id = uuid.uuid5(uuid.NAMESPACE_URL, f"bank:open:{command_id}")
@@ -53,40 +55,81 @@ async def open_account(request: HttpRequest) -> HttpResponse:
         account_id, queries.owner_key(user), form.cleaned_data["name"], form.cleaned_data["currency"]
     )
     label = f"Open “{command.name}” ({command.currency})"
-    return await _send(request, user, command, command_id, form, "bank/dashboard.html#open-form", label)
+    return await _send(request, user, command, command_id, form, fragment, label, page, reverse("dashboard"))
 
 
 @require_GET
 def account_detail(request: HttpRequest, account_id: UUID) -> HttpResponse:
-    account = queries.owned_account(request.user, account_id)
+    return account_page(request, queries.owned_account(request.user, account_id))
+
+
+def account_page(request: HttpRequest, account: Account, status: int = 200, **context: Any) -> HttpResponse:
+    """The whole account page; `context` may carry a posted form (as typed) and a broker error."""
     page = Paginator(
         AuditEntry.objects.filter(account_id=account.id).order_by("-sequence"), HISTORY_PAGE_SIZE
     ).get_page(request.GET.get("page"))
-    context: dict[str, Any] = {
+    context = {
         "account": account,
         "page": page,
         "deposit_form": MoveMoneyForm(currency=account.currency, prefix="deposit"),
         "withdraw_form": MoveMoneyForm(currency=account.currency, prefix="withdraw"),
+        **context,
     }
-    return render(request, "bank/account.html", context)
+    return render(request, "bank/account.html", context, status=status)
+
+
+def dashboard_page(request: HttpRequest, form: OpenAccountForm, status: int = 200, **context: Any) -> HttpResponse:
+    accounts = queries.accounts_of(request.user)
+    context = {"accounts": accounts, "totals": queries.totals(accounts), "form": form, **context}
+    return render(request, "bank/dashboard.html", context, status=status)
 
 
 @require_POST
 async def move_money(request: HttpRequest, account_id: UUID, kind: str) -> HttpResponse:
-    """Async, so that waiting for the broker's confirmation holds no thread (sync views share one)."""
+    """Async, so that waiting for the broker's confirmation holds no thread."""
     user = await request.auser()
     account = await queries.aowned_account(user, account_id)
     form = MoveMoneyForm(request.POST, currency=account.currency, prefix=kind)
-    template = "bank/account.html#move-form"
+    fragment = "bank/account.html#move-form"
+
+    async def page(status: int, **context: Any) -> HttpResponse:
+        posted = {f"{kind}_form": context.pop("form")}
+        context = {k: v for k, v in context.items() if k not in ("account", "kind")}  # the page sets its own
+        return await sync_to_async(account_page)(request, account, status, **posted, **context)
+
     if not form.is_valid():
-        return render(request, template, {"form": form, "kind": kind, "account": account}, status=422)
+        return await _answer(request, 422, fragment, {"form": form, "kind": kind, "account": account}, page)
     amount: int = form.cleaned_data["amount"]
     command: domain.Command = (
         domain.Deposit(account.id, amount) if kind == "deposit" else domain.Withdraw(account.id, amount)
     )
     label = f"{'Deposit' if kind == 'deposit' else 'Withdraw'} {form.data.get(kind + '-amount', '').strip()}"
     command_id = form.cleaned_data["command_id"]
-    return await _send(request, user, command, command_id, form, template, label, account=account, kind=kind)
+    return await _send(
+        request,
+        user,
+        command,
+        command_id,
+        form,
+        fragment,
+        label,
+        page,
+        reverse("account", args=[account.id]),
+        account=account,
+        kind=kind,
+    )
+
+
+Page = Callable[..., Awaitable[HttpResponse]]
+
+
+async def _answer(
+    request: HttpRequest, status: int, fragment: str, context: dict[str, Any], page: Page
+) -> HttpResponse:
+    """The fragment for htmx; the whole page for a browser without JavaScript (the form as typed, its errors)."""
+    if request.htmx:  # type: ignore[attr-defined]
+        return render(request, fragment, context, status=status)
+    return await page(status, **context)
 
 
 async def _send(
@@ -95,8 +138,10 @@ async def _send(
     command: domain.Command,
     command_id: UUID,
     form: Any,
-    template: str,
+    fragment: str,
     label: str,
+    page: Page,
+    done_url: str,
     **context: Any,
 ) -> HttpResponse:
     """Send the command and answer 202 with a pending row and a fresh form, or 503 with the form as typed."""
@@ -105,10 +150,13 @@ async def _send(
         await get_command_bus().asend(envelope)
     except CommandNotConfirmed as error:
         log.warning("command %s not confirmed: %s", command_id, error)
-        return render(request, template, {"form": form, "broker_error": BROKER_DOWN, **context}, status=503)
+        failed = {"form": form, "broker_error": BROKER_DOWN, "broker_kind": context.get("kind"), **context}
+        return await _answer(request, 503, fragment, failed, page)
+    if not request.htmx:  # type: ignore[attr-defined]
+        return HttpResponseRedirect(done_url, status=303)
     fresh = type(form)(**_fresh_form_kwargs(form))
     pending = {"command_id": command_id, "account_id": command.account_id, "label": label}
-    return render(request, template, {"form": fresh, "pending": pending, **context}, status=202)
+    return render(request, fragment, {"form": fresh, "pending": pending, **context}, status=202)
 
 
 def _fresh_form_kwargs(form: Any) -> dict[str, Any]:

@@ -215,3 +215,27 @@ def test_it_paginates_the_history_newest_first(users: dict[str, User]) -> None:
     assert second.count('class="entry') == 5
     assert "#1<" in second.replace("</td>", "<")
     assert f'id="audit-live-{account.id}"' not in second, "only page one receives live rows"
+
+
+def test_it_works_without_javascript(users: dict[str, User], kafka: KafkaSettings) -> None:
+    """Plain form posts (no htmx): a redirect after a sent command, the whole page with the errors otherwise."""
+    account = account_of(users["alice"])
+    client = logged_in(users["alice"])
+    page = client.get(f"/accounts/{account.id}/").content.decode()
+    assert f'action="/accounts/{account.id}/deposit"' in page and "csrfmiddlewaretoken" in page
+    response = client.post(
+        f"/accounts/{account.id}/deposit", {"deposit-amount": "3", "deposit-command_id": str(uuid.uuid4())}
+    )
+    assert response.status_code == 303
+    assert response["Location"] == f"/accounts/{account.id}/"
+    assert len(commands_sent(kafka)) == 1
+    response = client.post(
+        f"/accounts/{account.id}/withdraw", {"withdraw-amount": "1.234", "withdraw-command_id": str(uuid.uuid4())}
+    )
+    assert response.status_code == 422
+    body = response.content.decode()
+    assert "<html" in body and "History" in body
+    assert "Use at most two decimals" in body and 'value="1.234"' in body
+    response = client.post("/accounts/open", {"name": "", "currency": "EUR", "command_id": str(uuid.uuid4())})
+    assert response.status_code == 422 and "Your accounts" in response.content.decode()
+    assert len(commands_sent(kafka)) == 1
