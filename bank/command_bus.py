@@ -123,3 +123,12 @@ def get_command_bus() -> CommandBus:
         if bus is None:
             bus = _buses[settings.KAFKA] = CommandBus(settings.KAFKA)
         return bus
+
+
+def close_all() -> None:
+    """Flush and close every bus of this process (at shutdown, and between test sessions)."""
+    with _buses_lock:
+        buses = list(_buses.values())
+        _buses.clear()
+    for bus in buses:
+        bus.close()

@@ -70,6 +70,9 @@ def _start_services() -> KafkaNode:
 def kafka_node() -> Iterator[KafkaNode]:
     node = _start_services()
     yield node
+    from bank.command_bus import close_all
+
+    close_all()  # views' buses, so that none keeps calling a stopped broker
     node.stop()
     redis_pid = VAR / "redis"
     for pid_file in redis_pid.glob("redis-*.pid"):
