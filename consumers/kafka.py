@@ -6,9 +6,9 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -78,6 +78,31 @@ def consume_batch(consumer: Consumer, size: int, wait: float) -> list[Message]:
     if first is None:
         return []
     return [first, *consumer.consume(size - 1, 0)] if size > 1 else [first]
+
+
+class Worker(Protocol):
+    def start(self) -> None: ...
+    def process_batch(self) -> int: ...
+    def close(self) -> None: ...
+
+
+def run_worker(
+    worker: Worker, shutdown: Shutdown, done: Callable[[], int], what: str, report_every: float = 30.0
+) -> None:
+    """The loop of a long-running worker: batches until shutdown, a throughput line now and then, close() always."""
+    last_report, last_count = time.monotonic(), 0
+    try:
+        worker.start()
+        while not shutdown:
+            worker.process_batch()
+            if (elapsed := time.monotonic() - last_report) >= report_every:
+                count = done()
+                log.info(
+                    "%d %s so far (%.0f/s over the last %.0fs)", count, what, (count - last_count) / elapsed, elapsed
+                )
+                last_report, last_count = time.monotonic(), count
+    finally:
+        worker.close()
 
 
 class Shutdown:

@@ -9,7 +9,6 @@ that Kafka's tools show the group's lag.
 from __future__ import annotations
 
 import logging
-import time
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
 from django.db import connection, transaction
@@ -129,18 +128,3 @@ class Projector:
             raise ProjectorFailed(f"fatal consumer error: {error.str()}")
         log.warning("consumer error (librdkafka retries by itself): %s", error.str())
         return False
-
-
-def run(projector: Projector, shutdown: object, report_every: float = 30.0) -> None:
-    """The worker loop: batches until shutdown, with a throughput line now and then."""
-    projector.start()
-    last_report, last_count = time.monotonic(), 0
-    try:
-        while not shutdown:
-            projector.process_batch()
-            if time.monotonic() - last_report >= report_every:
-                rate = (projector.applied - last_count) / (time.monotonic() - last_report)
-                log.info("applied %d events so far (%.0f/s over the last %.0fs)", projector.applied, rate, report_every)
-                last_report, last_count = time.monotonic(), projector.applied
-    finally:
-        projector.close()

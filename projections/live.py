@@ -116,13 +116,8 @@ async def wait_for_command(account_id: UUID, command_id: UUID, timeout: float = 
         return AuditRow(**{f: getattr(entry, f) for f in AuditRow.__dataclass_fields__})
 
     layer = get_channel_layer()
+    assert layer is not None, "CHANNEL_LAYERS is not configured"
     deadline = time.monotonic() + timeout
-    if layer is None:
-        while time.monotonic() < deadline:
-            if found := await lookup():
-                return found
-            await asyncio.sleep(0.05)
-        return None
     channel = await layer.new_channel()
     group = account_group(account_id)
     await layer.group_add(group, channel)

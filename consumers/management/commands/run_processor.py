@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import socket
 import sys
-import time
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from consumers.kafka import Shutdown
+from consumers.kafka import Shutdown, run_worker
 from consumers.processor import Processor, ProcessorFailed, log
 
 
@@ -35,21 +34,7 @@ class Command(BaseCommand):
             fault_pause=settings.PROCESSOR_FAULT_PAUSE,
         )
         try:
-            processor.start()
-            last_report, last_count = time.monotonic(), 0
-            while not shutdown:
-                processor.process_batch()
-                if time.monotonic() - last_report >= 30:
-                    rate = (processor.decided - last_count) / (time.monotonic() - last_report)
-                    log.info(
-                        "decided %d commands so far (%.0f/s over the last 30s), %d aborted batches",
-                        processor.decided,
-                        rate,
-                        processor.aborts,
-                    )
-                    last_report, last_count = time.monotonic(), processor.decided
+            run_worker(processor, shutdown, lambda: processor.decided, "commands decided")
         except ProcessorFailed as error:
             log.error("%s", error)
             sys.exit(1)
-        finally:
-            processor.close()

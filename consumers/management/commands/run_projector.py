@@ -8,8 +8,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from consumers.kafka import Shutdown
-from consumers.projector import Projector, ProjectorFailed, log, run
+from consumers.kafka import Shutdown, run_worker
+from consumers.projector import Projector, ProjectorFailed, log
 
 
 class Command(BaseCommand):
@@ -21,7 +21,7 @@ class Command(BaseCommand):
             settings.KAFKA, batch_size=settings.PROJECTOR_BATCH_SIZE, batch_wait=settings.PROJECTOR_BATCH_WAIT
         )
         try:
-            run(projector, shutdown)
+            run_worker(projector, shutdown, lambda: projector.applied, "events applied")
         except ProjectorFailed as error:
             log.error("projector stopped: %s", error)
             sys.exit(1)
