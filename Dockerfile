@@ -22,4 +22,4 @@ RUN DJANGO_SECRET_KEY=collectstatic-build-only DJANGO_DEBUG=false python manage.
 
 USER bank
 EXPOSE 8000
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "bank.asgi:application"]
+CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "server.asgi:application"]

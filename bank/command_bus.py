@@ -18,6 +18,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from bank import messages
 from bank.config import KafkaSettings
+from bank.kafka import producer
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,6 @@ class Receipt:
 
 class CommandBus:
     def __init__(self, kafka: KafkaSettings) -> None:
-        from consumers.kafka import producer
-
         self.kafka = kafka
         self.timeout = kafka.command_timeout
         # librdkafka gives up on the message itself at the same deadline, so a command

@@ -13,7 +13,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bank.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "server.settings")
 
 import django  # noqa: E402
 
@@ -22,8 +22,8 @@ django.setup()
 from django.conf import settings  # noqa: E402
 
 from bank.config import KafkaSettings  # noqa: E402
-from bank.local import services  # noqa: E402
-from consumers.kafka import ensure_topics  # noqa: E402
+from bank.kafka import ensure_topics  # noqa: E402
+from devservices import services  # noqa: E402
 
 # BENCH_RESULTS_DIR lets the smoke test write elsewhere than the committed figures.
 RESULTS = Path(os.environ.get("BENCH_RESULTS_DIR") or ROOT / "bench" / "results")

@@ -1,7 +1,7 @@
 """End-to-end latency: a command accepted by the view → its outcome on an authenticated websocket.
 
 Runs the whole bank as real processes (`manage.py run_processor`, `manage.py run_projector`,
-`python -m daphne ... bank.asgi:application`, DEBUG off) on fresh topics, a scratch database
+`python -m daphne ... server.asgi:application`, DEBUG off) on fresh topics, a scratch database
 (`--database`, default `bank_bench`, created and migrated) and a channel-layer prefix of its own,
 so that nothing mixes with the dev server. This process is the browser: it logs in through
 POST /login/, opens `--accounts` accounts through POST /accounts/open, opens the websocket
@@ -63,8 +63,8 @@ from django.conf import settings
 
 from bank import messages
 from bank.config import KafkaSettings
-from bank.local.process import free_port
-from consumers.kafka import read_to_end
+from bank.kafka import read_to_end
+from devservices.process import free_port
 from projections.live import account_group
 
 try:
@@ -139,7 +139,7 @@ def worker_env(
         redis_url += ("&" if "?" in redis_url else "?") + f"socket_timeout={redis_socket_timeout:g}"
     return {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "bank.settings",
+        "DJANGO_SETTINGS_MODULE": "server.settings",
         "DATABASE_URL": database_url,
         "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         "KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
@@ -763,7 +763,9 @@ def main() -> None:
         workers.append(Process("processor", [*manage, "run_processor", "--instance", f"latency-{port}"], env))
         workers.append(Process("projector", [*manage, "run_projector"], env))
         web = Process(
-            "daphne", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "bank.asgi:application"], env
+            "daphne",
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "server.asgi:application"],
+            env,
         )
         workers.append(web)
         asyncio.run(wait_for_http(f"http://127.0.0.1:{port}", web))

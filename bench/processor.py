@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, Producer
 
 from bank import domain, messages
 from bank.config import KafkaSettings
-from consumers.kafka import consume_batch, next_offsets, producer
+from bank.kafka import consume_batch, next_offsets, producer
 from consumers.processor import Processor
 
 

@@ -39,7 +39,7 @@ from django.db import connection
 
 from bank import domain, messages
 from bank.config import KafkaSettings
-from consumers.kafka import end_offsets, producer
+from bank.kafka import end_offsets, producer
 from consumers.projector import Projector
 from projections.replay import replay
 

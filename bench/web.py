@@ -7,7 +7,7 @@ logs in over HTTP like a browser; then drives, from `wrk` in a separate process
 
 1. baseline: POST /bench/deposit-in-place/<id> (`bank/baseline.py`): the update-in-place way,
    SELECT … FOR UPDATE and UPDATE of a balance row in PostgreSQL; answers 200;
-2. command: POST /accounts/<id>/deposit (`bank.views.move_money`): form checks, then the
+2. command: POST /accounts/<id>/deposit (`web.views.move_money`): form checks, then the
    command produced to Kafka with acks=all; answers 202 once the broker confirmed it.
 
 Each request picks one of `--accounts` accounts (owned by the logged-in user on both sides) and
@@ -61,10 +61,10 @@ if __name__ != "http":
     from django.contrib.auth.models import User
     from django.db import connection
 
-    from bank import baseline
     from bank.config import KafkaSettings
-    from bank.local.process import apt_install, free_port, pid_alive
-    from consumers.kafka import read_to_end
+    from bank.kafka import read_to_end
+    from bench import baseline
+    from devservices.process import apt_install, free_port, pid_alive
     from projections.models import Account
 
 LUA = Path(__file__).resolve().with_name("wrk_post.lua")
@@ -122,12 +122,12 @@ def deposited_in_place(accounts: list[str]) -> int:
 
 @contextmanager
 def daphne(env: dict[str, str], log_path: Path) -> Iterator[tuple[str, int]]:
-    """daphne serving bank.asgi on a free port: yields (base URL, pid); stopped on the way out, also on error."""
+    """daphne serving server.asgi on a free port: yields (base URL, pid); stopped on the way out, also on error."""
     port = free_port()
     listen = ["-b", "127.0.0.1", "-p", str(port)]
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", *listen, "bank.asgi:application"],
+            [sys.executable, "-m", "daphne", *listen, "server.asgi:application"],
             cwd=ROOT,
             env=env,
             stdout=log_file,
@@ -382,13 +382,12 @@ def main() -> None:
     database_url = use_bench_database(args.database)
     customer = make_customer(args.accounts)
     env = os.environ | {
-        "DJANGO_SETTINGS_MODULE": "bank.settings",
+        "DJANGO_SETTINGS_MODULE": "bench.settings",
         "DATABASE_URL": database_url,
         "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         "KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
         "KAFKA_PARTITIONS": str(kafka.partitions),
         "REDIS_URL": settings.REDIS_URL,
-        "BANK_BENCH_BASELINE": "true",
         # DEBUG would keep every SQL query in memory; off, it needs a key other than the dev one.
         "DJANGO_DEBUG": "false",
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(40),

@@ -19,7 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from bank import domain, messages
 from bank.config import KafkaSettings
-from consumers.kafka import consume_batch, consumer, dead_letter, next_offsets, read_to_end
+from bank.kafka import consume_batch, consumer, dead_letter, next_offsets, read_to_end
 
 log = logging.getLogger("bank.processor")
 

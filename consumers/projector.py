@@ -15,7 +15,7 @@ from django.db import connection, transaction
 
 from bank import messages
 from bank.config import KafkaSettings
-from consumers.kafka import consume_batch, consumer, dead_letter, next_offsets, producer
+from bank.kafka import consume_batch, consumer, dead_letter, next_offsets, producer
 from projections import live, store
 from projections.apply import SequenceGap
 

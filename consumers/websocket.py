@@ -18,10 +18,10 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from bank import queries
-from bank.middleware import zone_from_cookie
+from projections import queries
 from projections.live import account_group, owner_group
 from projections.models import Account, AuditEntry
+from web.middleware import zone_from_cookie
 
 log = logging.getLogger("bank.websocket")
 

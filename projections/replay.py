@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from bank import messages
 from bank.config import KafkaSettings
-from consumers.kafka import end_offsets, offsets_at, read_to_end
+from bank.kafka import end_offsets, offsets_at, read_to_end
 from projections import store
 
 log = logging.getLogger("bank.replay")

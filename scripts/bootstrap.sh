@@ -19,4 +19,4 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 export PATH="$PWD/.venv/bin:$PATH"
-export DJANGO_SETTINGS_MODULE=bank.settings
+export DJANGO_SETTINGS_MODULE=server.settings

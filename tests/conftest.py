@@ -23,10 +23,10 @@ from django.contrib.auth.models import User
 
 from bank.command_bus import CommandBus
 from bank.config import KafkaSettings
-from bank.local import postgres, redis
-from bank.local.kafka import KafkaNode
-from bank.local.process import free_port
-from consumers.kafka import ensure_topics
+from bank.kafka import ensure_topics
+from devservices import postgres, redis
+from devservices.kafka import KafkaNode
+from devservices.process import free_port
 from tests.kafka_helpers import Worker, worker_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,7 +147,7 @@ def bank_server(
     port = free_port()
     web = workers(
         "daphne",
-        ["-b", "127.0.0.1", "-p", str(port), "bank.asgi:application"],
+        ["-b", "127.0.0.1", "-p", str(port), "server.asgi:application"],
         kafka,
         program=[sys.executable, "-m", "daphne"],
     )

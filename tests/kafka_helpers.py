@@ -14,7 +14,7 @@ from django.conf import settings
 
 from bank import messages
 from bank.config import KafkaSettings
-from consumers.kafka import read_to_end
+from bank.kafka import read_to_end
 
 ROOT = Path(__file__).resolve().parent.parent
 LOGS = ROOT / "var" / "test" / "logs"
@@ -45,7 +45,7 @@ def wait_until(
 def worker_env(kafka: KafkaSettings, **extra: str) -> dict[str, str]:
     return {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "bank.settings",
+        "DJANGO_SETTINGS_MODULE": "server.settings",
         "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         "KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
         "KAFKA_PARTITIONS": str(kafka.partitions),

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from bank.local.kafka import KafkaNode
+from devservices.kafka import KafkaNode
 from tests.kafka_helpers import ROOT
 
 pytestmark = pytest.mark.timeout(600)

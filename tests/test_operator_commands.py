@@ -58,7 +58,7 @@ def test_it_shows_where_every_partition_stands(kafka: KafkaSettings, bus: Comman
 def test_it_reports_the_services(kafka: KafkaSettings) -> None:
     from django.conf import settings
 
-    from bank.local import services
+    from devservices import services
 
     rows = services.status(settings.VAR_DIR, settings.DATABASE_URL, settings.REDIS_URL, kafka.bootstrap_servers)
     by_name = {row.name: row for row in rows}

@@ -17,9 +17,9 @@ from confluent_kafka import Producer
 from bank import domain, messages
 from bank.command_bus import CommandBus, CommandNotConfirmed
 from bank.config import KafkaSettings
-from bank.local.kafka import KafkaNode
-from bank.local.process import free_port
-from consumers.kafka import ensure_topics
+from bank.kafka import ensure_topics
+from devservices.kafka import KafkaNode
+from devservices.process import free_port
 from tests.conftest import VAR
 from tests.kafka_helpers import Worker, read_events, read_raw, wait_until
 

@@ -22,7 +22,7 @@ from django.db import connection
 from bank import domain, messages
 from bank.command_bus import CommandBus
 from bank.config import KafkaSettings
-from consumers.kafka import end_offsets
+from bank.kafka import end_offsets
 from projections import replay, store
 from projections.apply import AccountRow, AuditRow, apply_account, audit_row
 from projections.models import Account, AuditEntry, Checkpoint, DeadLetter

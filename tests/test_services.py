@@ -12,8 +12,8 @@ from django.contrib.auth.models import User
 from django.db import connection
 
 from bank.config import KafkaSettings
-from bank.local.kafka import KafkaNode
-from consumers.kafka import consumer, reader
+from bank.kafka import consumer, reader
+from devservices.kafka import KafkaNode
 
 
 def read_all(kafka: KafkaSettings, topic: str, partitions: int, timeout: float = 10.0) -> list[bytes]:
@@ -116,7 +116,7 @@ def _child_env() -> dict[str, str]:
 
     return {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "bank.settings",
+        "DJANGO_SETTINGS_MODULE": "server.settings",
         "CHANNELS_PREFIX": "test",
         "REDIS_URL": settings.REDIS_URL,
     }

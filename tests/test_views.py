@@ -10,7 +10,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from bank.config import KafkaSettings
-from bank.local.process import free_port
+from devservices.process import free_port
 from projections.models import Account
 from tests.conftest import PASSWORD
 from tests.kafka_helpers import read_raw

@@ -12,10 +12,10 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
 from django.test import Client
 
-from bank.asgi import application
 from projections import live, store
 from projections.apply import AccountRow, AuditRow
 from projections.models import Account, AuditEntry
+from server.asgi import application
 from tests.conftest import PASSWORD
 from tests.test_views import account_of
 

@@ -26,7 +26,7 @@ ARGS = [
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    from bank.local.process import apt_install
+    from devservices.process import apt_install
 
     apt_install("chromium")
     # Playwright's sync API runs an event loop in this thread, which Django would take for async code.

@@ -134,7 +134,7 @@ def test_it_reconnects_after_a_server_restart_and_catches_up(
     bus.send(messages.CommandEnvelope.new(domain.Deposit(Account.objects.get(id=account_id).id, 7_00), "admin:carol"))
     bus.close()
     restarted = workers(
-        "daphne-2", ["-b", "127.0.0.1", "-p", port, "bank.asgi:application"], kafka, program=web.process.args[:3]
+        "daphne-2", ["-b", "127.0.0.1", "-p", port, "server.asgi:application"], kafka, program=web.process.args[:3]
     )
     restarted.wait_for_log("Listening on TCP address")
     expect(page.locator("#live-status")).to_have_text("live", timeout=30_000)

@@ -9,8 +9,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from consumers.kafka import Shutdown, run_worker
 from consumers.processor import Processor, ProcessorFailed, log
+from consumers.worker import Shutdown, run_worker
 
 
 class Command(BaseCommand):

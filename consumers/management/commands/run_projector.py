@@ -8,8 +8,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from consumers.kafka import Shutdown, run_worker
 from consumers.projector import Projector, ProjectorFailed, log
+from consumers.worker import Shutdown, run_worker
 
 
 class Command(BaseCommand):

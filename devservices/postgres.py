@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from bank.local.process import ServiceError, apt_install, port_open
+from devservices.process import ServiceError, apt_install, port_open
 
 
 def _cluster_version() -> str:

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from bank.local import postgres, redis
-from bank.local.kafka import KafkaNode
-from bank.local.process import port_open
+from devservices import postgres, redis
+from devservices.kafka import KafkaNode
+from devservices.process import port_open
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from consumers.kafka import producer, read_to_end
+from bank.kafka import producer, read_to_end
 
 
 class Command(BaseCommand):

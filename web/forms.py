@@ -1,3 +1,5 @@
+"""Forms of the command views: each carries a fresh command id (the idempotency key)."""
+
 from __future__ import annotations
 
 import uuid

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from bank.local.process import ServiceError, apt_install, port_open
+from devservices.process import ServiceError, apt_install, port_open
 
 
 def ensure(redis_url: str, var_dir: Path) -> bool:

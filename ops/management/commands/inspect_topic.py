@@ -8,7 +8,7 @@ import orjson
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from consumers.kafka import read_to_end
+from bank.kafka import read_to_end
 
 
 class Command(BaseCommand):

@@ -1,3 +1,5 @@
+"""Per-request middleware: the browser's time zone for the times on the pages."""
+
 from __future__ import annotations
 
 import zoneinfo

@@ -1,6 +1,6 @@
 """The update-in-place way, for the benchmarks only: what a bank without Kafka would do.
 
-Mounted at /bench/deposit-in-place/<id> when BANK_BENCH_BASELINE is true. Same server, same
+Mounted at /bench/deposit-in-place/<id> by bench/urls.py (bench.settings), never in the app's URLs. Same server, same
 login, CSRF and form checks as the real deposit view; then SELECT … FOR UPDATE and UPDATE of a
 balance row in PostgreSQL, instead of sending a command.
 """

@@ -7,7 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from consumers.kafka import ensure_topics
+from bank.kafka import ensure_topics
 
 
 class Command(BaseCommand):

@@ -1,3 +1,5 @@
+"""Template filters for money, reasons, event labels and actors."""
+
 from __future__ import annotations
 
 from django import template

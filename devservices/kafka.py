@@ -16,7 +16,7 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
-from bank.local.process import ServiceError, pid_alive, port_open, read_pid
+from devservices.process import ServiceError, pid_alive, port_open, read_pid
 
 KAFKA_VERSION = "4.1.1"
 POM = Path(__file__).with_name("kafka-pom.xml")

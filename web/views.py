@@ -16,11 +16,12 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from bank import domain, messages, queries
+from bank import domain, messages
 from bank.command_bus import CommandNotConfirmed, get_command_bus
-from bank.forms import MoveMoneyForm, OpenAccountForm
+from projections import queries
 from projections.live import wait_for_command
 from projections.models import Account, AuditEntry
+from web.forms import MoveMoneyForm, OpenAccountForm
 
 log = logging.getLogger(__name__)
 

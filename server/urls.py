@@ -1,11 +1,12 @@
+"""The app's URLs: pages, htmx endpoints, auth and the admin."""
+
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from bank import views
+from web import views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -19,10 +20,3 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
 ]
-
-if settings.BANK_BENCH_BASELINE:
-    from bank import baseline
-
-    urlpatterns.append(
-        path("bench/deposit-in-place/<uuid:account_id>", baseline.deposit_in_place, name="deposit-in-place")
-    )

@@ -52,7 +52,6 @@ PROCESSOR_TRANSACTION_TIMEOUT_MS = env_int("PROCESSOR_TRANSACTION_TIMEOUT_MS", 1
 # Fault injection for tests only: seconds each transaction is held open before its commit.
 PROCESSOR_FAULT_PAUSE = env_float("PROCESSOR_FAULT_PAUSE", 0.0, minimum=0.0)
 # Benchmarks only: mount the update-in-place baseline view (bank/baseline.py).
-BANK_BENCH_BASELINE = env_bool("BANK_BENCH_BASELINE", False)
 PROJECTOR_BATCH_SIZE = env_int("PROJECTOR_BATCH_SIZE", 2000, minimum=1)
 PROJECTOR_BATCH_WAIT = env_float("PROJECTOR_BATCH_WAIT", 0.05)
 
@@ -72,6 +71,8 @@ INSTALLED_APPS = [
     "bank",
     "projections",
     "consumers",
+    "web",
+    "ops",
 ]
 
 MIDDLEWARE = [
@@ -87,11 +88,11 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
-    "bank.middleware.TimezoneMiddleware",
+    "web.middleware.TimezoneMiddleware",
 ]
 
-ROOT_URLCONF = "bank.urls"
-ASGI_APPLICATION = "bank.asgi.application"
+ROOT_URLCONF = "server.urls"
+ASGI_APPLICATION = "server.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",

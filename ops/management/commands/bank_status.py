@@ -8,7 +8,7 @@ from confluent_kafka import TopicPartition
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from consumers.kafka import end_offsets, reader
+from bank.kafka import end_offsets, reader
 from projections import store
 from projections.models import DeadLetter
 

@@ -1,0 +1,44 @@
+"""`python -m devservices up|down|status`: the local Kafka, PostgreSQL and Redis, at the configured addresses."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from devservices import services
+from devservices.process import ServiceError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m devservices", description="Start (up), stop (down) or report (status) the local services."
+    )
+    parser.add_argument("action", choices=["up", "down", "status"])
+    action = parser.parse_args(argv).action
+    # The addresses come from the app's settings (the environment), read without starting Django.
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "server.settings")
+    from django.conf import settings
+
+    bootstrap = settings.KAFKA.bootstrap_servers
+    try:
+        if action == "up":
+            services.up(settings.VAR_DIR, settings.DATABASE_URL, settings.REDIS_URL, bootstrap)
+        elif action == "down":
+            services.down(settings.VAR_DIR, bootstrap)
+            print("kafka: stopped (PostgreSQL and Redis are shared system services and keep running)")
+        else:
+            rows = services.status(settings.VAR_DIR, settings.DATABASE_URL, settings.REDIS_URL, bootstrap)
+            for row in rows:
+                print(row.line())
+            if not all(row.up for row in rows):
+                print("some services are down: run `python -m devservices up`", file=sys.stderr)
+                return 1
+    except ServiceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
