@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django import template
 
+from bank.messages import EVENTS
 from bank.money import format_money
 
 register = template.Library()
@@ -20,14 +21,6 @@ REASONS = {
     "unsupported_currency": "unsupported currency",
 }
 
-EVENT_LABELS = {
-    "AccountOpened": "Opened",
-    "MoneyDeposited": "Deposit",
-    "MoneyWithdrawn": "Withdrawal",
-    "AccountClosed": "Closed",
-    "CommandRejected": "Rejected",
-}
-
 
 @register.filter
 def money(cents: int | None, currency: str = "EUR") -> str:
@@ -41,7 +34,8 @@ def reason_text(reason: str) -> str:
 
 @register.filter
 def event_label(event_type: str) -> str:
-    return EVENT_LABELS.get(event_type, event_type)
+    spec = EVENTS.get(event_type)  # the label is part of the event's spec
+    return spec.label if spec else event_type
 
 
 @register.filter
