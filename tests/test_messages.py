@@ -135,7 +135,7 @@ def test_it_writes_times_in_utc_with_a_z():
 
 
 def test_it_writes_the_same_json_as_before():
-    """Byte for byte what the fastjsonschema-era code wrote, so old and new writers share one log."""
+    """Byte for byte what the code before msgspec wrote, so old and new writers share one log."""
     _, value, _ = encode(event_envelope(CommandRejected("Withdraw", Reason.INSUFFICIENT_FUNDS, 5_000)))
     assert value == (
         b'{"event_id":"00000000-0000-4000-8000-000000000003","type":"CommandRejected","version":1,'
