@@ -1,4 +1,8 @@
-"""Writing projection rows and checkpoints to PostgreSQL, in bulk, inside the caller's transaction."""
+"""Writing projection rows and checkpoints to PostgreSQL, in bulk, inside the caller's transaction.
+
+`apply_batch` runs the writers of the projections it is given (from `projections.registry`);
+the writers of the bank's two projections, `apply_accounts` and `apply_audit`, are here too.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +11,19 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from operator import attrgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from bank.messages import EventEnvelope
 from projections.apply import AccountRow, AuditRow, apply_account, audit_row, is_next
 
+if TYPE_CHECKING:
+    from projections.registry import Projection
+
 log = logging.getLogger("bank.projector")
 
 # The PostgreSQL advisory lock the live projector and replay share, so that they never write at once.
 LOCK_KEY = 7_263_544_100
-PROJECTIONS = ("accounts", "audit")
-TABLES = {"accounts": "projections_account", "audit": "projections_auditentry"}
 ACCOUNT_COLUMNS = [f.name for f in fields(AccountRow)]
 AUDIT_COLUMNS = [f.name for f in fields(AuditRow)]
 ACCOUNT_TYPES = ["uuid", "text", "text", "text", "bigint", "text", "timestamptz", "integer", "timestamptz"]
@@ -83,7 +88,7 @@ def apply_batch(
     topic: str,
     events: Sequence[Positioned],
     ends: dict[int, int],
-    projections: Iterable[str] = PROJECTIONS,
+    projections: Sequence[Projection],
     memory: Memory | None = None,
 ) -> Outcome:
     """Apply a batch of events to the projections, with their checkpoints, in the caller's transaction.
@@ -96,21 +101,18 @@ def apply_batch(
     """
     take_lock(cursor)
     outcome = Outcome()
-    checkpoints = load_checkpoints(cursor, topic, projections)
+    checkpoints = load_checkpoints(cursor, topic, [p.name for p in projections])
     for projection in projections:
-        fresh = [e for e in events if e.offset >= checkpoints.get((projection, e.partition), 0)]
-        if projection == "accounts":
-            _apply_accounts(cursor, [e.envelope for e in fresh], outcome, memory)
-        else:
-            _apply_audit(cursor, [e.envelope for e in fresh], outcome, memory)
-        moved = {p: end for p, end in ends.items() if end > checkpoints.get((projection, p), 0)}
-        save_checkpoints(cursor, topic, projection, moved)
+        fresh = [e.envelope for e in events if e.offset >= checkpoints.get((projection.name, e.partition), 0)]
+        if fresh:
+            projection.apply(cursor, fresh, outcome, memory)
+        moved = {p: end for p, end in ends.items() if end > checkpoints.get((projection.name, p), 0)}
+        save_checkpoints(cursor, topic, projection.name, moved)
     return outcome
 
 
-def _apply_accounts(cursor: Any, envelopes: list[EventEnvelope], outcome: Outcome, memory: Memory | None) -> None:
-    if not envelopes:
-        return
+def apply_accounts(cursor: Any, envelopes: list[EventEnvelope], outcome: Outcome, memory: Memory | None) -> None:
+    """Fold the events into account rows and upsert the changed ones (in a replay: keep them in `memory`)."""
     if memory is not None:
         rows = memory.accounts
     else:
@@ -162,9 +164,8 @@ def _last_sequences(cursor: Any, ids: list[UUID]) -> dict[UUID, int]:
     return {account_id: last for account_id, last in cursor.fetchall() if last is not None}
 
 
-def _apply_audit(cursor: Any, envelopes: list[EventEnvelope], outcome: Outcome, memory: Memory | None) -> None:
-    if not envelopes:
-        return
+def apply_audit(cursor: Any, envelopes: list[EventEnvelope], outcome: Outcome, memory: Memory | None) -> None:
+    """One history row per event, COPYed; the sequence guard skips duplicates and stops at a gap."""
     if memory is not None:
         last = memory.last_sequence
     else:
