@@ -306,8 +306,9 @@ def encode(envelope: CommandEnvelope | EventEnvelope) -> tuple[bytes, bytes, Hea
     """(key, value, headers) for Kafka, checked by the consumers' own decoder on the way out."""
     body = envelope.to_dict()
     value = orjson.dumps(body)
+    decode: Callable[[bytes], Any] = decode_command if isinstance(envelope, CommandEnvelope) else decode_event
     try:
-        decode_command(value) if isinstance(envelope, CommandEnvelope) else decode_event(value)
+        decode(value)
     except PoisonMessage as error:
         # Producing an invalid message is a programming error, not poison: fail loudly here.
         raise ValueError(f"refusing to produce an invalid {body['type']}: {error}") from error
