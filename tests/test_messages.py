@@ -570,7 +570,7 @@ def test_it_keeps_the_documented_schemas_current():
     written = {
         p.relative_to(SCHEMAS).with_suffix("").as_posix(): json.loads(p.read_text()) for p in SCHEMAS.rglob("*.json")
     }
-    assert written == messages.json_schemas()
+    assert written == messages.json_schemas(), "specs changed: run manage.py message_schemas --write docs/schemas"
 
 
 def test_it_bounds_every_integer_a_spec_leaves_alone_to_a_bigint():
