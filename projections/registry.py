@@ -35,13 +35,7 @@ class Projection:
 PROJECTIONS: dict[str, Projection] = {
     p.name: p
     for p in (
-        Projection(
-            "accounts",
-            Account._meta.db_table,
-            "id",
-            store.apply_accounts,
-            lambda c, m: store.write_accounts(c, m.accounts.values()),
-        ),
+        Projection("accounts", Account._meta.db_table, "id", store.apply_accounts, store.finish_accounts),
         Projection("audit", AuditEntry._meta.db_table, "event_id", store.apply_audit),
     )
 }

@@ -56,7 +56,7 @@ class Outcome:
 class Memory:
     """What a replay knows without asking the database: it starts from empty tables and is their only writer.
 
-    Accounts are folded here for the whole replay and written once at the end (`write_accounts`).
+    Accounts are folded here for the whole replay and written once at the end (`finish_accounts`).
     """
 
     accounts: dict[UUID, AccountRow] = field(default_factory=dict)
@@ -146,11 +146,11 @@ def upsert_accounts(cursor: Any, rows: list[AccountRow]) -> None:
     )
 
 
-def write_accounts(cursor: Any, rows: Iterable[AccountRow]) -> None:
-    """COPY account rows into an empty table (the end of a replay)."""
+def finish_accounts(cursor: Any, memory: Memory) -> None:
+    """The end of a replay: COPY the account rows folded in `memory` into the empty table."""
     raw = getattr(cursor, "cursor", cursor)
     with raw.copy(f"COPY projections_account ({', '.join(ACCOUNT_COLUMNS)}) FROM STDIN") as copy:
-        for row in rows:
+        for row in memory.accounts.values():
             copy.write_row(account_values(row))
 
 
