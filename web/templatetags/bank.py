@@ -1,4 +1,4 @@
-"""Template filters for money, reasons, event labels and actors."""
+"""Template filters for money, reasons, event and command labels, and actors."""
 
 from __future__ import annotations
 
@@ -28,6 +28,13 @@ EVENT_LABELS = {
     "CommandRejected": "Rejected",
 }
 
+COMMAND_LABELS = {
+    "OpenAccount": "Open account",
+    "Deposit": "Deposit",
+    "Withdraw": "Withdraw",
+    "CloseAccount": "Close account",
+}
+
 
 @register.filter
 def money(cents: int | None, currency: str = "EUR") -> str:
@@ -42,6 +49,12 @@ def reason_text(reason: str) -> str:
 @register.filter
 def event_label(event_type: str) -> str:
     return EVENT_LABELS.get(event_type, event_type)
+
+
+@register.filter
+def command_label(command_type: str) -> str:
+    """'Withdraw' → 'Withdraw': what the user asked for, as the pending row named it."""
+    return COMMAND_LABELS.get(command_type, command_type)
 
 
 @register.filter
