@@ -342,13 +342,25 @@ def test_it_looks_a_command_up_by_account_and_command_id(users: dict[str, User])
     assert "Deposit €5.00" in body and "accepted" in body
 
 
-def test_it_answers_another_users_account_like_a_missing_one(users: dict[str, User]) -> None:
-    bobs = account_of(users["bob"])
+def test_it_answers_another_users_account_like_an_unknown_command(
+    users: dict[str, User], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from web import views
+
+    monkeypatch.setattr(views, "LONG_POLL_SECONDS", 1.0)
+    alices, bobs = account_of(users["alice"]), account_of(users["bob"])
     command = uuid.uuid4()
     audit_entry(bobs, 2, "MoneyDeposited", 5_00, command)
     alice = logged_in(users["alice"])
-    assert alice.get(f"/commands/{bobs.id}/{command}").status_code == 404
-    assert alice.get(f"/commands/{uuid.uuid4()}/{command}").status_code == 404
+    answers = [
+        alice.get(f"/commands/{bobs.id}/{command}"),  # bob's account has this command
+        alice.get(f"/commands/{uuid.uuid4()}/{command}"),  # no such account
+        alice.get(f"/commands/{alices.id}/{command}"),  # her account, not this command
+    ]
+    for response in answers:
+        assert response.status_code == 200
+        body = response.content.decode()
+        assert "pending" in body and "€5.00" not in body and "accepted" not in body
 
 
 def test_it_bounds_the_long_polls_one_user_holds_open(

@@ -131,7 +131,9 @@ class DeadLetterAdmin(ReadOnlyAdmin):
     def has_requeue_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("projections.requeue_deadletter")
 
-    @admin.action(description="Re-queue to the original topic (after a fix, e.g. a new upcaster)", permissions=["requeue"])
+    @admin.action(
+        description="Re-queue to the original topic (after a fix, e.g. a new upcaster)", permissions=["requeue"]
+    )
     def requeue(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> None:
         producer = Producer(settings.KAFKA.client_config() | {"enable.idempotence": True, "acks": "all"})
         letters = list(queryset.filter(requeued_at__isnull=True))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -184,24 +186,28 @@ def _fresh_form_kwargs(form: Any) -> dict[str, Any]:
 async def command_status(request: HttpRequest, account_id: UUID, command_id: UUID) -> HttpResponse:
     """Long-poll for a command's outcome: the fallback for a websocket update that came before the page was ready.
 
-    The account's owner is checked first, so another user's account answers as fast as a missing one
-    (404), whatever commands it has: the wait depends on the user's own data only.
+    Answers the outcome once the user's own account has it, else "pending" after LONG_POLL_SECONDS.
+    Another user's account, or one not projected yet, answers exactly like an unknown command, after
+    the same wait: the answer and its timing depend on the user's own data only.
     """
     if request.method != "GET":
         return HttpResponse(status=405)
     user = await request.auser()
-    await queries.aowned_account(user, account_id)
     key = queries.owner_key(user)
     if _long_polls[key] >= LONG_POLLS_PER_USER:
         return HttpResponse("Too many open status requests.", status=429, content_type="text/plain")
     _long_polls[key] += 1
     try:
-        await wait_for_command(account_id, command_id, timeout=LONG_POLL_SECONDS)
+        deadline = time.monotonic() + LONG_POLL_SECONDS
+        found = None
+        if await wait_for_command(account_id, command_id, timeout=LONG_POLL_SECONDS):
+            found = await sync_to_async(queries.outcome_of)(user, account_id, command_id)
+        if found is None:
+            await asyncio.sleep(max(0.0, deadline - time.monotonic()))  # someone else's: wait as if unknown
     finally:
         _long_polls[key] -= 1
         if not _long_polls[key]:
             del _long_polls[key]
-    found = await sync_to_async(queries.outcome_of)(user, account_id, command_id)
     if found is None:
         pending = {"command_id": command_id, "account_id": account_id, "label": request.GET.get("label", "")}
         return render(request, "bank/live.html#pending-row", {"pending": pending})

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, sync_playwright
 
 from tests.conftest import PASSWORD
 
@@ -48,6 +48,7 @@ class ConsoleErrors:
 
     seen: list[str] = field(default_factory=list)
     expected: list[str] = field(default_factory=list)  # substrings of errors a test provokes on purpose
+    contexts: list[BrowserContext] = field(default_factory=list)
 
     def expect(self, text: str) -> None:
         self.expected.append(text)
@@ -60,17 +61,26 @@ _console = ConsoleErrors()
 
 
 @pytest.fixture(autouse=True)
-def console_errors() -> Iterator[ConsoleErrors]:
-    """Fails the test on any console error of any page opened through `new_page` (htmx logs its own there)."""
+def console_errors(bank_server: str) -> Iterator[ConsoleErrors]:
+    """Fails the test on any console error of any page opened through `new_page` (htmx logs its own there).
+
+    Its pages are closed before the bank stops (this fixture depends on `bank_server`), so that their
+    attempts to reconnect are not counted.
+    """
     _console.seen.clear()
     _console.expected.clear()
     yield _console
+    for context in _console.contexts:
+        context.close()
+    _console.contexts.clear()
     assert not _console.unexpected(), "errors in the browser console:\n" + "\n".join(_console.unexpected())
 
 
 def new_page(browser: Browser, **context: Any) -> Page:
     """A page in a fresh browser context (its own cookies) whose console errors fail the test."""
-    page = browser.new_context(**({"viewport": {"width": 1100, "height": 900}} | context)).new_page()
+    browser_context = browser.new_context(**({"viewport": {"width": 1100, "height": 900}} | context))
+    _console.contexts.append(browser_context)
+    page = browser_context.new_page()
     page.set_default_timeout(15_000)
 
     def on_console(message: ConsoleMessage) -> None:

@@ -104,8 +104,9 @@ def test_it_sends_one_command_for_a_double_click(
 
 
 def test_it_keeps_typed_values_and_says_so_on_bad_input(
-    browser: Browser, bank_server: str, users: dict[str, User]
+    browser: Browser, bank_server: str, users: dict[str, User], console_errors: ConsoleErrors
 ) -> None:
+    console_errors.expect("the server responded with a status of 422")  # the browser logs the answers asked for
     page = log_in(browser, bank_server, "alice")
     account_url = open_account(page, "Typos")
     page.goto(f"{bank_server}{account_url}")
@@ -117,10 +118,18 @@ def test_it_keeps_typed_values_and_says_so_on_bad_input(
 
 
 def test_it_reconnects_after_a_server_restart_and_catches_up(
-    browser: Browser, bank_server: str, users: dict[str, User], workers, kafka: KafkaSettings
+    browser: Browser,
+    bank_server: str,
+    users: dict[str, User],
+    workers,
+    kafka: KafkaSettings,
+    console_errors: ConsoleErrors,
 ) -> None:
     from tests.conftest import Worker  # noqa: F401 - for the type of `workers`
 
+    # While the server is down, the browser and htmx's websocket extension log each failed reconnect.
+    console_errors.expect("WebSocket connection to")
+    console_errors.expect("[object Event]")
     page = log_in(browser, bank_server, "alice")
     account_url = open_account(page, "Restart")
     account_id = account_url.strip("/").split("/")[-1]
@@ -201,4 +210,3 @@ def test_it_shows_times_in_the_users_zone_and_fits_a_phone(
     )
     if write_docs():
         page.screenshot(path=str(SCREENSHOT.with_name("phone.png")), full_page=True)
-    page.context.close()
