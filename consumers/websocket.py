@@ -43,6 +43,7 @@ MAX_PENDING = 100  # commands one page may wait for
 # A hello with MAX_PENDING pending commands is under 9 KB: anything much larger is not from our page,
 # and parsing it (a megabyte of "[[[[" say) is work nobody needs done.
 MAX_FRAME = 16_384
+RECENT_OUTCOMES = 200
 SESSION_RECHECK_SECONDS = 10.0  # logout closes sockets at once; this catches sessions ended otherwise
 
 LIVE = "bank/live.html"
@@ -95,6 +96,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.session_checked = time.monotonic()
         self.page: Page | None = None  # unknown until the hello: nothing is sent before it
         self.watching: dict[Command, None] = {}  # ordered: the oldest is dropped beyond MAX_PENDING
+        self.recent: dict[Command, Outcome] = {}  # outcomes pushed lately, for a watch that comes after its push
         self.joined: set[str] = set()
         await self._join(owner_group(self.owner))
         if self.session_key:
@@ -148,10 +150,11 @@ class LiveConsumer(AsyncWebsocketConsumer):
         await self._send_all(await self._catch_up(self.page, pending))
 
     async def _watch(self, command: Command) -> None:
-        """A pending row appeared: its outcome may already be projected (the push came before the row)."""
-        found = await self._outcomes([command])
-        if found:
-            await self._send_all([self._summary(outcomes=found)])
+        """A pending row appeared. Its outcome may have come first (the push beat the 202 answer): it is then
+        among the recent ones, with no database query. One older than this socket is left to the row's long-poll.
+        """
+        if (outcome := self.recent.get(command)) is not None:
+            await self._send_all([self._summary(outcomes=[outcome])])
             return
         self.watching[command] = None
         while len(self.watching) > MAX_PENDING:
@@ -168,12 +171,16 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return
         if payload is not None:
             self.accounts[account_id] = account_from_payload(payload)
-        if self.page is None:
-            return  # the hello's catch-up will show it
         account = self.accounts[account_id]
-        shown = self.page.shows_account(account_id)
         entries = [entry_from_payload(account_id, e) for e in event.get("entries", [])]
         entries.sort(key=lambda e: -e.sequence)
+        for entry in reversed(entries):
+            self.recent[(account_id, entry.command_id)] = Outcome(entry, account)
+        while len(self.recent) > RECENT_OUTCOMES:
+            del self.recent[next(iter(self.recent))]
+        if self.page is None:
+            return  # the hello's catch-up will show it
+        shown = self.page.shows_account(account_id)
         outcomes = []
         for entry in entries:
             if (account_id, entry.command_id) in self.watching:

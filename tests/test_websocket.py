@@ -316,3 +316,29 @@ def test_it_closes_the_websocket_when_its_session_logs_out(users: dict[str, User
         await other.disconnect()
 
     async_to_sync(run)()
+
+
+def test_it_closes_the_websocket_once_its_session_is_gone_otherwise(
+    users: dict[str, User], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session ended without a logout (flushed, expired, deleted by an operator) is noticed on the next push."""
+    from django.contrib.sessions.models import Session
+
+    from consumers import websocket
+
+    monkeypatch.setattr(websocket, "SESSION_RECHECK_SECONDS", 0.0)
+    alices = account_of(users["alice"], "Alice main")
+    cookie = session_cookie(users["alice"])
+
+    async def run() -> None:
+        from channels.db import database_sync_to_async
+
+        ws = communicator(cookie)
+        assert (await ws.connect())[0]
+        await ws.send_to(text_data=hello("dashboard"))
+        await drain(ws)
+        await database_sync_to_async(lambda: Session.objects.all().delete())()
+        await _push(alices, 1_00)
+        assert await ws.receive_output(timeout=2) == {"type": "websocket.close", "code": 4401}
+
+    async_to_sync(run)()
