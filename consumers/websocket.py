@@ -32,6 +32,7 @@ from django.template.loader import render_to_string
 from projections import queries
 from projections.apply import AccountRow
 from projections.live import account_from_payload, account_group, entry_from_payload, owner_group, session_group
+from projections.models import Account
 from projections.queries import Outcome
 from web.middleware import browser_zone
 
@@ -91,6 +92,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self.close(code=UNAUTHORIZED)
             return
         self.user = user
+        self.closing = False
         self.owner = queries.owner_key(user)
         self.session_key: str | None = getattr(self.scope.get("session"), "session_key", None)
         self.session_checked = time.monotonic()
@@ -293,7 +295,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self,
         *,
         totals: bool = False,
-        balance_of: Any = None,
+        balance_of: Account | AccountRow | None = None,
         no_accounts: bool = False,
         outcomes: list[Outcome] | None = None,
     ) -> str:
@@ -308,7 +310,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         )
 
     async def _send_all(self, messages: list[str]) -> None:
-        if getattr(self, "closing", False):
+        if self.closing:
             return
         for message in messages:
             if message.strip():

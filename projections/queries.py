@@ -14,7 +14,7 @@ from uuid import UUID
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet, Value
 from django.http import Http404
 
 from projections.apply import AccountRow, AuditRow
@@ -64,6 +64,19 @@ async def aowned_account(user: User, account_id: UUID | str) -> Account:
     return account
 
 
+async def aowned_account_and_used(user: User, account_id: UUID | str, command_id: UUID | None) -> tuple[Account, bool]:
+    """The user's own account (or 404), and whether it already has an outcome of `command_id`: one query."""
+    used = (
+        Exists(AuditEntry.objects.filter(account_id=OuterRef("id"), command_id=command_id))
+        if command_id is not None
+        else Value(False)
+    )
+    found = await Account.objects.filter(id=account_id, owner=owner_key(user)).annotate(command_used=used).afirst()
+    if found is None:
+        raise Http404("No such account")
+    return found, bool(found.command_used)
+
+
 def as_row(account: Account) -> AccountRow:
     """The account as the projector's pushes carry it, for code that keeps accounts between pushes."""
     return AccountRow(**{f.name: getattr(account, f.name) for f in fields(AccountRow)})
@@ -111,11 +124,6 @@ def outcome_of(user: User, account_id: UUID, command_id: UUID) -> Outcome | None
     """The projected outcome of one command on one of the user's accounts, if it has one yet."""
     found = outcomes_of(user, [(account_id, command_id)])
     return found[0] if found else None
-
-
-def command_decided(account_id: UUID, command_id: UUID) -> bool:
-    """Whether the projections already hold an outcome of this command on this account."""
-    return AuditEntry.objects.filter(account_id=account_id, command_id=command_id).exists()
 
 
 def account_exists(account_id: UUID) -> bool:

@@ -100,7 +100,10 @@ def dashboard_page(request: HttpRequest, form: OpenAccountForm, status: int = 20
 async def move_money(request: HttpRequest, account_id: UUID, kind: str) -> HttpResponse:
     """Async, so that waiting for the broker's confirmation holds no thread."""
     user = await request.auser()
-    account = await queries.aowned_account(user, account_id)
+    # Whether the posted command id was used already comes with the account, in the same query.
+    account, used = await queries.aowned_account_and_used(
+        user, account_id, _uuid(request.POST.get(f"{kind}-command_id"))
+    )
     form = MoveMoneyForm(request.POST, currency=account.currency, prefix=kind)
     fragment = "bank/account.html#move-form"
 
@@ -113,7 +116,7 @@ async def move_money(request: HttpRequest, account_id: UUID, kind: str) -> HttpR
     if not form.is_valid():
         return await _answer(request, 422, fragment, invalid, page)
     command_id = form.cleaned_data["command_id"]
-    if await sync_to_async(queries.command_decided)(account.id, command_id):
+    if used:
         # A form sent before (the back button, say): the processor would drop it as a duplicate, silently.
         form.refuse_used_id()
         return await _answer(request, 422, fragment, invalid, page)
@@ -138,6 +141,13 @@ async def move_money(request: HttpRequest, account_id: UUID, kind: str) -> HttpR
 
 
 Page = Callable[..., Awaitable[HttpResponse]]
+
+
+def _uuid(value: str | None) -> UUID | None:
+    try:
+        return UUID(value) if value else None
+    except ValueError:
+        return None
 
 
 async def _answer(
