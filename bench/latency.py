@@ -75,7 +75,7 @@ except ImportError:  # pragma: no cover - a hint, not a feature
 LOGS = ROOT / "var" / "bench" / "latency"
 PASSWORD = "latency-bench-2026"
 ORIGIN = "http://127.0.0.1"
-CMD_ID = re.compile(r'id="cmd-([0-9a-f-]{36})"')
+CMD_ID = re.compile(r'id="cmd-[0-9a-f-]{36}-([0-9a-f-]{36})"')  # cmd-<account id>-<command id>
 TARGET_RATE, TARGET_P99_MS = 200, 100.0
 SETTLE = 15.0  # seconds a rate that was not held may take to clear its backlog before the next one
 # Worker settings worth trying through the environment (passed on to the workers as they are).
@@ -227,6 +227,7 @@ class Browser:
         self.pushes = 0
         self.ws_closes: list[tuple[float, int | None]] = []
         self.ws_ready = asyncio.Event()
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.layer_errors = 0
 
     def csrf(self) -> str:
@@ -271,6 +272,12 @@ class Browser:
         except (aiohttp.ClientError, TimeoutError) as error:
             record.accepted = time.perf_counter()
             record.status = type(error).__name__
+        if record.status == "202" and self.ws is not None and not self.ws.closed:
+            # As the page does for its new pending row: outcomes come only for commands a page waits for
+            # (one lost with a closing socket comes with the next hello's catch-up).
+            watch = {"type": "watch", "account": record.account, "command": record.command_id}
+            with contextlib.suppress(aiohttp.ClientError, ConnectionError):
+                await self.ws.send_str(json.dumps(watch))
 
     async def listen(self, url: str) -> None:
         """Stamp each command when the websocket brings its outcome row; reconnect as the page does.
@@ -286,8 +293,9 @@ class Browser:
                 print(f"  websocket: cannot connect ({error}); retrying", flush=True)
                 await asyncio.sleep(0.5)
                 continue
-            waiting = [c for c, r in self.records.items() if r.status == "202" and r.update is None]
-            await ws.send_str(json.dumps({"type": "hello", "account": None, "pending": waiting[:200]}))
+            waiting = [[r.account, c] for c, r in self.records.items() if r.status == "202" and r.update is None]
+            await ws.send_str(json.dumps({"type": "hello", "page": None, "pending": waiting[:100]}))
+            self.ws = ws
             self.ws_ready.set()
             async for message in ws:
                 now = time.perf_counter()

@@ -39,6 +39,7 @@ class AuditRow:
     actor: str
     command_id: UUID
     reason: str
+    command: str = ""  # for a rejection: the type of the command it refused
 
 
 def apply_account(row: AccountRow | None, envelope: EventEnvelope) -> AccountRow | None:
@@ -71,7 +72,7 @@ def audit_row(envelope: EventEnvelope) -> AuditRow:
     event = envelope.event
     amount = getattr(event, "amount", None)
     balance = getattr(event, "balance", None)
-    reason = event.reason.value if isinstance(event, domain.CommandRejected) else ""
+    rejected = event if isinstance(event, domain.CommandRejected) else None
     return AuditRow(
         event_id=envelope.event_id,
         account_id=envelope.account_id,
@@ -82,7 +83,8 @@ def audit_row(envelope: EventEnvelope) -> AuditRow:
         occurred_at=envelope.occurred_at,
         actor=envelope.actor,
         command_id=envelope.command_id,
-        reason=reason,
+        reason=rejected.reason.value if rejected else "",
+        command=rejected.command if rejected else "",
     )
 
 

@@ -20,6 +20,11 @@ class Account(models.Model):
 
     class Meta:
         ordering = ["opened_at", "id"]
+        # The admin's actions that issue commands, each granted on its own (viewing grants none of them).
+        permissions = [
+            ("deposit_correction", "Can deposit a correction into accounts"),
+            ("close_account", "Can close accounts"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.id})"
@@ -38,6 +43,7 @@ class AuditEntry(models.Model):
     actor = models.CharField(max_length=64)
     command_id = models.UUIDField(db_index=True)
     reason = models.CharField(max_length=40, blank=True)
+    command = models.CharField(max_length=32, blank=True, default="")  # the rejected command's type, if rejected
 
     class Meta:
         ordering = ["-sequence"]
@@ -77,6 +83,7 @@ class DeadLetter(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        permissions = [("requeue_deadletter", "Can re-queue dead letters")]
         constraints = [models.UniqueConstraint(fields=["topic", "partition", "offset"], name="deadletter_origin")]
 
     def __str__(self) -> str:

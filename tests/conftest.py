@@ -57,7 +57,8 @@ def _start_services() -> KafkaNode:
     settings.CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [redis_url], "prefix": "test"},
+            # As in server/settings.py: no socket timeout (redis-py's 5 s cut the channel layer's 5 s waits).
+            "CONFIG": {"hosts": [{"address": redis_url, "socket_timeout": None}], "prefix": "test"},
         }
     }
     settings.KAFKA = dataclasses.replace(settings.KAFKA, bootstrap_servers=node.bootstrap, partitions=3)

@@ -63,7 +63,14 @@ class AccountAdmin(ReadOnlyAdmin):
     def balance_display(self, obj: Account) -> str:
         return format_money(obj.balance, obj.currency)
 
-    @admin.action(description="Deposit a correction (issues Deposit commands)")
+    # Each action that issues commands needs its own permission: viewing the accounts grants none.
+    def has_deposit_correction_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("projections.deposit_correction")
+
+    def has_close_account_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("projections.close_account")
+
+    @admin.action(description="Deposit a correction (issues Deposit commands)", permissions=["deposit_correction"])
     def deposit_correction(self, request: HttpRequest, queryset: QuerySet[Account]) -> HttpResponse | None:
         form = CorrectionForm(request.POST if "apply" in request.POST else None)
         if form.is_valid():
@@ -85,7 +92,7 @@ class AccountAdmin(ReadOnlyAdmin):
         }
         return TemplateResponse(request, "admin/projections/deposit_correction.html", context)
 
-    @admin.action(description="Close accounts (issues CloseAccount commands)")
+    @admin.action(description="Close accounts (issues CloseAccount commands)", permissions=["close_account"])
     def close_accounts(self, request: HttpRequest, queryset: QuerySet[Account]) -> None:
         sent = send_commands(request, [domain.CloseAccount(a.id) for a in queryset])
         self.message_user(request, f"Sent {sent} close command(s); an account with money in it will be rejected.")
@@ -121,7 +128,12 @@ class DeadLetterAdmin(ReadOnlyAdmin):
     def key_text(self, obj: DeadLetter) -> str:
         return bytes(obj.key or b"").decode("utf-8", "replace")
 
-    @admin.action(description="Re-queue to the original topic (after a fix, e.g. a new upcaster)")
+    def has_requeue_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("projections.requeue_deadletter")
+
+    @admin.action(
+        description="Re-queue to the original topic (after a fix, e.g. a new upcaster)", permissions=["requeue"]
+    )
     def requeue(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> None:
         producer = Producer(settings.KAFKA.client_config() | {"enable.idempotence": True, "acks": "all"})
         letters = list(queryset.filter(requeued_at__isnull=True))

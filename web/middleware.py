@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import zoneinfo
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
+
+ZONE_COOKIE = "tz"
 
 
 def zone_from_cookie(value: str | None) -> zoneinfo.ZoneInfo | None:
@@ -18,6 +20,14 @@ def zone_from_cookie(value: str | None) -> zoneinfo.ZoneInfo | None:
         return zoneinfo.ZoneInfo(value)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         return None
+
+
+def browser_zone(cookies: Mapping[str, str]) -> timezone.override:
+    """The one place that picks the zone times are shown in: the browser's, from its cookie, else UTC.
+
+    A context manager (`with browser_zone(request.COOKIES):`), for the middleware and the websocket consumer.
+    """
+    return timezone.override(zone_from_cookie(cookies.get(ZONE_COOKIE)))
 
 
 class TimezoneMiddleware:
@@ -35,18 +45,11 @@ class TimezoneMiddleware:
             markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> Any:
-        activate_zone(request)
         if iscoroutinefunction(self):
             return self._acall(request)
-        return self.get_response(request)
+        with browser_zone(request.COOKIES):
+            return self.get_response(request)
 
     async def _acall(self, request: HttpRequest) -> HttpResponse:
-        return await self.get_response(request)  # type: ignore[no-any-return]
-
-
-def activate_zone(request: HttpRequest) -> None:
-    zone = zone_from_cookie(request.COOKIES.get("tz"))
-    if zone is not None:
-        timezone.activate(zone)
-    else:
-        timezone.deactivate()
+        with browser_zone(request.COOKIES):
+            return await self.get_response(request)  # type: ignore[no-any-return]
