@@ -59,6 +59,7 @@ COMMAND_DATA_SCHEMAS: dict[tuple[str, int], dict[str, Any]] = {
     ("Deposit", 1): _object({"amount": {"type": "integer", "maximum": 2**53}}),
     ("Withdraw", 1): _object({"amount": {"type": "integer", "maximum": 2**53}}),
     ("CloseAccount", 1): _object({}),
+    ("ReleaseAccount", 1): _object({}),
 }
 
 EVENT_DATA_SCHEMAS: dict[tuple[str, int], dict[str, Any]] = {
@@ -68,9 +69,10 @@ EVENT_DATA_SCHEMAS: dict[tuple[str, int], dict[str, Any]] = {
     ("MoneyDeposited", 1): _object({"amount": _AMOUNT, "balance": _BALANCE}),
     ("MoneyWithdrawn", 1): _object({"amount": _AMOUNT, "balance": _BALANCE}),
     ("AccountClosed", 1): _object({}),
+    ("AccountReleased", 1): _object({}),
     ("CommandRejected", 1): _object(
         {
-            "command": {"enum": ["OpenAccount", "Deposit", "Withdraw", "CloseAccount"]},
+            "command": {"enum": ["OpenAccount", "Deposit", "Withdraw", "CloseAccount", "ReleaseAccount"]},
             "reason": {"enum": [r.value for r in domain.Reason]},
             "amount": {"type": ["integer", "null"]},
         },
@@ -108,12 +110,13 @@ _event_data = _compile(EVENT_DATA_SCHEMAS)
 _command_envelope = fastjsonschema.compile(COMMAND_ENVELOPE_SCHEMA)
 _event_envelope = fastjsonschema.compile(EVENT_ENVELOPE_SCHEMA)
 
-COMMAND_VERSIONS = {"OpenAccount": 1, "Deposit": 1, "Withdraw": 1, "CloseAccount": 1}
+COMMAND_VERSIONS = {"OpenAccount": 1, "Deposit": 1, "Withdraw": 1, "CloseAccount": 1, "ReleaseAccount": 1}
 EVENT_VERSIONS = {
     "AccountOpened": 2,
     "MoneyDeposited": 1,
     "MoneyWithdrawn": 1,
     "AccountClosed": 1,
+    "AccountReleased": 1,
     "CommandRejected": 1,
 }
 
@@ -127,12 +130,14 @@ COMMAND_TYPES: dict[str, type[domain.Command]] = {
     "Deposit": domain.Deposit,
     "Withdraw": domain.Withdraw,
     "CloseAccount": domain.CloseAccount,
+    "ReleaseAccount": domain.ReleaseAccount,
 }
 EVENT_TYPES: dict[str, type[domain.Event]] = {
     "AccountOpened": domain.AccountOpened,
     "MoneyDeposited": domain.MoneyDeposited,
     "MoneyWithdrawn": domain.MoneyWithdrawn,
     "AccountClosed": domain.AccountClosed,
+    "AccountReleased": domain.AccountReleased,
     "CommandRejected": domain.CommandRejected,
 }
 

@@ -18,6 +18,7 @@ REASONS = {
     "balance_not_zero": "balance is not zero",
     "invalid_name": "invalid name",
     "unsupported_currency": "unsupported currency",
+    "account_quarantined": "account quarantined: an operator must release it",
 }
 
 EVENT_LABELS = {
@@ -25,6 +26,7 @@ EVENT_LABELS = {
     "MoneyDeposited": "Deposit",
     "MoneyWithdrawn": "Withdrawal",
     "AccountClosed": "Closed",
+    "AccountReleased": "Released",
     "CommandRejected": "Rejected",
 }
 
