@@ -108,7 +108,16 @@ def apply_batch(
     return outcome
 
 
-def _apply_accounts(cursor: Any, envelopes: list[EventEnvelope], outcome: Outcome, memory: Memory | None) -> None:
+def apply_events(cursor: Any, envelopes: Sequence[EventEnvelope], outcome: Outcome, lenient: bool = False) -> None:
+    """Apply events to every projection without looking at checkpoints: events of a parked account read
+    again from the log when it is released (below the checkpoints, which moved on meanwhile)."""
+    _apply_accounts(cursor, list(envelopes), outcome, None, lenient)
+    _apply_audit(cursor, list(envelopes), outcome, None, lenient)
+
+
+def _apply_accounts(
+    cursor: Any, envelopes: list[EventEnvelope], outcome: Outcome, memory: Memory | None, lenient: bool = False
+) -> None:
     if not envelopes:
         return
     if memory is not None:
@@ -120,7 +129,7 @@ def _apply_accounts(cursor: Any, envelopes: list[EventEnvelope], outcome: Outcom
     changed: dict[UUID, AccountRow] = {}
     for envelope in envelopes:
         row = rows.get(envelope.account_id)
-        if row is not None and not is_next(row.last_sequence, envelope):
+        if row is not None and not is_next(row.last_sequence, envelope, lenient):
             continue
         new = apply_account(row, envelope)
         if new is not None:
@@ -152,7 +161,7 @@ def write_accounts(cursor: Any, rows: Iterable[AccountRow]) -> None:
             copy.write_row(account_values(row))
 
 
-def _last_sequences(cursor: Any, ids: list[UUID]) -> dict[UUID, int]:
+def last_sequences(cursor: Any, ids: list[UUID]) -> dict[UUID, int]:
     # One index-only backward scan per account; max() over a GROUP BY would read all their history.
     cursor.execute(
         "SELECT i.id, (SELECT max(a.sequence) FROM projections_auditentry a WHERE a.account_id = i.id) "
@@ -162,16 +171,18 @@ def _last_sequences(cursor: Any, ids: list[UUID]) -> dict[UUID, int]:
     return {account_id: last for account_id, last in cursor.fetchall() if last is not None}
 
 
-def _apply_audit(cursor: Any, envelopes: list[EventEnvelope], outcome: Outcome, memory: Memory | None) -> None:
+def _apply_audit(
+    cursor: Any, envelopes: list[EventEnvelope], outcome: Outcome, memory: Memory | None, lenient: bool = False
+) -> None:
     if not envelopes:
         return
     if memory is not None:
         last = memory.last_sequence
     else:
-        last = _last_sequences(cursor, list({e.account_id for e in envelopes}))
+        last = last_sequences(cursor, list({e.account_id for e in envelopes}))
     new_rows: list[AuditRow] = []
     for envelope in envelopes:
-        if not is_next(last.get(envelope.account_id, 0), envelope):
+        if not is_next(last.get(envelope.account_id, 0), envelope, lenient):
             outcome.duplicates += 1
             log.info("skipping duplicate event %s (sequence %d)", envelope.event_id, envelope.sequence)
             continue

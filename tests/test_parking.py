@@ -1,0 +1,154 @@
+"""The projector parks one account (a gap, a poison record naming it, a row the database refuses) and goes on."""
+
+from __future__ import annotations
+
+import uuid
+from uuid import UUID
+
+import orjson
+import pytest
+from confluent_kafka import Producer
+
+from bank import domain, messages
+from bank.command_bus import CommandBus
+from bank.config import KafkaSettings
+from projections.models import Account, AuditEntry, DeadLetter, ParkedAccount
+from tests.kafka_helpers import Worker, read_events, read_raw, wait_until
+from tests.test_projector import caught_up, expected_rows, projected_rows
+
+pytestmark = [pytest.mark.timeout(240), pytest.mark.django_db(transaction=True)]
+
+
+def open_on_one_partition(bus: CommandBus) -> tuple[UUID, UUID, int]:
+    """Two accounts whose events share a partition (commands and events use the same partition number)."""
+    seen: dict[int, UUID] = {}
+    while True:
+        account_id = uuid.uuid4()
+        receipt = bus.send(
+            messages.CommandEnvelope.new(domain.OpenAccount(account_id, "alice", "Current", "EUR"), "user:alice")
+        )
+        if receipt.partition in seen:
+            return seen[receipt.partition], account_id, receipt.partition
+        seen[receipt.partition] = account_id
+
+
+def send(bus: CommandBus, command: domain.Command, actor: str = "user:alice") -> UUID:
+    return bus.send(messages.CommandEnvelope.new(command, actor)).command_id
+
+
+def produce_raw(kafka: KafkaSettings, key: bytes | None, value: bytes, partition: int) -> int:
+    """A record written by a foreign client, beside the processor; returns its offset."""
+    offsets: list[int] = []
+    producer = Producer(kafka.client_config())
+    producer.produce(
+        kafka.events_topic,
+        key=key,
+        value=value,
+        partition=partition,
+        on_delivery=lambda e, m: offsets.append(m.offset()),
+    )
+    producer.flush(10)
+    return offsets[0]
+
+
+def balance(account_id: UUID) -> int | None:
+    account = Account.objects.filter(id=account_id).first()
+    return account.balance if account else None
+
+
+def decodable_events(kafka: KafkaSettings) -> list[messages.EventEnvelope]:
+    found = []
+    for m in read_raw(kafka, kafka.events_topic):
+        try:
+            found.append(messages.decode_event(m.value()))
+        except messages.PoisonMessage:
+            continue
+    return found
+
+
+def settle(kafka: KafkaSettings) -> None:
+    wait_until(lambda: caught_up(kafka), 60, 0.3, "the projector to catch up")
+
+
+def without(events: list[messages.EventEnvelope], foreign: set[UUID]) -> list[messages.EventEnvelope]:
+    return [e for e in events if e.event_id not in foreign]
+
+
+def test_it_parks_an_account_at_a_gap_keeps_projecting_the_others_and_resumes_on_release(
+    kafka: KafkaSettings, bus: CommandBus, processor: Worker, projector: Worker
+) -> None:
+    parked, neighbour, partition = open_on_one_partition(bus)
+    wait_until(lambda: balance(parked) == 0 and balance(neighbour) == 0, 60, what="both accounts projected")
+    opened = next(e for e in read_events(kafka) if e.account_id == parked).to_dict()
+    gap = {**opened, "event_id": str(uuid.uuid4()), "type": "MoneyDeposited", "version": 1, "sequence": 5}
+    gap["data"] = {"amount": 1_00, "balance": 1_00}
+    gap_offset = produce_raw(kafka, str(parked).encode(), orjson.dumps(gap), partition)
+    send(bus, domain.Deposit(parked, 3_00))
+    send(bus, domain.Deposit(neighbour, 4_00))
+
+    wait_until(lambda: balance(neighbour) == 4_00, 60, what="the neighbour's deposit after the gap")
+    spot = ParkedAccount.objects.get()
+    assert (spot.account_id, spot.partition, spot.offset) == (parked, partition, gap_offset)
+    assert "sequence gap" in spot.reason
+    assert balance(parked) == 0
+    assert AuditEntry.objects.filter(account_id=parked).count() == 1
+
+    send(bus, domain.ReleaseAccount(parked))
+    wait_until(lambda: not ParkedAccount.objects.exists() and balance(parked) == 3_00, 60, what="the release")
+    settle(kafka)
+    # The oracle: a hand fold of the log without the foreign record (the processor never counted it).
+    assert projected_rows() == expected_rows(without(read_events(kafka), {UUID(gap["event_id"])}))
+    assert AuditEntry.objects.filter(account_id=parked, type="AccountReleased").count() == 1
+    assert projector.process.poll() is None
+
+
+def test_it_parks_an_account_named_by_a_poison_record_and_dead_letters_it(
+    kafka: KafkaSettings, bus: CommandBus, processor: Worker, projector: Worker
+) -> None:
+    parked, neighbour, partition = open_on_one_partition(bus)
+    wait_until(lambda: balance(parked) == 0 and balance(neighbour) == 0, 60, what="both accounts projected")
+    produce_raw(kafka, None, b"\xff not json", partition)  # names no account: dead-lettered, nobody parked
+    poison = {"type": "MoneyPrinted", "account_id": str(parked), "sequence": 2}
+    poison_offset = produce_raw(kafka, str(parked).encode(), orjson.dumps(poison), partition)
+    send(bus, domain.Deposit(parked, 7_00))
+    send(bus, domain.Deposit(neighbour, 5_00))
+
+    wait_until(lambda: balance(neighbour) == 5_00, 60, what="the neighbour's deposit after the poison")
+    spot = ParkedAccount.objects.get()
+    assert (spot.account_id, spot.offset) == (parked, poison_offset)
+    assert spot.reason.startswith("poison: bad envelope")
+    assert balance(parked) == 0
+    assert sorted(d.error.split(":")[0] for d in DeadLetter.objects.all()) == ["bad envelope", "not JSON"]
+    dead = read_raw(kafka, kafka.deadletters_topic)
+    assert len(dead) == 2
+    assert {dict(m.headers())["dlq.source.topic"] for m in dead} == {kafka.events_topic.encode()}
+
+    send(bus, domain.ReleaseAccount(parked))
+    wait_until(lambda: not ParkedAccount.objects.exists() and balance(parked) == 7_00, 60, what="the release")
+    settle(kafka)
+    assert projected_rows() == expected_rows(decodable_events(kafka))
+    assert projector.process.poll() is None
+
+
+def test_it_projects_long_user_names_and_parks_only_the_account_whose_row_is_refused(
+    kafka: KafkaSettings, bus: CommandBus, processor: Worker, projector: Worker
+) -> None:
+    refused, neighbour, _ = open_on_one_partition(bus)
+    wait_until(lambda: balance(refused) == 0 and balance(neighbour) == 0, 60, what="both accounts projected")
+    long_name = "user:" + "l" * 150  # the longest Django user name
+    send(bus, domain.Deposit(neighbour, 1_00), actor=long_name)
+    send(bus, domain.Deposit(refused, 2_00), actor="user:" + "x" * 300)  # longer than the column: refused
+    send(bus, domain.Deposit(neighbour, 3_00))
+
+    wait_until(lambda: balance(neighbour) == 4_00, 60, what="the neighbour's deposits")
+    spot = ParkedAccount.objects.get()
+    assert spot.account_id == refused
+    assert spot.reason.startswith("database refused a row")
+    assert AuditEntry.objects.get(account_id=neighbour, sequence=2).actor == long_name
+    assert balance(refused) == 0
+    send(bus, domain.Deposit(refused, 5_00))  # held back while parked
+    send(bus, domain.Deposit(neighbour, 6_00))
+    wait_until(lambda: balance(neighbour) == 10_00, 60, what="more of the neighbour's deposits")
+    assert balance(refused) == 0
+    assert AuditEntry.objects.filter(account_id=refused).count() == 1
+    assert projector.process.poll() is None
