@@ -98,6 +98,8 @@ class ParkedAccount(models.Model):
 
     class Meta:
         ordering = ["since"]
+        # Releasing sends ReleaseAccount (admin action): its own permission, apart from viewing.
+        permissions = [("release_account", "Can release a quarantined or parked account")]
 
     def __str__(self) -> str:
         return f"{self.account_id} parked at {self.topic}[{self.partition}]@{self.offset}"

@@ -8,24 +8,29 @@ from uuid import UUID
 import orjson
 import pytest
 from confluent_kafka import Producer
+from django.contrib.auth.models import User
+from django.core.management import CommandError
+from django.test import Client
+from django.urls import reverse
 
 from bank import domain, messages
 from bank.command_bus import CommandBus
 from bank.config import KafkaSettings
 from projections.models import Account, AuditEntry, DeadLetter, ParkedAccount
 from tests.kafka_helpers import Worker, read_events, read_raw, wait_until
+from tests.test_operator_commands import run
 from tests.test_projector import caught_up, expected_rows, projected_rows
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.django_db(transaction=True)]
 
 
-def open_on_one_partition(bus: CommandBus) -> tuple[UUID, UUID, int]:
+def open_on_one_partition(bus: CommandBus, owner: str = "alice") -> tuple[UUID, UUID, int]:
     """Two accounts whose events share a partition (commands and events use the same partition number)."""
     seen: dict[int, UUID] = {}
     while True:
         account_id = uuid.uuid4()
         receipt = bus.send(
-            messages.CommandEnvelope.new(domain.OpenAccount(account_id, "alice", "Current", "EUR"), "user:alice")
+            messages.CommandEnvelope.new(domain.OpenAccount(account_id, owner, "Current", "EUR"), "user:alice")
         )
         if receipt.partition in seen:
             return seen[receipt.partition], account_id, receipt.partition
@@ -75,9 +80,9 @@ def without(events: list[messages.EventEnvelope], foreign: set[UUID]) -> list[me
 
 
 def test_it_parks_an_account_at_a_gap_keeps_projecting_the_others_and_resumes_on_release(
-    kafka: KafkaSettings, bus: CommandBus, processor: Worker, projector: Worker
+    kafka: KafkaSettings, bus: CommandBus, processor: Worker, projector: Worker, users: dict[str, User]
 ) -> None:
-    parked, neighbour, partition = open_on_one_partition(bus)
+    parked, neighbour, partition = open_on_one_partition(bus, owner=str(users["alice"].pk))
     wait_until(lambda: balance(parked) == 0 and balance(neighbour) == 0, 60, what="both accounts projected")
     opened = next(e for e in read_events(kafka) if e.account_id == parked).to_dict()
     gap = {**opened, "event_id": str(uuid.uuid4()), "type": "MoneyDeposited", "version": 1, "sequence": 5}
@@ -92,8 +97,15 @@ def test_it_parks_an_account_at_a_gap_keeps_projecting_the_others_and_resumes_on
     assert "sequence gap" in spot.reason
     assert balance(parked) == 0
     assert AuditEntry.objects.filter(account_id=parked).count() == 1
+    page = Client()
+    page.force_login(users["alice"])
+    assert "history is delayed" in page.get(reverse("account", args=[parked])).content.decode()
+    assert "history is delayed" not in page.get(reverse("account", args=[neighbour])).content.decode()
+    status = run("bank_status")
+    assert "parked by the projector: 1" in status
+    assert f"{parked}  since" in status and f"{kafka.events_topic}[{partition}]@{gap_offset}: sequence gap" in status
 
-    send(bus, domain.ReleaseAccount(parked))
+    assert "sent ReleaseAccount" in run("release_account", str(parked))
     wait_until(lambda: not ParkedAccount.objects.exists() and balance(parked) == 3_00, 60, what="the release")
     settle(kafka)
     # The oracle: a hand fold of the log without the foreign record (the processor never counted it).
@@ -103,7 +115,7 @@ def test_it_parks_an_account_at_a_gap_keeps_projecting_the_others_and_resumes_on
 
 
 def test_it_parks_an_account_named_by_a_poison_record_and_dead_letters_it(
-    kafka: KafkaSettings, bus: CommandBus, processor: Worker, projector: Worker
+    kafka: KafkaSettings, bus: CommandBus, processor: Worker, projector: Worker, users: dict[str, User]
 ) -> None:
     parked, neighbour, partition = open_on_one_partition(bus)
     wait_until(lambda: balance(parked) == 0 and balance(neighbour) == 0, 60, what="both accounts projected")
@@ -122,8 +134,16 @@ def test_it_parks_an_account_named_by_a_poison_record_and_dead_letters_it(
     dead = read_raw(kafka, kafka.deadletters_topic)
     assert len(dead) == 2
     assert {dict(m.headers())["dlq.source.topic"] for m in dead} == {kafka.events_topic.encode()}
+    with pytest.raises(CommandError, match="fixed with an upcaster and release_account"):
+        run("deadletters", "--requeue", f"{dead[0].partition()}:{dead[0].offset()}")
+    assert "parked by the projector: 1" in run("deadletters")
 
-    send(bus, domain.ReleaseAccount(parked))
+    admin = Client()
+    admin.force_login(users["carol"])  # staff, superuser: may release
+    changelist = reverse("admin:projections_parkedaccount_changelist")
+    assert str(parked) in admin.get(changelist).content.decode()
+    answer = admin.post(changelist, {"action": "release", "_selected_action": [str(parked)]}, follow=True)
+    assert "Sent 1 ReleaseAccount command(s)" in answer.content.decode()
     wait_until(lambda: not ParkedAccount.objects.exists() and balance(parked) == 7_00, 60, what="the release")
     settle(kafka)
     assert projected_rows() == expected_rows(decodable_events(kafka))

@@ -19,6 +19,7 @@ class Migration(migrations.Migration):
             ],
             options={
                 "ordering": ["since"],
+                "permissions": [("release_account", "Can release a quarantined or parked account")],
             },
         ),
         migrations.AlterField(
