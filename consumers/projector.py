@@ -157,7 +157,9 @@ class Projector:
             self._back_off(f"writing a batch of {len(held.messages)} events", error)
             return 0
         self.held = None
-        self.failures = 0
+        if self.failures:
+            log.info("the database is back: wrote the held batch after %d failed attempt(s)", self.failures)
+            self.failures = 0
         self.applied += outcome.applied
         try:
             # The consumer's position, not the last offset + 1: it is past transaction markers, so lag can reach 0.
