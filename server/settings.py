@@ -65,6 +65,8 @@ PROCESSOR_FAULT_PAUSE = env_float("PROCESSOR_FAULT_PAUSE", 0.0, minimum=0.0)
 # Benchmarks only: mount the update-in-place baseline view (bank/baseline.py).
 PROJECTOR_BATCH_SIZE = env_int("PROJECTOR_BATCH_SIZE", 2000, minimum=1)
 PROJECTOR_BATCH_WAIT = env_float("PROJECTOR_BATCH_WAIT", 0.05)
+# daphne processes under supervisord (server/supervise.py reads it too); 0: one per core.
+WEB_PROCESSES = env_int("WEB_PROCESSES", 0, minimum=0)
 
 INSTALLED_APPS = [
     "daphne",
