@@ -106,11 +106,14 @@ def test_it_parks_an_account_at_a_gap_keeps_projecting_the_others_and_resumes_on
     assert f"{parked}  since" in status and f"{kafka.events_topic}[{partition}]@{gap_offset}: sequence gap" in status
 
     assert "sent ReleaseAccount" in run("release_account", str(parked))
-    wait_until(lambda: not ParkedAccount.objects.exists() and balance(parked) == 3_00, 60, what="the release")
+    # The deposit after the gap is accepted, or rejected if the processor quarantined the account for the
+    # foreign record: either way it is an event of the account that was held back, and is applied now.
+    wait_until(lambda: not ParkedAccount.objects.exists(), 60, what="the release")
     settle(kafka)
     # The oracle: a hand fold of the log without the foreign record (the processor never counted it).
     assert projected_rows() == expected_rows(without(read_events(kafka), {UUID(gap["event_id"])}))
     assert AuditEntry.objects.filter(account_id=parked, type="AccountReleased").count() == 1
+    assert AuditEntry.objects.filter(account_id=parked).count() == 3  # opened, the deposit's outcome, released
     assert projector.process.poll() is None
 
 
@@ -144,9 +147,10 @@ def test_it_parks_an_account_named_by_a_poison_record_and_dead_letters_it(
     assert str(parked) in admin.get(changelist).content.decode()
     answer = admin.post(changelist, {"action": "release", "_selected_action": [str(parked)]}, follow=True)
     assert "Sent 1 ReleaseAccount command(s)" in answer.content.decode()
-    wait_until(lambda: not ParkedAccount.objects.exists() and balance(parked) == 7_00, 60, what="the release")
+    wait_until(lambda: not ParkedAccount.objects.exists(), 60, what="the release")
     settle(kafka)
     assert projected_rows() == expected_rows(decodable_events(kafka))
+    assert AuditEntry.objects.filter(account_id=parked).count() == 3  # opened, the deposit's outcome, released
     assert projector.process.poll() is None
 
 
