@@ -100,27 +100,47 @@ def next_offsets(messages: Iterable[Message]) -> list[TopicPartition]:
     return [TopicPartition(topic, partition, offset + 1) for (topic, partition), offset in last.items()]
 
 
-@retry(
-    retry=retry_if_exception(lambda e: isinstance(e, KafkaException) and e.args[0].retriable()),
+# Leadership settling (a fresh topic, a restarted broker) is transient even when librdkafka does not say so.
+_SETTLING = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._TIMED_OUT,
+}
+_retry_while_settling = retry(
+    retry=retry_if_exception(
+        lambda e: isinstance(e, KafkaException) and (e.args[0].retriable() or e.args[0].code() in _SETTLING)
+    ),
     wait=wait_exponential(multiplier=0.05, max=1.0),
     stop=stop_after_delay(15),
     reraise=True,
 )
+
+
+@_retry_while_settling
 def high_watermark(consumer: Consumer, topic: str, partition: int) -> int:
-    """The end of a partition; retried while leadership settles (a fresh topic, a restarted broker)."""
+    """The end of a partition; retried while leadership settles (a fresh topic, a restarted broker).
+
+    For a read_committed consumer this is the last stable offset: open transactions are not counted.
+    """
     return int(consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1])
 
 
-@retry(
-    retry=retry_if_exception(lambda e: isinstance(e, KafkaException) and e.args[0].retriable()),
-    wait=wait_exponential(multiplier=0.05, max=1.0),
-    stop=stop_after_delay(15),
-    reraise=True,
-)
+@_retry_while_settling
 def watermarks(consumer: Consumer, topic: str, partition: int) -> tuple[int, int]:
     """(log start, end) of a partition: records before the start were deleted (retention, delete-records)."""
     low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
     return int(low), int(high)
+
+
+def log_ends(kafka: KafkaSettings, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+    """The true end of each partition, open transactions included (a read_uncommitted view): a reader
+    that goes that far has waited out every transaction open now, so nothing decided before can still change."""
+    c = reader(kafka, **{"isolation.level": "read_uncommitted"})
+    try:
+        return {p: high_watermark(c, topic, p) for p in partitions}
+    finally:
+        c.close()
 
 
 def end_offsets(kafka: KafkaSettings, topic: str, partitions: Iterable[int] | None = None) -> dict[int, int]:
@@ -184,7 +204,7 @@ def read_to_end(
         wanted = sorted(set(partitions))
         marks = {p: watermarks(events, topic, p) for p in wanted}
         if ends is None:
-            ends = {p: marks[p][1] for p in wanted}
+            ends = log_ends(kafka, topic, wanted)
         first = {p: max(marks[p][0], (starts or {}).get(p, 0)) for p in wanted}
         remaining = {p for p in wanted if first[p] < ends[p]}
         if not remaining:
@@ -196,7 +216,7 @@ def read_to_end(
                 raise ReadInterrupted(f"stopped while reading {topic} partitions {sorted(remaining)}")
             batch = [
                 m
-                for m in events.consume(batch_size, 0.2)
+                for m in events.consume(batch_size, 0.05)
                 if m.error() is None and (m.offset() or 0) < ends[m.partition() or 0]
             ]
             if batch:

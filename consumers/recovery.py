@@ -32,7 +32,7 @@ from confluent_kafka import Message
 
 from bank import domain, messages
 from bank.config import KafkaSettings
-from bank.kafka import end_offsets, read_to_end
+from bank.kafka import log_ends, read_to_end
 
 log = logging.getLogger("bank.processor")
 
@@ -212,9 +212,10 @@ class Loader:
         starts = {p: 0 for p in wanted}
         if self.mode == "state":
             starts = self._read_states(loaded, counts)
-        # The end is taken before reading: the processor owns these partitions now, so nothing
-        # it did not see can be written after it, except by a foreign producer (noticed later).
-        ends = end_offsets(self.kafka, self.kafka.events_topic, wanted)
+        # The end is taken before reading, open transactions included: a zombie instance's open
+        # transaction is waited out (committed or aborted) before any command is decided. The
+        # processor owns these partitions now, so only a foreign producer can write after it.
+        ends = log_ends(self.kafka, self.kafka.events_topic, wanted)
         for batch in read_to_end(
             self.kafka,
             self.kafka.events_topic,
