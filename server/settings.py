@@ -7,7 +7,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from bank.config import env_bool, env_float, env_int, env_list, env_str, env_url, kafka_from_env
+from bank.config import env_bool, env_choice, env_float, env_int, env_list, env_str, env_url, kafka_from_env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -62,6 +62,11 @@ PROCESSOR_INSTANCE = env_str("PROCESSOR_INSTANCE", "")  # empty: the host name
 PROCESSOR_TRANSACTION_TIMEOUT_MS = env_int("PROCESSOR_TRANSACTION_TIMEOUT_MS", 10_000, minimum=1000)
 # Fault injection for tests only: seconds each transaction is held open before its commit.
 PROCESSOR_FAULT_PAUSE = env_float("PROCESSOR_FAULT_PAUSE", 0.0, minimum=0.0)
+# How the processor gets its accounts back on assignment: "state" (bank.account-state + the tail of
+# bank.events) or "full" (fold the whole history: the benchmark's baseline).
+PROCESSOR_RECOVERY = env_choice("PROCESSOR_RECOVERY", "state", ("state", "full"))
+# Command ids remembered per account: a resend of one of its last N commands is skipped, an older one decided again.
+PROCESSOR_DEDUP_WINDOW = env_int("PROCESSOR_DEDUP_WINDOW", 20, minimum=1)
 # Benchmarks only: mount the update-in-place baseline view (bank/baseline.py).
 PROJECTOR_BATCH_SIZE = env_int("PROJECTOR_BATCH_SIZE", 2000, minimum=1)
 PROJECTOR_BATCH_WAIT = env_float("PROJECTOR_BATCH_WAIT", 0.05)
