@@ -139,12 +139,18 @@ def test_it_parks_an_account_named_by_a_poison_record_and_dead_letters_it(
     assert {dict(m.headers())["dlq.source.topic"] for m in dead} == {kafka.events_topic.encode()}
     with pytest.raises(CommandError, match="fixed with an upcaster and release_account"):
         run("deadletters", "--requeue", f"{dead[0].partition()}:{dead[0].offset()}")
-    assert "parked by the projector: 1" in run("deadletters")
+    listing = run("deadletters")
+    assert "parked by the projector: 1" in listing
+    # The processor quarantined the account for the same record (its state topic says so).
+    assert "quarantined by the processor: 1" in listing
+    assert f"  {parked}  foreign record" in listing
 
     admin = Client()
     admin.force_login(users["carol"])  # staff, superuser: may release
     changelist = reverse("admin:projections_parkedaccount_changelist")
-    assert str(parked) in admin.get(changelist).content.decode()
+    listed = admin.get(changelist).content.decode()
+    assert str(parked) in listed
+    assert f"Quarantined by the processor: {parked}" in listed
     answer = admin.post(changelist, {"action": "release", "_selected_action": [str(parked)]}, follow=True)
     assert "Sent 1 ReleaseAccount command(s)" in answer.content.decode()
     wait_until(lambda: not ParkedAccount.objects.exists(), 60, what="the release")
