@@ -41,6 +41,9 @@ MODES: tuple[Mode, ...] = ("state", "full")
 # Command ids remembered per account: a resend of one of the last N commands of its account is
 # recognised and skipped; an older one is decided again. Bounded, so memory is O(accounts).
 DEFAULT_DEDUP_WINDOW = 20
+# The states of changed accounts are written every N transactions (and when idle): fewer writes,
+# and a restart folds at most the events of the last N transactions after the states.
+DEFAULT_STATE_EVERY = 10
 STATE_FORMAT = 1
 
 
