@@ -130,12 +130,22 @@ def measure_load(kafka: KafkaSettings, mode: str) -> dict[str, float | int]:
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+def peak_rss_kb() -> int:
+    """This process's peak resident memory. Not getrusage's ru_maxrss: Linux carries that over from
+    the parent across fork and exec, so a child would report the benchmark's own peak."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def load_here(mode: str, prefix: str) -> None:
     kafka = dataclasses.replace(settings.KAFKA, topic_prefix=prefix)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = peak_rss_kb()
     loader = Loader(kafka, "full" if mode == "full" else "state")
     _, counts = loader.load(range(kafka.partitions))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = peak_rss_kb()
     print(
         json.dumps(
             {

@@ -200,6 +200,7 @@ class Processor:
                 time.sleep(self.fault_pause)
             if self.fault_abort_every and (self.transactions + 1) % self.fault_abort_every == 0:
                 self.transactions += 1
+                self.producer.flush(30)  # as a failed commit would: everything sent, then refused
                 raise KafkaException(KafkaError(KafkaError._FAIL, "fault injection: abort this transaction"))
             if batch:
                 self.producer.send_offsets_to_transaction(
