@@ -339,6 +339,7 @@ def test_it_reads_the_tail_after_a_restart_of_a_log_written_without_state_topic(
     assert taking_over.last_load.events == 40 and taking_over.last_load.states == 0
     produce_commands(kafka, [messages.CommandEnvelope.new(domain.Withdraw(a, 50), "user:alice") for a in accounts])
     run_until(taking_over, lambda: taking_over.decided >= 20)
+    run_until(taking_over, lambda: not any(part.dirty for part in taking_over.partitions.values()), 60)
     taking_over.close()
     assert latest_states(kafka) == fold(read_events(kafka))
     assert all(s.balance == 1_50 for s in latest_states(kafka).values())
