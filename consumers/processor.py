@@ -23,7 +23,15 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from bank import domain, messages
 from bank.config import KafkaSettings
 from bank.kafka import LogStalled, ReadInterrupted, consume_batch, consumer, dead_letter, next_offsets, read_to_end
-from consumers.recovery import DEFAULT_DEDUP_WINDOW, LoadCounts, Loader, Mode, Partition, encode_state
+from consumers.recovery import (
+    DEFAULT_DEDUP_WINDOW,
+    DEFAULT_STATE_EVERY,
+    LoadCounts,
+    Loader,
+    Mode,
+    Partition,
+    encode_state,
+)
 
 log = logging.getLogger("bank.processor")
 
@@ -48,6 +56,7 @@ class Processor:
         stop: Callable[[], bool] | None = None,
         max_stall: float = 120.0,
         fault_abort_every: int = 0,
+        state_every: int = DEFAULT_STATE_EVERY,
     ) -> None:
         self.kafka = kafka
         self.instance = instance
@@ -55,6 +64,7 @@ class Processor:
         self.batch_size = batch_size
         self.batch_wait = batch_wait
         self.window = dedup_window
+        self.state_every = max(1, state_every)
         # Mode "full" (the benchmark's baseline) neither reads nor writes the state topic.
         self.store = recovery == "state"
         self.stop = stop or (lambda: False)
@@ -154,9 +164,10 @@ class Processor:
            same transaction), skip it if its command_id is among the account's recent ones,
            reject it if the account is quarantined, else `decide`; produce the events to the
            command's partition of bank.events, `evolve` the state.
-        3. Add the foreign records found since the last transaction (dead letters) and the new
-           state of every account that changed (bank.account-state), then the consumed offsets,
-           and commit: events, states and offsets together or not at all.
+        3. Add the foreign records found since the last transaction (dead letters) and, every
+           `state_every` transactions (and when idle), the new state of every account changed
+           since (bank.account-state), then the consumed offsets, and commit: events, states and
+           offsets together or not at all.
         4. Check that the transaction's events sit right after what this instance has seen of
            each partition; if another producer wrote in between, read and quarantine what it wrote.
         5. On any failure: abort, then rebuild the batch's partitions from the log and seek
@@ -168,16 +179,20 @@ class Processor:
             log.info("processor %s: %s", self.instance, stopped)
             return 0
         batch = self._without_errors(batch)
-        pending = {p for p, part in self.partitions.items() if part.foreign or part.dirty}
-        if not batch and not pending:
+        pending = {p for p, part in self.partitions.items() if part.foreign}
+        unsaved = {p for p, part in self.partitions.items() if part.dirty} if self.store else set()
+        if not batch and not pending and not unsaved:
             return 0
-        partitions = sorted({m.partition() or 0 for m in batch} | pending)
+        # States are written every `state_every` transactions, when foreign records were found, and
+        # when the processor is idle; in between, a restart folds the events since the last ones.
+        checkpoint = self.store and (bool(pending) or not batch or self.transactions % self.state_every == 0)
+        partitions = sorted({m.partition() or 0 for m in batch} | pending | (unsaved if checkpoint else set()))
         self._delivered.clear()
         self._produced = 0
         try:
             self.producer.begin_transaction()
             decided = sum(self._handle(message) for message in batch)
-            self._produce_side_records()
+            self._produce_side_records(checkpoint)
             if self.fault_pause:
                 log.info(
                     "fault injection: holding a transaction of %d commands open for %.1fs", len(batch), self.fault_pause
@@ -185,6 +200,7 @@ class Processor:
                 time.sleep(self.fault_pause)
             if self.fault_abort_every and (self.transactions + 1) % self.fault_abort_every == 0:
                 self.transactions += 1
+                self.producer.flush(30)  # as a failed commit would: everything sent, then refused
                 raise KafkaException(KafkaError(KafkaError._FAIL, "fault injection: abort this transaction"))
             if batch:
                 self.producer.send_offsets_to_transaction(
@@ -199,7 +215,8 @@ class Processor:
         for p in partitions:
             if part := self.partitions.get(p):
                 part.foreign.clear()
-                part.dirty.clear()
+                if checkpoint or not self.store:
+                    part.dirty.clear()
         self._check_own_offsets()
         return len(batch)
 
@@ -267,12 +284,13 @@ class Processor:
         part.dirty.add(command.account_id)
         return 1
 
-    def _produce_side_records(self) -> None:
-        """Into the open transaction: dead letters of foreign records, and the state of every changed account."""
+    def _produce_side_records(self, checkpoint: bool) -> None:
+        """Into the open transaction: dead letters of foreign records, and at a checkpoint the state of
+        every account changed since the last one, each saying which offset of bank.events it reflects."""
         for p, part in self.partitions.items():
             for message, error in part.foreign:
                 dead_letter(self.producer, self.kafka, message, error)
-            if not self.store:
+            if not checkpoint:
                 continue
             for account_id in part.dirty:
                 self.producer.produce(
