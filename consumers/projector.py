@@ -35,8 +35,9 @@ log = logging.getLogger("bank.projector")
 
 # PostgreSQL is unreachable or restarting: transient, the batch is written again later.
 DATABASE_DOWN = (db.OperationalError, db.InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
-# Anything else the database says about a batch is about its rows: find whose and park that account.
-DATABASE_REFUSED = (db.DatabaseError, psycopg.Error)
+# The database refuses a row's data (too long, out of range, a constraint): find whose and park that account.
+# Other errors (an unknown column or table: the schema, not a row) stop the projector for the supervisor.
+DATABASE_REFUSED = (db.DataError, db.IntegrityError, psycopg.DataError, psycopg.IntegrityError)
 MAX_BACKOFF = 5.0
 REREAD_TIMEOUT = 60.0
 
@@ -248,8 +249,10 @@ class Projector:
                 raise
             except DATABASE_REFUSED as error:
                 failed = self._refused_by(cursor, todo)
-                if not failed:
-                    raise ProjectorFailed(f"the database refused a batch, and no one account: {error}") from error
+                accounts = {e.envelope.account_id for e in todo}
+                if not failed or (len(accounts) > 1 and failed.keys() == accounts):
+                    # Not one account's rows but all of them: the schema, not the data (e.g. a migration missing).
+                    raise ProjectorFailed(f"the database refused the batch, not one account's rows: {error}") from error
             for account, (first, reason) in failed.items():
                 parking.park(cursor, self.topic, parking.Parked(account, first.partition, first.offset, reason))
             todo = [
