@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from uuid import UUID
 
 import orjson
@@ -10,6 +11,7 @@ import pytest
 from confluent_kafka import Producer
 from django.contrib.auth.models import User
 from django.core.management import CommandError
+from django.db import connection
 from django.test import Client
 from django.urls import reverse
 
@@ -182,3 +184,23 @@ def test_it_projects_long_user_names_and_parks_only_the_account_whose_row_is_ref
     assert balance(refused) == 0
     assert AuditEntry.objects.filter(account_id=refused).count() == 1
     assert projector.process.poll() is None
+
+
+def test_it_stops_instead_of_parking_every_account_when_the_schema_refuses_them_all(
+    kafka: KafkaSettings, bus: CommandBus, processor: Worker, workers: Callable[..., Worker], transactional_db: None
+) -> None:
+    first, second, _ = open_on_one_partition(bus)
+    wait_until(lambda: len(decodable_events(kafka)) >= 2, 60, what="the accounts opened")
+    with connection.cursor() as cursor:
+        # A schema the code does not know (as if a migration were missing): no row of anyone goes in.
+        cursor.execute("ALTER TABLE projections_auditentry ADD COLUMN unknown_to_the_code integer NOT NULL")
+    try:
+        projector = workers("projector-schema", ["run_projector"], kafka)
+        wait_until(lambda: projector.process.poll() is not None, 60, what="the projector to stop")
+        assert projector.process.returncode == 1
+        assert "the database refused the batch, not one account's rows" in projector.log()
+        assert not ParkedAccount.objects.exists()
+        assert not Account.objects.filter(id__in=[first, second]).exists()
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE projections_auditentry DROP COLUMN unknown_to_the_code")
