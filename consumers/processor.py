@@ -334,24 +334,30 @@ class Processor:
     def _read_foreign(self, p: int, part: Partition, own: list[int]) -> None:
         mine = set(own)
         found = 0
-        for batch in read_to_end(
-            self.kafka,
-            self.kafka.events_topic,
-            ends={p: own[-1] + 1},
-            starts={p: part.seen},
-            stop=self.stop,
-            max_stall=self.loader.max_stall,
-        ):
+        try:
+            batches = list(
+                read_to_end(
+                    self.kafka,
+                    self.kafka.events_topic,
+                    ends={p: own[-1] + 1},
+                    starts={p: part.seen},
+                    stop=self.stop,
+                    max_stall=self.loader.max_stall,
+                )
+            )
+        except LogStalled as error:
+            raise ProcessorFailed(f"cannot read what another producer wrote to partition {p}: {error}") from error
+        for batch in batches:
             for message in batch:
                 if (message.offset() or 0) in mine:
                     continue
                 found += 1
                 try:
                     messages.decode_event(message.value())
-                    error = "written by another producer than the processor that owns the partition"
+                    why = "written by another producer than the processor that owns the partition"
                 except messages.PoisonMessage as poison:
-                    error = str(poison)
-                part.note_foreign(message, error, self.window)
+                    why = str(poison)
+                part.note_foreign(message, why, self.window)
         if found:
             log.warning("%d foreign records on %s[%d] since offset %d", found, self.kafka.events_topic, p, part.seen)
 
