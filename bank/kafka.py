@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
@@ -100,22 +100,55 @@ def next_offsets(messages: Iterable[Message]) -> list[TopicPartition]:
     return [TopicPartition(topic, partition, offset + 1) for (topic, partition), offset in last.items()]
 
 
-@retry(
-    retry=retry_if_exception(lambda e: isinstance(e, KafkaException) and e.args[0].retriable()),
+# Leadership settling (a fresh topic, a restarted broker) is transient even when librdkafka does not say so.
+_SETTLING = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._TIMED_OUT,
+}
+_retry_while_settling = retry(
+    retry=retry_if_exception(
+        lambda e: isinstance(e, KafkaException) and (e.args[0].retriable() or e.args[0].code() in _SETTLING)
+    ),
     wait=wait_exponential(multiplier=0.05, max=1.0),
     stop=stop_after_delay(15),
     reraise=True,
 )
+
+
+@_retry_while_settling
 def high_watermark(consumer: Consumer, topic: str, partition: int) -> int:
-    """The end of a partition; retried while leadership settles (a fresh topic, a restarted broker)."""
+    """The end of a partition; retried while leadership settles (a fresh topic, a restarted broker).
+
+    For a read_committed consumer this is the last stable offset: open transactions are not counted.
+    """
     return int(consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1])
 
 
-def end_offsets(kafka: KafkaSettings, topic: str) -> dict[int, int]:
-    """The current end (high watermark) of every partition of `topic`."""
+@_retry_while_settling
+def watermarks(consumer: Consumer, topic: str, partition: int) -> tuple[int, int]:
+    """(log start, end) of a partition: records before the start were deleted (retention, delete-records)."""
+    low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+    return int(low), int(high)
+
+
+def log_ends(kafka: KafkaSettings, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+    """The true end of each partition, open transactions included (a read_uncommitted view): a reader
+    that goes that far has waited out every transaction open now, so nothing decided before can still change."""
+    c = reader(kafka, **{"isolation.level": "read_uncommitted"})
+    try:
+        return {p: high_watermark(c, topic, p) for p in partitions}
+    finally:
+        c.close()
+
+
+def end_offsets(kafka: KafkaSettings, topic: str, partitions: Iterable[int] | None = None) -> dict[int, int]:
+    """The current end (high watermark) of `partitions` of `topic` (default: all)."""
     c = reader(kafka)
     try:
-        partitions = c.list_topics(topic, timeout=10).topics[topic].partitions
+        if partitions is None:
+            partitions = c.list_topics(topic, timeout=10).topics[topic].partitions
         return {p: high_watermark(c, topic, p) for p in partitions}
     finally:
         c.close()
@@ -132,6 +165,14 @@ def offsets_at(kafka: KafkaSettings, topic: str, moment_ms: int) -> dict[int, in
     return {tp.partition: tp.offset if tp.offset >= 0 else ends[tp.partition] for tp in found}
 
 
+class LogStalled(RuntimeError):
+    """A read of the log made no progress for longer than its bound (an open transaction held it back)."""
+
+
+class ReadInterrupted(Exception):
+    """A read of the log was stopped by its `stop` callable (the worker received SIGTERM)."""
+
+
 def read_to_end(
     kafka: KafkaSettings,
     topic: str,
@@ -139,12 +180,20 @@ def read_to_end(
     ends: dict[int, int] | None = None,
     say_every: float = 5.0,
     batch_size: int = 10_000,
+    starts: dict[int, int] | None = None,
+    stop: Callable[[], bool] | None = None,
+    max_stall: float = 120.0,
 ) -> Iterator[list[Message]]:
-    """Batches of the committed messages of `topic` from the start up to `ends` (default: the current end).
+    """Batches of the committed messages of `topic` from `starts` (default: the log start) up to `ends`
+    (default: the current end).
 
     `partitions` defaults to all of them, or to the keys of `ends`. If a transaction is still
     open near the end, this waits until it commits or aborts: read_committed readers cannot
-    pass it, and the end is only known after it.
+    pass it, and the end is only known after it. Every wait is bounded: `stop()` is checked
+    several times a second (ReadInterrupted), and `max_stall` seconds without progress raise
+    LogStalled. A partition whose records were all deleted (log start = end) or whose last
+    offsets are transaction markers or compacted away is done at once: it is judged by the
+    broker's watermarks and the consumer's position, never by waiting for a record.
     """
     events = reader(kafka)
     try:
@@ -153,28 +202,47 @@ def read_to_end(
                 ends.keys() if ends is not None else events.list_topics(topic, timeout=10).topics[topic].partitions
             )
         wanted = sorted(set(partitions))
+        marks = {p: watermarks(events, topic, p) for p in wanted}
         if ends is None:
-            ends = {p: high_watermark(events, topic, p) for p in wanted}
-        events.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in wanted])
-        remaining = {p for p in wanted if ends[p] > 0}
+            ends = log_ends(kafka, topic, wanted)
+        first = {p: max(marks[p][0], (starts or {}).get(p, 0)) for p in wanted}
+        remaining = {p for p in wanted if first[p] < ends[p]}
+        if not remaining:
+            return
+        events.assign([TopicPartition(topic, p, first[p]) for p in sorted(remaining)])
         last_said = last_progress = time.monotonic()
         while remaining:
+            if stop is not None and stop():
+                raise ReadInterrupted(f"stopped while reading {topic} partitions {sorted(remaining)}")
             batch = [
                 m
-                for m in events.consume(batch_size, 0.2)
+                for m in events.consume(batch_size, 0.05)
                 if m.error() is None and (m.offset() or 0) < ends[m.partition() or 0]
             ]
             if batch:
                 last_progress = time.monotonic()
                 yield batch
+            positions = {}
             for tp in events.position([TopicPartition(topic, p) for p in remaining]):
+                positions[tp.partition] = tp.offset
                 if tp.offset >= ends[tp.partition]:
                     remaining.discard(tp.partition)
+                    last_progress = time.monotonic()
             now = time.monotonic()
+            if remaining and now - last_progress > max_stall:
+                raise LogStalled(
+                    f"{topic} partitions {sorted(remaining)} made no progress for {max_stall:.0f}s "
+                    f"(positions {positions}, ends { {p: ends[p] for p in sorted(remaining)} }): "
+                    "an open transaction of another producer holds them back"
+                )
             if remaining and now - last_progress > say_every and now - last_said > say_every:
                 last_said = now
                 log.info(
-                    "waiting on %s partitions %s: an open transaction may hold them back", topic, sorted(remaining)
+                    "waiting on %s partitions %s (positions %s, ends %s): an open transaction may hold them back",
+                    topic,
+                    sorted(remaining),
+                    {p: positions.get(p) for p in sorted(remaining)},
+                    {p: ends[p] for p in sorted(remaining)},
                 )
     finally:
         events.close()
@@ -189,6 +257,17 @@ def ensure_topics(kafka: KafkaSettings, timeout: float = 30.0) -> list[str]:
         kafka.commands_topic: {"retention.ms": str(7 * 24 * 3600 * 1000)},
         kafka.events_topic: {"retention.ms": "-1", "retention.bytes": "-1"},
         kafka.deadletters_topic: {"retention.ms": "-1", "retention.bytes": "-1"},
+        # The processor's state per account, read on every assignment. Kafka compacts only closed
+        # segments, so segments roll often (by time and size) and the cleaner starts early, keeping
+        # what recovery reads near one record per account (bench/recovery.py measures it).
+        kafka.state_topic: {
+            "cleanup.policy": "compact",
+            "segment.ms": str(60_000),
+            "segment.bytes": str(8 * 1024 * 1024),
+            "min.cleanable.dirty.ratio": "0.1",
+            "max.compaction.lag.ms": str(120_000),
+            "retention.ms": "-1",
+        },
     }
     if rf > 1:
         for config in wanted.values():

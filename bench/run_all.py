@@ -26,6 +26,7 @@ PLOT = ROOT / "docs" / "performance.png"
 FULL = {
     "web": ["--duration", "15"],
     "processor": ["--commands", "50000"],
+    "recovery": ["--sizes", "100000,1000000,5000000"],
     "projection": ["--events", "1000000", "--accounts", "10000"],
     "eventsourcing_baseline": ["--events", "1000000", "--accounts", "10000", "--reuse", "--runner-budget", "60"],
     "latency": ["--rates", "50,200,500", "--seconds", "10"],
@@ -33,6 +34,18 @@ FULL = {
 TINY = {
     "web": ["--duration", "2"],
     "processor": ["--commands", "2000", "--accounts", "20"],
+    "recovery": [
+        "--sizes",
+        "2000",
+        "--accounts",
+        "20",
+        "--tail",
+        "100",
+        "--commands",
+        "2000",
+        "--compaction-wait",
+        "0",
+    ],
     "projection": ["--events", "2000", "--accounts", "20"],
     "eventsourcing_baseline": ["--events", "2000", "--accounts", "20"],
     "latency": ["--rates", "20", "--seconds", "2", "--no-find-max"],
@@ -40,6 +53,7 @@ TINY = {
 RESULT_FILES = {
     "web": "http",
     "processor": "processor",
+    "recovery": "recovery",
     "projection": "projection",
     "eventsourcing_baseline": "eventsourcing",
     "latency": "latency",

@@ -24,6 +24,7 @@ def run(*args: str) -> str:
     return out.getvalue()
 
 
+@pytest.mark.django_db
 def test_it_lists_and_requeues_dead_letters(kafka: KafkaSettings, processor: Worker) -> None:
     raw = Producer(kafka.client_config())
     raw.produce(kafka.commands_topic, key=b"k", value=b"{broken")

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from uuid import UUID
@@ -25,7 +24,7 @@ from bank.config import KafkaSettings
 from bank.kafka import end_offsets
 from projections import registry, replay
 from projections.apply import AccountRow, AuditRow, apply_account, audit_row
-from projections.models import Account, AuditEntry, Checkpoint, DeadLetter
+from projections.models import Account, AuditEntry, Checkpoint
 from tests.kafka_helpers import ROOT, Worker, read_events, read_raw, wait_until, worker_env
 from tests.test_processor import opened_accounts, send, stream_commands
 
@@ -195,56 +194,6 @@ def produce_raw_event(kafka: KafkaSettings, account_id: UUID, value: bytes, part
 
 def partition_of(kafka: KafkaSettings, account_id: UUID) -> int:
     return next(e for e in read_raw(kafka, kafka.events_topic) if e.key() == str(account_id).encode()).partition()
-
-
-def test_it_dead_letters_poison_events_and_keeps_going(
-    kafka: KafkaSettings, bus: CommandBus, processor: Worker, projector: Worker
-) -> None:
-    accounts, ids = opened_accounts(kafka, bus, 1)
-    wait_caught_up(kafka, 1)
-    partition = partition_of(kafka, accounts[0])
-    event = read_events(kafka)[0].to_dict()
-    produce_raw_event(kafka, accounts[0], b"\xff not json", partition)
-    produce_raw_event(kafka, accounts[0], orjson.dumps({**event, "type": "MoneyPrinted", "sequence": 2}), partition)
-    ids.add(send(bus, domain.Deposit(accounts[0], 7_00)))
-    wait_until(
-        lambda: Account.objects.filter(id=accounts[0], balance=7_00).exists(), 60, what="the deposit after the poison"
-    )
-    assert sorted(d.error.split(":")[0] for d in DeadLetter.objects.all()) == [
-        "not JSON",
-        "unknown message type MoneyPrinted v2",
-    ]
-    dead = read_raw(kafka, kafka.deadletters_topic)
-    assert len(dead) == 2
-    assert {dict(m.headers())["dlq.source.topic"] for m in dead} == {kafka.events_topic.encode()}
-    assert projector.process.poll() is None
-
-
-def test_it_stops_at_a_sequence_gap(
-    kafka: KafkaSettings, bus: CommandBus, processor: Worker, projector: Worker
-) -> None:
-    accounts, _ = opened_accounts(kafka, bus, 1)
-    wait_caught_up(kafka, 1)
-    partition = partition_of(kafka, accounts[0])
-    before = Checkpoint.objects.get(topic=kafka.events_topic, projection="audit", partition=partition).next_offset
-    opened = read_events(kafka)[0].to_dict()
-    gap = {
-        **opened,
-        "event_id": str(uuid.uuid4()),
-        "type": "MoneyDeposited",
-        "version": 1,
-        "sequence": 5,
-        "data": {"amount": 100, "balance": 100},
-    }
-    produce_raw_event(kafka, accounts[0], orjson.dumps(gap), partition)
-    wait_until(lambda: projector.process.poll() is not None, 30, what="the projector to stop")
-    assert projector.process.returncode == 1
-    assert "sequence gap" in projector.log()
-    assert "expected 2" in projector.log()
-    assert (
-        Checkpoint.objects.get(topic=kafka.events_topic, projection="audit", partition=partition).next_offset == before
-    )
-    assert not AuditEntry.objects.filter(sequence=5).exists()
 
 
 LISTENER = """

@@ -24,7 +24,7 @@ from bank.command_bus import CommandNotConfirmed, get_command_bus
 from bank.money import format_money
 from projections import queries
 from projections.live import wait_for_command
-from projections.models import Account
+from projections.models import Account, ParkedAccount
 from web.forms import MoveMoneyForm, OpenAccountForm
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,8 @@ def account_page(request: HttpRequest, account: Account, status: int = 200, **co
         "live_history": page.number == 1,
         "deposit_form": MoveMoneyForm(currency=account.currency, prefix="deposit"),
         "withdraw_form": MoveMoneyForm(currency=account.currency, prefix="withdraw"),
+        # The projector holds the account's events back (a gap, a bad record) until an operator releases it.
+        "parked": ParkedAccount.objects.filter(account_id=account.id).first(),
         **context,
     }
     return render(request, "bank/account.html", context, status=status)

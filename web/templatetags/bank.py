@@ -19,6 +19,7 @@ REASONS = {
     "balance_not_zero": "balance is not zero",
     "invalid_name": "invalid name",
     "unsupported_currency": "unsupported currency",
+    "account_quarantined": "account quarantined: an operator must release it",
 }
 
 
