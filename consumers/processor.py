@@ -15,11 +15,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from uuid import UUID
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from bank import domain, messages
 from bank.config import KafkaSettings
-from bank.kafka import consume_batch, consumer, dead_letter, next_offsets, read_to_end
+from bank.kafka import consume_batch, consumer, dead_letter, next_offsets, read_to_end, transactional_producer
 
 log = logging.getLogger("bank.processor")
 
@@ -84,17 +84,8 @@ class Processor:
         self.batch_wait = batch_wait
         group = group or kafka.group("processor")
         self.consumer: Consumer = consumer(kafka, group)
-        self.producer = Producer(
-            kafka.client_config()
-            | {
-                # Stable per instance: a restarted instance fences its predecessor's open transaction at once.
-                "transactional.id": f"{group}-{instance}",
-                "transaction.timeout.ms": transaction_timeout_ms,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 5,
-            }
-        )
+        # Stable per instance: a restarted instance fences its predecessor's open transaction at once.
+        self.producer = transactional_producer(kafka, f"{group}-{instance}", transaction_timeout_ms)
         # Fault injection for the fencing tests: hold each transaction open this long before committing it.
         self.fault_pause = fault_pause
         self.accounts: dict[int, Accounts] = {}

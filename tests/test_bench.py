@@ -12,7 +12,7 @@ import pytest
 from django.conf import settings
 
 from devservices.kafka import KafkaNode
-from tests.kafka_helpers import ROOT
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -26,8 +26,17 @@ from bank.kafka import end_offsets
 from projections import replay, store
 from projections.apply import AccountRow, AuditRow, apply_account, audit_row
 from projections.models import Account, AuditEntry, Checkpoint, DeadLetter
-from tests.kafka_helpers import ROOT, Worker, read_events, read_raw, wait_until, worker_env
-from tests.test_processor import opened_accounts, send, stream_commands
+from tests.helpers import (
+    ROOT,
+    Worker,
+    opened_accounts,
+    read_events,
+    read_raw,
+    send,
+    stream_commands,
+    wait_until,
+    worker_env,
+)
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.django_db(transaction=True)]
 

@@ -16,8 +16,7 @@ from projections import live, store
 from projections.apply import AccountRow, AuditRow
 from projections.models import Account, AuditEntry
 from server.asgi import application
-from tests.conftest import PASSWORD
-from tests.test_views import account_of
+from tests.helpers import PASSWORD, account_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

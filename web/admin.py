@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from confluent_kafka import Producer
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
@@ -14,6 +13,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from bank import domain
+from bank import kafka as bank_kafka
 from bank import messages as wire
 from bank.command_bus import CommandNotConfirmed, get_command_bus
 from bank.money import AmountError, format_money, parse_amount
@@ -123,7 +123,7 @@ class DeadLetterAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Re-queue to the original topic (after a fix, e.g. a new upcaster)")
     def requeue(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> None:
-        producer = Producer(settings.KAFKA.client_config() | {"enable.idempotence": True, "acks": "all"})
+        producer = bank_kafka.producer(settings.KAFKA, **{"client.id": "bank-admin"})
         letters = list(queryset.filter(requeued_at__isnull=True))
         for letter in letters:
             producer.produce(

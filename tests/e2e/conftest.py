@@ -7,9 +7,9 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, sync_playwright
 
-from tests.conftest import PASSWORD
+from tests.helpers import log_in_browser as log_in  # noqa: F401 - kept for branches written before tests/helpers.py
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
@@ -38,16 +38,3 @@ def browser() -> Iterator[Browser]:
             browser.close()
     finally:
         del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
-
-
-def log_in(browser: Browser, server: str, username: str) -> Page:
-    """A fresh browser context (its own cookies) logged in as `username`, on the dashboard, live."""
-    page = browser.new_context(viewport={"width": 1100, "height": 900}).new_page()
-    page.set_default_timeout(15_000)
-    page.goto(f"{server}/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{server}/")
-    page.wait_for_selector("#live-status.on")
-    return page

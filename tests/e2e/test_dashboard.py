@@ -13,8 +13,8 @@ from playwright.sync_api import Browser, Page, expect
 from bank import messages
 from bank.config import KafkaSettings
 from projections.models import Account
-from tests.e2e.conftest import log_in
-from tests.kafka_helpers import read_raw
+from tests.helpers import log_in_browser as log_in
+from tests.helpers import read_raw
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 
@@ -115,8 +115,6 @@ def test_it_keeps_typed_values_and_says_so_on_bad_input(
 def test_it_reconnects_after_a_server_restart_and_catches_up(
     browser: Browser, bank_server: str, users: dict[str, User], workers, kafka: KafkaSettings
 ) -> None:
-    from tests.conftest import Worker  # noqa: F401 - for the type of `workers`
-
     page = log_in(browser, bank_server, "alice")
     account_url = open_account(page, "Restart")
     account_id = account_url.strip("/").split("/")[-1]
