@@ -104,7 +104,8 @@ def main() -> None:
     args = parser.parse_args()
     setup_django()
     kafka = fresh_kafka("processor")
-    admin(kafka).create_topics([NewTopic(kafka.topic("raw"), kafka.partitions, kafka.replication_factor)])[
+    client = admin(kafka)  # kept while its future runs: a destroyed client fails it
+    client.create_topics([NewTopic(kafka.topic("raw"), kafka.partitions, kafka.replication_factor)])[
         kafka.topic("raw")
     ].result()
     payload = make_commands(args.accounts, args.commands)
