@@ -22,6 +22,7 @@ from bench.harness import ROOT, wait_until
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
+    from django.test import Client
     from playwright.sync_api import Browser, Page
 
     from bank.command_bus import CommandBus
@@ -119,6 +120,15 @@ def account_of(user: User, name: str = "Current", balance: int = 0) -> Account:
         last_sequence=1,
         updated_at=now,
     )
+
+
+def logged_in(user: User, **kwargs: bool) -> Client:
+    """Django's test client (`kwargs` such as enforce_csrf_checks), logged in as `user`."""
+    from django.test import Client
+
+    client = Client(**kwargs)
+    assert client.login(username=user.username, password=PASSWORD)
+    return client
 
 
 def log_in_browser(browser: Browser, server: str, username: str) -> Page:

@@ -12,15 +12,9 @@ from django.test import Client
 from bank.config import KafkaSettings
 from devservices.process import free_port
 from projections.models import Account
-from tests.helpers import PASSWORD, account_of, read_raw
+from tests.helpers import account_of, logged_in, read_raw
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def logged_in(user: User, **kwargs: bool) -> Client:
-    client = Client(**kwargs)
-    assert client.login(username=user.username, password=PASSWORD)
-    return client
 
 
 def commands_sent(kafka: KafkaSettings) -> list[bytes]:
