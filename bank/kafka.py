@@ -37,8 +37,8 @@ class BrokerWatch:
 
     1. A connection failure (librdkafka's FAIL log lines, or a transport error in `error_cb`) starts an
        outage: one warning, with the first failure's reason; later failures are only counted.
-    2. The clients' statistics (every STATS_INTERVAL_MS, parsed only during an outage) show when a broker
-       is UP again after the last failure.
+    2. The statistics of the process's polled clients (every STATS_INTERVAL_MS, parsed only during an
+       outage) show when a broker is UP again after the last failure.
     3. Once no failure has come for QUIET_SECONDS since then, the outage ends: one warning with its length.
     Callbacks run on the threads that poll the clients, hence the lock.
     """
@@ -101,8 +101,12 @@ class _LibrdkafkaLog:
             librdkafka_log.log(level, "%s [%s] %s", facility, name, message)
 
 
-def _config(kafka: KafkaSettings, client: str) -> dict[str, Any]:
-    """What every client shares: connection settings, client.id, logging and error reporting."""
+def _config(kafka: KafkaSettings, client: str, polled: bool) -> dict[str, Any]:
+    """What every client shares: connection settings, client.id, logging and error reporting.
+
+    Statistics (how an outage is seen to end) only for `polled` clients: librdkafka queues them until
+    the next poll, and a producer that is only flushed now and then would pile them up.
+    """
     watch = BrokerWatch.of(kafka.bootstrap_servers)
 
     def on_error(error: KafkaError) -> None:
@@ -116,7 +120,7 @@ def _config(kafka: KafkaSettings, client: str) -> dict[str, Any]:
         "logger": _LibrdkafkaLog(watch, client),
         "error_cb": on_error,
         "stats_cb": watch.stats,
-        "statistics.interval.ms": STATS_INTERVAL_MS,
+        "statistics.interval.ms": STATS_INTERVAL_MS if polled else 0,
         "log.connection.close": False,  # the broker closing an idle connection is no news
     }
 
@@ -124,7 +128,7 @@ def _config(kafka: KafkaSettings, client: str) -> dict[str, Any]:
 def consumer(kafka: KafkaSettings, group: str, **extra: Any) -> Consumer:
     """A consumer that sees only committed transactions and never commits on its own."""
     return Consumer(
-        _config(kafka, group)
+        _config(kafka, group, polled=True)
         | {
             "group.id": group,
             "enable.auto.commit": False,
@@ -142,7 +146,7 @@ def consumer(kafka: KafkaSettings, group: str, **extra: Any) -> Consumer:
 def reader(kafka: KafkaSettings, **extra: Any) -> Consumer:
     """A group-less read_committed consumer for reading partitions from the start (rebuilds, inspection)."""
     return Consumer(
-        _config(kafka, "bank-reader")
+        _config(kafka, "bank-reader", polled=True)
         | {
             "group.id": "bank-reader",  # required by librdkafka, never used to commit
             "enable.auto.commit": False,
@@ -163,9 +167,13 @@ def reading(kafka: KafkaSettings, **extra: Any) -> Iterator[Consumer]:
 
 
 def producer(kafka: KafkaSettings, **extra: Any) -> Producer:
-    """An idempotent producer that waits for all in-sync replicas (`client.id` in `extra` names it in the logs)."""
+    """An idempotent producer that waits for all in-sync replicas (`client.id` in `extra` names it in the logs).
+
+    Give a producer that is polled all the time (the command bus) `statistics.interval.ms` = STATS_INTERVAL_MS
+    in `extra`, so that it too sees an outage end; others leave that to the consumers of their process.
+    """
     return Producer(
-        _config(kafka, str(extra.get("client.id", "bank-producer")))
+        _config(kafka, str(extra.get("client.id", "bank-producer")), polled=False)
         | {
             "enable.idempotence": True,
             "acks": "all",
@@ -188,7 +196,7 @@ def transactional_producer(kafka: KafkaSettings, transactional_id: str, timeout_
 
 
 def admin(kafka: KafkaSettings) -> AdminClient:
-    return AdminClient(_config(kafka, "bank-admin"))
+    return AdminClient(_config(kafka, "bank-admin", polled=False))
 
 
 def consume_batch(consumer: Consumer, size: int, wait: float) -> list[Message]:

@@ -9,6 +9,7 @@ import time
 import pytest
 from confluent_kafka import Consumer, Producer
 
+from bank.command_bus import CommandBus
 from bank.config import KafkaSettings
 from bank.kafka import consumer, ensure_topics, producer
 from devservices.kafka import KafkaNode
@@ -35,7 +36,8 @@ def test_it_logs_a_broker_outage_once_when_it_starts_and_once_when_it_ends(caplo
     ensure_topics(kafka)
     listening = consumer(kafka, "outage-test")
     listening.subscribe([kafka.events_topic])
-    sending = producer(kafka)
+    sending = producer(kafka)  # polled here like a worker's; the web's command bus polls its own
+    bus = CommandBus(kafka)
     clients = (listening, sending)
     caplog.set_level(logging.INFO)
     try:
@@ -52,6 +54,7 @@ def test_it_logs_a_broker_outage_once_when_it_starts_and_once_when_it_ends(caplo
 
         wait_until(back, 60, 0, "the outage to be reported over")
     finally:
+        bus.close()
         listening.close()
         node.stop()
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("bank.kafka")]
