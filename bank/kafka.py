@@ -307,8 +307,6 @@ def read_to_end(
 
 def ensure_topics(kafka: KafkaSettings, timeout: float = 30.0) -> list[str]:
     """Create the bank's topics if they are missing. Returns the names created now."""
-    client = admin(kafka)
-    existing = client.list_topics(timeout=timeout).topics
     rf = kafka.replication_factor
     wanted = {
         kafka.commands_topic: {"retention.ms": str(7 * 24 * 3600 * 1000)},
@@ -318,18 +316,18 @@ def ensure_topics(kafka: KafkaSettings, timeout: float = 30.0) -> list[str]:
     if rf > 1:
         for config in wanted.values():
             config["min.insync.replicas"] = str(min(2, rf))
-    missing = [
-        NewTopic(name, kafka.partitions, rf, config=config) for name, config in wanted.items() if name not in existing
-    ]
     created = []
-    for name, future in (client.create_topics(missing, operation_timeout=timeout) if missing else {}).items():
-        try:
-            future.result()
-            created.append(name)
-        except KafkaException as error:
-            if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
-    _wait_for_leaders(client, list(wanted), timeout)
+    with admin(kafka) as client:
+        existing = client.list_topics(timeout=timeout).topics
+        missing = [NewTopic(name, kafka.partitions, rf, config=c) for name, c in wanted.items() if name not in existing]
+        for name, future in (client.create_topics(missing, operation_timeout=timeout) if missing else {}).items():
+            try:
+                future.result()
+                created.append(name)
+            except KafkaException as error:
+                if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+        _wait_for_leaders(client, list(wanted), timeout)
     return created
 
 

@@ -104,10 +104,10 @@ def main() -> None:
     args = parser.parse_args()
     setup_django()
     kafka = fresh_kafka("processor")
-    client = admin(kafka)  # kept while its future runs: a destroyed client fails it
-    client.create_topics([NewTopic(kafka.topic("raw"), kafka.partitions, kafka.replication_factor)])[
-        kafka.topic("raw")
-    ].result()
+    with admin(kafka) as client:
+        client.create_topics([NewTopic(kafka.topic("raw"), kafka.partitions, kafka.replication_factor)])[
+            kafka.topic("raw")
+        ].result()
     payload = make_commands(args.accounts, args.commands)
     raw = raw_round_trip(kafka, payload)
     produce_all(kafka, kafka.commands_topic, payload)
