@@ -6,6 +6,7 @@ needs Django. Run the benchmarks as modules from the project root (`.venv/bin/py
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import os
@@ -49,11 +50,19 @@ def wait_until(condition: Callable[[], Any], timeout: float = 60.0, interval: fl
         time.sleep(interval)
 
 
-def _die_with_parent() -> None:
-    """In the child: SIGTERM when the parent dies, so that no worker outlives a killed benchmark or test run."""
-    import ctypes
+try:  # resolved here, not in the child: after a fork, only a C call is safe while other threads hold locks
+    _prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+except (OSError, AttributeError):
+    _prctl = None
 
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the parent dies, so that no worker outlives a killed benchmark or test run.
+
+    (Linux sends it when the *thread* that started the child ends: start processes from the main thread.)
+    """
+    if _prctl is not None:
+        _prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class Process:
