@@ -23,7 +23,7 @@ expected balances, two ways:
 The faster of the two rebuilds is the baseline that `manage.py replay` (bench/projection.py) is held
 against: the goal is replay >= 10x it.
 
-The library is in requirements.txt (`eventsourcing[postgres]`, for this benchmark only). It writes to a database of its own (`--database bank_bench_es`, created with the DATABASE_URL role;
+The library is in requirements.txt (`eventsourcing[postgres]`, for this benchmark only). It writes to a database of its own (`--database`, default `bank_bench_es` beside `bank`, created with the DATABASE_URL role;
 other sizes default to `bank_bench_es_EVENTS_ACCOUNTS`, so a smoke test keeps the stored 1,000,000).
 
     .venv/bin/python -m bench.eventsourcing_baseline [--events 1000000] [--accounts 10000] [--reuse]
@@ -48,7 +48,16 @@ from eventsourcing.utils import get_topic
 from psycopg.sql import SQL, Identifier
 
 from bank import domain, messages
-from bench.harness import Expected, bench_database, generate, read_results, setup_django, table, write_results
+from bench.harness import (
+    Expected,
+    bench_database,
+    generate,
+    read_results,
+    scratch_name,
+    setup_django,
+    table,
+    write_results,
+)
 
 ES_VERSION = importlib.metadata.version("eventsourcing")
 
@@ -388,8 +397,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
         "--database",
-        help="scratch database of its own (default bank_bench_es, or bank_bench_es_EVENTS_ACCOUNTS for other sizes, "
-        "so that a smoke test keeps the stored 1,000,000)",
+        help="scratch database of its own (default: DATABASE_URL's + _bench_es, or + _bench_es_EVENTS_ACCOUNTS for "
+        "other sizes, so that a smoke test keeps the stored 1,000,000)",
     )
     parser.add_argument("--reuse", action="store_true", help="keep the stored events if they are this run's")
     parser.add_argument("--chunk", type=int, default=10_000, help="events per app.save() when storing")
@@ -397,10 +406,10 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=7200, help="seconds the runner may take")
     parser.add_argument("--runner-budget", type=float, help="stop the runner after this many seconds; rate over those")
     args = parser.parse_args()
+    setup_django()
     if args.database is None:
         default = (args.events, args.accounts) == (parser.get_default("events"), parser.get_default("accounts"))
-        args.database = "bank_bench_es" if default else f"bank_bench_es_{args.events}_{args.accounts}"
-    setup_django()
+        args.database = scratch_name("bench_es" if default else f"bench_es_{args.events}_{args.accounts}")
     run_started = time.perf_counter()
 
     env = database_env(args.database)

@@ -248,6 +248,14 @@ def fresh_kafka(name: str) -> KafkaSettings:
     return kafka
 
 
+def scratch_name(suffix: str) -> str:
+    """A scratch database named after the DATABASE_URL one (bank → bank_bench), so that two checkouts with
+    databases of their own never share one (nor its migrations)."""
+    from django.conf import settings
+
+    return f"{settings.DATABASES['default']['NAME']}_{suffix}"
+
+
 def bench_database(name: str) -> dict[str, str]:
     """Database `name` made if missing (never the DATABASE_URL one: benchmarks write projections); its parameters."""
     import psycopg

@@ -2,7 +2,7 @@
 
 Runs the whole bank as real processes (`manage.py run_processor`, `manage.py run_projector`,
 `python -m daphne ... server.asgi:application`, DEBUG off) on fresh topics, a scratch database
-(`--database`, default `bank_bench`, created and migrated) and a channel-layer prefix of its own,
+(`--database`, default `bank_bench` beside DATABASE_URL's `bank`, created and migrated) and a channel-layer prefix of its own,
 so that nothing mixes with the dev server. This process is the browser: it logs in through
 POST /login/, opens `--accounts` accounts through POST /accounts/open, opens the websocket
 /ws/live/ with the session cookie, says hello as the page does, then POSTs deposits at a fixed
@@ -469,10 +469,11 @@ def main() -> None:
     parser.add_argument("--held-p99-ms", type=float, default=1000.0, help="a higher p99 is not held (near saturation)")
     parser.add_argument("--accounts", type=int, default=1, help="accounts the deposits go to, round robin")
     parser.add_argument("--connections", type=int, default=32, help="HTTP keep-alive connections of the client")
-    parser.add_argument("--database", default="bank_bench", help="scratch database (created and migrated)")
+    parser.add_argument("--database", help="scratch database, made and migrated (default: DATABASE_URL's + _bench)")
     parser.add_argument("--redis-socket-timeout", type=float, help="the workers' REDIS_URL gets ?socket_timeout=S")
     args = parser.parse_args()
     harness.setup_django()
+    args.database = args.database or harness.scratch_name("bench")
     from django.conf import settings
 
     def interrupted(signum: int, frame: object) -> None:

@@ -14,7 +14,7 @@ database side. `--push` turns live updates on (through Redis); it needs a batch 
 most ~100 accounts (the channel layer's Redis pool), so use it with few `--accounts`.
 
 The projector and replay write the projection tables, so by default they run in a database
-of their own (`--database bank_bench_projection`, created with the DATABASE_URL role and migrated).
+of their own (`--database`, default `bank_bench_projection` beside `bank`, created with the DATABASE_URL role and migrated).
 
     .venv/bin/python -m bench.projection [--events 1000000] [--accounts 10000] [--push]
 """
@@ -32,7 +32,16 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartitio
 from bank import messages
 from bank.config import KafkaSettings
 from bank.kafka import end_offsets, producer, reading
-from bench.harness import Expected, fresh_kafka, generate, setup_django, table, use_bench_database, write_results
+from bench.harness import (
+    Expected,
+    fresh_kafka,
+    generate,
+    scratch_name,
+    setup_django,
+    table,
+    use_bench_database,
+    write_results,
+)
 
 PROJECTION_TABLES = "projections_account, projections_auditentry, projections_checkpoint, projections_deadletter"
 
@@ -157,12 +166,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--accounts", type=int, default=10_000)
-    parser.add_argument("--database", default="bank_bench_projection", help="scratch database of its own")
+    parser.add_argument("--database", help="scratch database of its own (default: DATABASE_URL's + _bench_projection)")
     parser.add_argument(
         "--push", action="store_true", help="projector pushes live updates through Redis (few --accounts only)"
     )
     args = parser.parse_args()
     setup_django()
+    args.database = args.database or scratch_name("bench_projection")
     from django.conf import settings
 
     from projections.replay import replay

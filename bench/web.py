@@ -1,7 +1,7 @@
 """Command throughput over HTTP: authenticated deposit POSTs through daphne, until Kafka confirmed them.
 
 Starts daphne (one process, DEBUG off, the baseline view mounted) on a free port, against a
-database of its own (`--database bank_bench`, created and migrated) and fresh Kafka topics;
+database of its own (`--database`, default `bank_bench` beside `bank`, created and migrated) and fresh Kafka topics;
 logs in over HTTP like a browser; then drives, from `wrk` in a separate process
 (`bench/wrk_post.lua`), with the same connections and duration for both sides:
 
@@ -200,13 +200,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--accounts", type=int, default=50, help="accounts the requests spread over")
     parser.add_argument("--rounds", type=int, default=1, help="measured rounds per side, alternating; medians reported")
-    parser.add_argument("--database", default="bank_bench", help="scratch database (created and migrated)")
+    parser.add_argument("--database", help="scratch database, made and migrated (default: DATABASE_URL's + _bench)")
     parser.add_argument("--verbose", "-v", action="store_true", help="print wrk's own output too")
     args = parser.parse_args()
     if args.connections < args.threads or min(args.duration, args.rounds, args.accounts, args.threads) < 1:
         parser.error("need duration, rounds, accounts, threads >= 1 and connections >= threads")
     warmup = min(3, args.duration) if args.warmup is None else args.warmup
     harness.setup_django()
+    args.database = args.database or harness.scratch_name("bench")
     from django.conf import settings
 
     apt_install("wrk")
