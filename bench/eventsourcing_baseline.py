@@ -48,16 +48,8 @@ from eventsourcing.utils import get_topic
 from psycopg.sql import SQL, Identifier
 
 from bank import domain, messages
-from bench.harness import (
-    Expected,
-    bench_database,
-    generate,
-    read_results,
-    scratch_name,
-    setup_django,
-    table,
-    write_results,
-)
+from bench import harness
+from bench.harness import Expected, generate, table
 
 ES_VERSION = importlib.metadata.version("eventsourcing")
 
@@ -249,7 +241,7 @@ class Balances(Projection[BalancesView]):
 
 def database_env(name: str) -> dict[str, str]:
     """The library's settings for database `name` (created if missing), with the DATABASE_URL role."""
-    params = bench_database(name)
+    params = harness.bench_database(name)
     return {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
         **{f"POSTGRES_{key.upper()}": params[key] for key in ("host", "port", "user", "password")},
@@ -260,8 +252,9 @@ def database_env(name: str) -> dict[str, str]:
     }
 
 
+# What the events table holds; "_decided" since the generator runs the domain's decide (older sets differ).
 META = SQL(
-    "CREATE TABLE IF NOT EXISTS bench_meta "
+    "CREATE TABLE IF NOT EXISTS bench_meta_decided "
     "(events bigint NOT NULL, accounts bigint NOT NULL, seed bigint NOT NULL, store_seconds float8 NOT NULL)"
 )
 
@@ -270,7 +263,7 @@ def stored_run(recorder: PostgresApplicationRecorder) -> tuple[int, int, int, fl
     """(events, accounts, seed, store seconds) of what the events table holds, if it is complete."""
     with recorder.datastore.transaction(commit=True) as curs:
         curs.execute(META)
-        curs.execute("SELECT events, accounts, seed, store_seconds FROM bench_meta")
+        curs.execute("SELECT events, accounts, seed, store_seconds FROM bench_meta_decided")
         row = curs.fetchone()
         curs.execute(SQL("SELECT count(*) AS n FROM {0}").format(Identifier(recorder.events_table_name)))
         count = curs.fetchone()["n"]  # type: ignore[index]
@@ -288,7 +281,7 @@ def store(app: BankAccounts, events: int, accounts: int, seed: int, chunk: int) 
     assert isinstance(recorder, PostgresApplicationRecorder)
     with recorder.datastore.transaction(commit=True) as curs:
         curs.execute(META)
-        curs.execute("TRUNCATE bench_meta")
+        curs.execute("TRUNCATE bench_meta_decided")
         curs.execute(SQL("TRUNCATE {0} RESTART IDENTITY").format(Identifier(recorder.events_table_name)))
     expected = Expected()
     started = time.perf_counter()
@@ -307,7 +300,7 @@ def store(app: BankAccounts, events: int, accounts: int, seed: int, chunk: int) 
     seconds = time.perf_counter() - started
     with recorder.datastore.transaction(commit=True) as curs:
         curs.execute(
-            "INSERT INTO bench_meta (events, accounts, seed, store_seconds) VALUES (%s, %s, %s, %s)",
+            "INSERT INTO bench_meta_decided (events, accounts, seed, store_seconds) VALUES (%s, %s, %s, %s)",
             (events, accounts, seed, seconds),
         )
         curs.execute(SQL("ANALYZE {0}").format(Identifier(recorder.events_table_name)))
@@ -386,7 +379,7 @@ def check(view: BalancesView, expected: Expected, what: str) -> None:
 
 def our_replay(events: int) -> int | None:
     """replay_per_s from bench/results/projection.json, when it was measured on as many events."""
-    ours = read_results("projection") or {}
+    ours = harness.read_results("projection") or {}
     return ours.get("replay_per_s") if ours.get("events") == events else None
 
 
@@ -406,10 +399,10 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=7200, help="seconds the runner may take")
     parser.add_argument("--runner-budget", type=float, help="stop the runner after this many seconds; rate over those")
     args = parser.parse_args()
-    setup_django()
+    harness.setup_django()
     if args.database is None:
         default = (args.events, args.accounts) == (parser.get_default("events"), parser.get_default("accounts"))
-        args.database = scratch_name("bench_es" if default else f"bench_es_{args.events}_{args.accounts}")
+        args.database = harness.scratch_name("bench_es" if default else f"bench_es_{args.events}_{args.accounts}")
     run_started = time.perf_counter()
 
     env = database_env(args.database)
@@ -491,7 +484,7 @@ def main() -> None:
             rows.append((f"our replay / {mode} rebuild{goal}", f"{figures[f'replay_vs_{mode}']:.2f}x"))
     print(table(rows))
     print(f"  (whole run {figures['run_seconds']:.0f}s)")
-    write_results("eventsourcing", figures)
+    harness.write_results("eventsourcing", figures)
 
 
 if __name__ == "__main__":

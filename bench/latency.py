@@ -84,11 +84,9 @@ WALL = time.time() - time.perf_counter()
 @dataclass(slots=True)
 class Record:
     rate: int
-    index: int
     account: str
     command_id: str
     scheduled: float
-    sent: float = 0.0
     accepted: float | None = None
     status: str = ""
     update: float | None = None
@@ -141,7 +139,6 @@ class Browser:
     async def deposit(self, record: Record) -> None:
         data = {"deposit-amount": "1.00", "deposit-command_id": record.command_id}
         headers = {"X-CSRFToken": self.csrf, "HX-Request": "true"}
-        record.sent = time.perf_counter()
         try:
             async with self.session.post(
                 f"{self.base}/accounts/{record.account}/deposit", data=data, headers=headers
@@ -208,7 +205,7 @@ class Browser:
             if delay > 0:
                 await asyncio.sleep(delay)
             lag.append((time.perf_counter() - scheduled) * 1000)
-            record = Record(rate, i, accounts[i % len(accounts)], str(uuid.uuid4()), scheduled)
+            record = Record(rate, accounts[i % len(accounts)], str(uuid.uuid4()), scheduled)
             self.records[record.command_id] = record
             records.append(record)
             tasks.append(asyncio.create_task(self.deposit(record)))
