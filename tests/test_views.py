@@ -15,32 +15,9 @@ from django.test import AsyncClient, Client
 from bank.config import KafkaSettings
 from devservices.process import free_port
 from projections.models import Account, AuditEntry
-from tests.conftest import PASSWORD
-from tests.kafka_helpers import read_raw
+from tests.helpers import account_of, logged_in, read_raw
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def account_of(user: User, name: str = "Current", balance: int = 0) -> Account:
-    """An account as the projector would have written it (these tests are about the views)."""
-    now = datetime.now(UTC)
-    return Account.objects.create(
-        id=uuid.uuid4(),
-        owner=str(user.pk),
-        name=name,
-        currency="EUR",
-        balance=balance,
-        status="open",
-        opened_at=now,
-        last_sequence=1,
-        updated_at=now,
-    )
-
-
-def logged_in(user: User, **kwargs: bool) -> Client:
-    client = Client(**kwargs)
-    assert client.login(username=user.username, password=PASSWORD)
-    return client
 
 
 def commands_sent(kafka: KafkaSettings) -> list[bytes]:

@@ -16,16 +16,13 @@ from projections import live, store
 from projections.apply import AccountRow, AuditRow
 from projections.models import Account, AuditEntry
 from server.asgi import application
-from tests.conftest import PASSWORD
-from tests.test_views import account_of
+from tests.helpers import PASSWORD, account_of, logged_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def session_cookie(user: User) -> bytes:
-    client = Client()
-    assert client.login(username=user.username, password=PASSWORD)
-    return f"sessionid={client.cookies['sessionid'].value}".encode()
+    return f"sessionid={logged_in(user).cookies['sessionid'].value}".encode()
 
 
 def communicator(cookie: bytes | None = None, origin: bytes = b"http://127.0.0.1") -> WebsocketCommunicator:

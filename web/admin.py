@@ -194,7 +194,7 @@ class DeadLetterAdmin(ReadOnlyAdmin):
         if not commands:
             return
         # The command bus's producer (murmur2 partitioner): each command lands on its account's partition.
-        out = producer(kafka)
+        out = producer(kafka, **{"client.id": "bank-admin"})
         for letter in commands:
             out.produce(
                 kafka.commands_topic,

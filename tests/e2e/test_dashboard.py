@@ -14,7 +14,7 @@ from bank import messages
 from bank.config import KafkaSettings
 from projections.models import Account
 from tests.e2e.conftest import ConsoleErrors, log_in, write_docs
-from tests.kafka_helpers import read_raw
+from tests.helpers import read_raw
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 
@@ -125,8 +125,6 @@ def test_it_reconnects_after_a_server_restart_and_catches_up(
     kafka: KafkaSettings,
     console_errors: ConsoleErrors,
 ) -> None:
-    from tests.conftest import Worker  # noqa: F401 - for the type of `workers`
-
     # While the server is down, the browser and htmx's websocket extension log each failed reconnect.
     console_errors.expect("WebSocket connection to")
     console_errors.expect("[object Event]")
