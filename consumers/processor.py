@@ -18,11 +18,20 @@ import time
 import uuid
 from collections.abc import Callable
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from bank import domain, messages
 from bank.config import KafkaSettings
-from bank.kafka import LogStalled, ReadInterrupted, consume_batch, consumer, dead_letter, next_offsets, read_to_end
+from bank.kafka import (
+    LogStalled,
+    ReadInterrupted,
+    consume_batch,
+    consumer,
+    dead_letter,
+    next_offsets,
+    read_to_end,
+    transactional_producer,
+)
 from consumers.recovery import (
     DEFAULT_DEDUP_WINDOW,
     DEFAULT_STATE_EVERY,
@@ -71,17 +80,8 @@ class Processor:
         self.loader = Loader(kafka, recovery, dedup_window, self.stop, max_stall)
         group = group or kafka.group("processor")
         self.consumer: Consumer = consumer(kafka, group)
-        self.producer = Producer(
-            kafka.client_config()
-            | {
-                # Stable per instance: a restarted instance fences its predecessor's open transaction at once.
-                "transactional.id": f"{group}-{instance}",
-                "transaction.timeout.ms": transaction_timeout_ms,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 5,
-            }
-        )
+        # Stable per instance: a restarted instance fences its predecessor's open transaction at once.
+        self.producer = transactional_producer(kafka, f"{group}-{instance}", transaction_timeout_ms)
         # Fault injection for the tests: hold each transaction open this long before committing it,
         # and abort every n-th transaction (as a failed commit would).
         self.fault_pause = fault_pause

@@ -12,7 +12,7 @@ import pytest
 from django.conf import settings
 
 from devservices.kafka import KafkaNode
-from tests.kafka_helpers import ROOT
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -25,7 +25,7 @@ def test_it_runs_every_benchmark_on_a_tiny_input(kafka_node: KafkaNode, tmp_path
         "BENCH_RESULTS_DIR": str(tmp_path),
     }
     run = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run_all.py"), "--tiny"],
+        [sys.executable, "-m", "bench.run_all", "--tiny"],
         env=env,
         cwd=ROOT,
         capture_output=True,

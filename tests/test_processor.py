@@ -19,14 +19,9 @@ from bank.config import KafkaSettings
 from bank.kafka import ensure_topics, producer
 from devservices.kafka import KafkaNode
 from devservices.process import free_port
-from tests.conftest import VAR
-from tests.kafka_helpers import Worker, read_events, read_raw, wait_until
+from tests.helpers import VAR, Worker, opened_accounts, read_events, read_raw, send, stream_commands, wait_until
 
 pytestmark = pytest.mark.timeout(240)
-
-
-def send(bus: CommandBus, command: domain.Command, actor: str = "user:alice", command_id: UUID | None = None) -> UUID:
-    return bus.send(messages.CommandEnvelope.new(command, actor, command_id)).command_id
 
 
 def open_account(bus: CommandBus, balance: int = 0) -> UUID:
@@ -100,27 +95,6 @@ def test_it_decides_a_repeated_command_once(kafka: KafkaSettings, bus: CommandBu
     events = wait_until(lambda: (e := read_events(kafka)) and any(x.command_id == marker for x in e) and e, 60)
     assert [type(e.event).__name__ for e in events] == ["AccountOpened", "MoneyDeposited", "MoneyDeposited"]
     assert balances(events)[account_id].balance == 25_01
-
-
-def stream_commands(bus: CommandBus, accounts: list[UUID], rounds: int, pause: float = 0.0) -> set[UUID]:
-    """Alternate deposits and withdrawals over the accounts; returns the command ids sent."""
-    sent: set[UUID] = set()
-    for i in range(rounds):
-        for account_id in accounts:
-            command: domain.Command = domain.Deposit(account_id, 10_00) if i % 3 else domain.Withdraw(account_id, 7_00)
-            sent.add(send(bus, command))
-        if pause:
-            time.sleep(pause)
-    return sent
-
-
-def opened_accounts(kafka: KafkaSettings, bus: CommandBus, n: int) -> tuple[list[UUID], set[UUID]]:
-    accounts, ids = [], set()
-    for _ in range(n):
-        account_id = uuid.uuid4()
-        ids.add(send(bus, domain.OpenAccount(account_id, "alice", "Current", "EUR")))
-        accounts.append(account_id)
-    return accounts, ids
 
 
 def test_it_decides_every_command_once_across_a_sigkill(
