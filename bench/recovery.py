@@ -30,6 +30,7 @@ import time
 import uuid
 from collections import deque
 
+import orjson
 from common import ROOT, fresh_kafka, table, write_results
 from confluent_kafka import Producer
 from django.conf import settings
@@ -50,11 +51,11 @@ def event_value(account: str, sequence: int, n: int, event: domain.Event) -> byt
     name = type(event).__name__
     return (
         (
-            f'{{"event_id":"{fake_uuid(1, n)}","type":"{name}","version":{messages.EVENT_VERSIONS[name]},'
+            f'{{"event_id":"{fake_uuid(1, n)}","type":"{name}","version":{messages.EVENTS[name].version},'
             f'"account_id":"{account}","sequence":{sequence},"occurred_at":"{OCCURRED}",'
             f'"command_id":"{fake_uuid(2, n)}","actor":"user:bench","data":'
         ).encode()
-        + messages.orjson.dumps(dict(vars(event)))
+        + orjson.dumps(dict(vars(event)))
         + b"}"
     )
 
