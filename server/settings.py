@@ -51,9 +51,17 @@ PROCESSOR_INSTANCE = env_str("PROCESSOR_INSTANCE", "")  # empty: the host name
 PROCESSOR_TRANSACTION_TIMEOUT_MS = env_int("PROCESSOR_TRANSACTION_TIMEOUT_MS", 10_000, minimum=1000)
 # Fault injection for tests only: seconds each transaction is held open before its commit.
 PROCESSOR_FAULT_PAUSE = env_float("PROCESSOR_FAULT_PAUSE", 0.0, minimum=0.0)
-# Benchmarks only: mount the update-in-place baseline view (bank/baseline.py).
 PROJECTOR_BATCH_SIZE = env_int("PROJECTOR_BATCH_SIZE", 2000, minimum=1)
 PROJECTOR_BATCH_WAIT = env_float("PROJECTOR_BATCH_WAIT", 0.05)
+
+# Metrics: each worker serves /metrics, /livez and /readyz on its own port (0: none); the web
+# serves /metrics to staff, or to a scraper that sends `Authorization: Bearer <METRICS_TOKEN>`.
+METRICS_ENABLED = env_bool("BANK_METRICS", True)
+PROCESSOR_METRICS_PORT = env_int("PROCESSOR_METRICS_PORT", 9101, minimum=0)
+PROJECTOR_METRICS_PORT = env_int("PROJECTOR_METRICS_PORT", 9102, minimum=0)
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+# Set when several web processes share a socket: their metrics are summed from files here.
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR", "")
 
 INSTALLED_APPS = [
     "daphne",

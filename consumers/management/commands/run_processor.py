@@ -9,6 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
+from consumers import health
 from consumers.processor import Processor, ProcessorFailed, log
 from consumers.worker import Shutdown, run_worker
 
@@ -33,8 +34,10 @@ class Command(BaseCommand):
             transaction_timeout_ms=settings.PROCESSOR_TRANSACTION_TIMEOUT_MS,
             fault_pause=settings.PROCESSOR_FAULT_PAUSE,
         )
+        probes = {"kafka": health.broker_probe(processor.consumer, settings.KAFKA.commands_topic)}
+        beat = health.start("processor", processor.consumer, probes, settings.PROCESSOR_METRICS_PORT)
         try:
-            run_worker(processor, shutdown, lambda: processor.decided, "commands decided")
+            run_worker(processor, shutdown, lambda: processor.decided, "commands decided", on_turn=beat)
         except ProcessorFailed as error:
             log.error("%s", error)
             sys.exit(1)

@@ -8,6 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from consumers import health
 from consumers.projector import Projector, ProjectorFailed, log
 from consumers.worker import Shutdown, run_worker
 
@@ -20,8 +21,13 @@ class Command(BaseCommand):
         projector = Projector(
             settings.KAFKA, batch_size=settings.PROJECTOR_BATCH_SIZE, batch_wait=settings.PROJECTOR_BATCH_WAIT
         )
+        probes = {
+            "kafka": health.broker_probe(projector.consumer, settings.KAFKA.events_topic),
+            "postgresql": health.database_probe(settings.DATABASE_URL),
+        }
+        beat = health.start("projector", projector.consumer, probes, settings.PROJECTOR_METRICS_PORT)
         try:
-            run_worker(projector, shutdown, lambda: projector.applied, "events applied")
+            run_worker(projector, shutdown, lambda: projector.applied, "events applied", on_turn=beat)
         except ProjectorFailed as error:
             log.error("projector stopped: %s", error)
             sys.exit(1)
