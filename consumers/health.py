@@ -56,6 +56,19 @@ class ConsumerLag(Collector):
         yield lag
 
 
+class Readiness(Collector):
+    """`bank_worker_ready` 1/0, from the same probes as /readyz (cached: a scrape probes at most every few seconds)."""
+
+    def __init__(self, worker: str, health: Health) -> None:
+        self.worker = worker
+        self.health = health
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        ready = GaugeMetricFamily("bank_worker_ready", "1 when the worker reaches what it needs.", labels=["worker"])
+        ready.add_metric([self.worker], 0.0 if self.health.ready() else 1.0)
+        yield ready
+
+
 class Health:
     """What /livez and /readyz answer. The worker loop calls `beat()` on every turn."""
 
@@ -146,8 +159,9 @@ def serve(port: int, health: Health, host: str = "0.0.0.0") -> Callable[[], None
 
 def start(worker: str, consumer: Consumer, probes: dict[str, Probe], port: int) -> Callable[[], None]:
     """Metrics (with the consumer's lag) and health on `port`; returns the heartbeat for the worker loop."""
+    state = Health(probes)
     if metrics.ENABLED:
         REGISTRY.register(ConsumerLag(worker, consumer))
-    state = Health(probes)
+        REGISTRY.register(Readiness(worker, state))
     serve(port, state)
     return state.beat
