@@ -17,7 +17,7 @@ from uuid import UUID
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from bank import domain, messages
+from bank import domain, messages, metrics
 from bank.config import KafkaSettings
 from bank.kafka import consume_batch, consumer, dead_letter, next_offsets, read_to_end
 
@@ -100,6 +100,7 @@ class Processor:
         self.accounts: dict[int, Accounts] = {}
         self.decided = 0
         self.aborts = 0
+        self._outcomes: list[tuple[str, str, str]] = []  # (type, outcome, reason) of the open transaction
 
     # --- lifecycle ---
 
@@ -165,6 +166,8 @@ class Processor:
         if not batch:
             return 0
         partitions = sorted({m.partition() or 0 for m in batch})
+        started = time.perf_counter()
+        self._outcomes.clear()
         try:
             self.producer.begin_transaction()
             decided = sum(self._handle(message) for message in batch)
@@ -176,8 +179,19 @@ class Processor:
             self.producer.send_offsets_to_transaction(next_offsets(batch), self.consumer.consumer_group_metadata(), 30)
             self.producer.commit_transaction(30)
         except KafkaException as exc:
+            metrics.transactions.labels("aborted").inc()
             self._recover(exc.args[0], partitions)
             return len(batch)
+        metrics.transactions.labels("committed").inc()
+        metrics.processor_batch_size.observe(len(batch))
+        metrics.processor_batch_seconds.observe(time.perf_counter() - started)
+        for kind, outcome, reason in self._outcomes:
+            metrics.commands_decided.labels(kind, outcome).inc()
+            if reason:
+                metrics.rejections.labels(reason).inc()
+            if outcome == "poison":
+                metrics.dead_letters.labels("processor").inc()
+        self._outcomes.clear()
         self.decided += decided
         return len(batch)
 
@@ -198,6 +212,7 @@ class Processor:
             command = messages.decode_command(message.value())
         except messages.PoisonMessage as error:
             dead_letter(self.producer, self.kafka, message, str(error))
+            self._outcomes.append(("unknown", "poison", ""))
             return 0
         partition = message.partition() or 0
         accounts = self.accounts.setdefault(partition, {})
@@ -206,9 +221,16 @@ class Processor:
             record = accounts[command.account_id] = AccountRecord(domain.Account.new(command.account_id))
         if command.command_id in record.command_ids:
             log.info("command %s already decided; skipping the duplicate", command.command_id)
+            self._outcomes.append((command.type, "duplicate", ""))
             return 0
         state = record.state
-        for event in domain.decide(state, command.command, self.max_amount):
+        events = domain.decide(state, command.command, self.max_amount)
+        rejected = next((e for e in events if isinstance(e, domain.CommandRejected)), None)
+        # Counted only once the transaction commits (process_batch): an aborted batch is decided again.
+        self._outcomes.append(
+            (command.type, "rejected" if rejected else "accepted", rejected.reason.value if rejected else "")
+        )
+        for event in events:
             state = domain.evolve(state, event)
             envelope = messages.EventEnvelope(
                 event=event,
@@ -226,6 +248,9 @@ class Processor:
         return 1
 
     def _recover(self, error: KafkaError, partitions: list[int]) -> None:
+        self._outcomes.clear()
+        if error.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH):
+            metrics.fenced.inc()
         if error.fatal():
             raise ProcessorFailed(f"fatal Kafka error, this instance must restart: {error.str()}")
         log.warning("transaction failed (%s); aborting and reloading partitions %s", error.str(), partitions)

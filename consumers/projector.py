@@ -9,11 +9,14 @@ that Kafka's tools show the group's lag.
 from __future__ import annotations
 
 import logging
+import time
+from collections import Counter
+from datetime import UTC, datetime
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
 from django.db import connection, transaction
 
-from bank import messages
+from bank import messages, metrics
 from bank.config import KafkaSettings
 from bank.kafka import consume_batch, consumer, dead_letter, next_offsets, producer
 from projections import live, store
@@ -94,6 +97,7 @@ class Projector:
         if poison and self.dead_letters.flush(30) > 0:
             raise ProjectorFailed("could not write dead letters to Kafka; will retry the batch after a restart")
         ends = {tp.partition: tp.offset for tp in next_offsets(batch)}
+        started = time.perf_counter()
         try:
             with transaction.atomic(), connection.cursor() as cursor:
                 outcome = store.apply_batch(cursor, self.topic, events, ends)
@@ -110,6 +114,7 @@ class Projector:
         except SequenceGap as gap:
             raise ProjectorFailed(f"sequence gap, projections left at the last good batch: {gap}") from gap
         self.applied += outcome.applied
+        self._count(events, outcome, ends, len(poison), time.perf_counter() - started)
         try:
             # The consumer's position, not the last offset + 1: it is past transaction markers, so lag can reach 0.
             positions = self.consumer.position([TopicPartition(self.topic, p) for p in ends])
@@ -117,8 +122,31 @@ class Projector:
         except KafkaException as error:
             log.warning("could not commit offsets to Kafka (only lag reporting suffers): %s", error)
         if self.push:
-            self.pushed += live.push(outcome)
+            sent = live.push(outcome)
+            self.pushed += sent
+            metrics.pushes_sent.inc(sent)
+            pushed_at = datetime.now(UTC)
+            for rows in outcome.audit.values():
+                for row in rows:
+                    metrics.event_to_push_seconds.observe((pushed_at - row.occurred_at).total_seconds())
         return len(batch)
+
+    @staticmethod
+    def _count(
+        events: list[store.Positioned], outcome: store.Outcome, ends: dict[int, int], poison: int, seconds: float
+    ) -> None:
+        """The batch's figures, after its commit: applied per partition, duplicates, checkpoints, dead letters."""
+        applied_ids = {row.event_id for rows in outcome.audit.values() for row in rows}
+        per_partition = Counter(e.partition for e in events if e.envelope.event_id in applied_ids)
+        for partition, count in per_partition.items():
+            metrics.events_applied.labels(str(partition)).inc(count)
+        metrics.duplicates_skipped.inc(outcome.duplicates)
+        for partition, offset in ends.items():
+            metrics.checkpoint_offset.labels(str(partition)).set(offset)
+        if poison:
+            metrics.dead_letters.labels("projector").inc(poison)
+        metrics.projector_batch_size.observe(len(events) + poison)
+        metrics.projector_batch_seconds.observe(seconds)
 
     def _usable(self, message: Message) -> bool:
         error = message.error()

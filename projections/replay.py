@@ -13,7 +13,7 @@ from typing import Any
 from django.db import connection, transaction
 from tqdm import tqdm
 
-from bank import messages
+from bank import messages, metrics
 from bank.config import KafkaSettings
 from bank.kafka import end_offsets, offsets_at, read_to_end
 from projections import store
@@ -101,6 +101,9 @@ def replay(
                 store.apply_batch(cursor, kafka.events_topic, events, batch_ends, chosen, memory)
                 result.events += len(events)
                 bar.update(len(batch))
+                metrics.replay_events.inc(len(events))
+                metrics.replay_progress.set(bar.n / total if total else 1.0)
+                metrics.replay_rate.set(result.events / max(time.monotonic() - started, 1e-9))
         if "accounts" in chosen:
             store.write_accounts(cursor, memory.accounts.values())
         # Offsets past the last event (transaction markers) count as read too.

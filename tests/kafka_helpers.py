@@ -56,6 +56,9 @@ def worker_env(kafka: KafkaSettings, **extra: str) -> dict[str, str]:
         "KAFKA_SESSION_TIMEOUT_MS": "2000",
         "PROCESSOR_TRANSACTION_TIMEOUT_MS": "5000",
         "PYTHONUNBUFFERED": "1",
+        # No metrics endpoints unless a test asks: fixed ports would clash between workers.
+        "PROCESSOR_METRICS_PORT": "0",
+        "PROJECTOR_METRICS_PORT": "0",
         **extra,
     }
 
