@@ -32,6 +32,7 @@ class _Noop:
     def dec(self, amount: float = 1) -> None: ...
     def set(self, value: float) -> None: ...
     def observe(self, value: float) -> None: ...
+    def clear(self) -> None: ...
 
 
 def Counter(*args: Any, **kwargs: Any) -> Any:
@@ -84,6 +85,12 @@ processor_batch_seconds = Histogram(
     "bank_processor_batch_seconds", "Time to decide and commit one batch of commands.", buckets=LATENCY_BUCKETS
 )
 fenced = Counter("bank_processor_fenced_total", "Times this processor was fenced by a newer instance.")
+
+# --- both workers: measured on the worker's thread (consumers/health.py) ---
+
+consumer_lag = Gauge(
+    "bank_consumer_lag", "Messages between the consumer's position and the log end.", ["worker", "partition"]
+)
 
 # --- projector ---
 

@@ -16,44 +16,52 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
 from prometheus_client import REGISTRY, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from bank import metrics
+from bank.config import KafkaSettings
 
 log = logging.getLogger(__name__)
 
 Probe = Callable[[], str | None]  # None when fine, else what is wrong
 
 
-class ConsumerLag(Collector):
-    """Per assigned partition: the log end minus the consumer's position, read when Prometheus scrapes.
+class LagMeter:
+    """Per assigned partition: the log end minus the consumer's position, as `bank_consumer_lag`.
 
-    Both figures are local to the client (the position it has reached, the high watermark of
-    its last fetch), so a scrape costs no broker round trip.
+    Measured on the worker's own thread (from its loop's heartbeat, at most every `every`
+    seconds): a confluent-kafka consumer blocks calls from other threads while it polls, so a
+    scrape cannot ask it. Both figures are local to the client (the position it reached, the
+    high watermark of its last fetch): no broker round trip.
     """
 
-    def __init__(self, worker: str, consumer: Consumer) -> None:
+    def __init__(self, worker: str, consumer: Consumer, every: float = 1.0) -> None:
         self.worker = worker
         self.consumer = consumer
+        self.every = every
+        self._last = 0.0
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
-        lag = GaugeMetricFamily(
-            "bank_consumer_lag",
-            "Messages between the consumer's position and the log end.",
-            labels=["worker", "partition"],
-        )
+    def measure(self) -> None:
+        if time.monotonic() - self._last < self.every:
+            return
+        self._last = time.monotonic()
         try:
-            assigned = self.consumer.assignment()
-            for tp in self.consumer.position(assigned):
+            positions = self.consumer.position(self.consumer.assignment())
+            lags = {}
+            for tp in positions:
                 _, high = self.consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), cached=True)
                 if high >= 0 and tp.offset >= 0:
-                    lag.add_metric([self.worker, str(tp.partition)], max(0, high - tp.offset))
-        except Exception as error:  # a scrape must never break the worker
-            log.debug("lag not collected: %s", error)
-        yield lag
+                    lags[tp.partition] = max(0, high - tp.offset)
+        except Exception as error:  # a figure must never break the worker
+            log.debug("lag not measured: %s", error)
+            return
+        metrics.consumer_lag.clear()  # partitions this worker lost are no longer its to report
+        for partition, lag in lags.items():
+            metrics.consumer_lag.labels(self.worker, str(partition)).set(lag)
 
 
 class Readiness(Collector):
@@ -96,10 +104,13 @@ class Health:
             return list(self._problems)
 
 
-def broker_probe(consumer: Consumer, topic: str, timeout: float = 2.0) -> Probe:
+def broker_probe(kafka: KafkaSettings, topic: str, timeout: float = 2.0) -> Probe:
+    """A client of its own: the worker's consumer blocks calls from other threads while it polls."""
+    admin = AdminClient(kafka.client_config())
+
     def probe() -> str | None:
         try:
-            consumer.list_topics(topic, timeout=timeout)
+            admin.list_topics(topic, timeout=timeout)
         except Exception as error:
             return f"broker unreachable ({error})"
         return None
@@ -161,7 +172,12 @@ def start(worker: str, consumer: Consumer, probes: dict[str, Probe], port: int) 
     """Metrics (with the consumer's lag) and health on `port`; returns the heartbeat for the worker loop."""
     state = Health(probes)
     if metrics.ENABLED:
-        REGISTRY.register(ConsumerLag(worker, consumer))
         REGISTRY.register(Readiness(worker, state))
     serve(port, state)
-    return state.beat
+    lag = LagMeter(worker, consumer)
+
+    def beat() -> None:
+        state.beat()
+        lag.measure()
+
+    return beat

@@ -34,7 +34,7 @@ class Command(BaseCommand):
             transaction_timeout_ms=settings.PROCESSOR_TRANSACTION_TIMEOUT_MS,
             fault_pause=settings.PROCESSOR_FAULT_PAUSE,
         )
-        probes = {"kafka": health.broker_probe(processor.consumer, settings.KAFKA.commands_topic)}
+        probes = {"kafka": health.broker_probe(settings.KAFKA, settings.KAFKA.commands_topic)}
         beat = health.start("processor", processor.consumer, probes, settings.PROCESSOR_METRICS_PORT)
         try:
             run_worker(processor, shutdown, lambda: processor.decided, "commands decided", on_turn=beat)

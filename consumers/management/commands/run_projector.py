@@ -22,7 +22,7 @@ class Command(BaseCommand):
             settings.KAFKA, batch_size=settings.PROJECTOR_BATCH_SIZE, batch_wait=settings.PROJECTOR_BATCH_WAIT
         )
         probes = {
-            "kafka": health.broker_probe(projector.consumer, settings.KAFKA.events_topic),
+            "kafka": health.broker_probe(settings.KAFKA, settings.KAFKA.events_topic),
             "postgresql": health.database_probe(settings.DATABASE_URL),
         }
         beat = health.start("projector", projector.consumer, probes, settings.PROJECTOR_METRICS_PORT)
