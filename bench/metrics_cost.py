@@ -2,7 +2,7 @@
 
 Runs bench/processor.py and bench/web.py as subprocesses, alternately with BANK_METRICS=true
 and false (every metric a no-op), `--rounds` times each, and compares the medians — same
-machine, same run. Aim: metrics on ≥ 0.95× off. Writes bench/results/metrics_cost.json.
+machine, same run. Aim: metrics on ≥ 0.95x off. Writes bench/results/metrics_cost.json.
 
     .venv/bin/python bench/metrics_cost.py [--rounds 2] [--commands 20000] [--duration 10]
 """
@@ -62,9 +62,9 @@ def main() -> None:
     summary["http_ratio"] = round(summary["http_on_per_s"] / summary["http_off_per_s"], 3)  # type: ignore[operator]
     print(
         f"processor: {summary['processor_on_per_s']:,.0f}/s with metrics, {summary['processor_off_per_s']:,.0f}/s "
-        f"without: {summary['processor_ratio']}×\n"
+        f"without: {summary['processor_ratio']}x\n"
         f"HTTP ingest: {summary['http_on_per_s']:,.1f}/s with metrics, {summary['http_off_per_s']:,.1f}/s "
-        f"without: {summary['http_ratio']}× (aim ≥ 0.95×)"
+        f"without: {summary['http_ratio']}x (aim ≥ 0.95x)"
     )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "metrics_cost.json").write_text(json.dumps(summary, indent=1) + "\n")
