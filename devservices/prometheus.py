@@ -8,8 +8,6 @@ own processes on free ports.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import time
 import urllib.parse
@@ -20,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from devservices.process import ServiceError, apt_install, pid_alive, port_open, read_pid
+from devservices.process import ServiceError, apt_install, pid_alive, port_open, read_pid, terminate
 
 
 @dataclass(frozen=True)
@@ -107,14 +105,8 @@ class PrometheusServer:
 
     def stop(self, wait: float = 10.0) -> None:
         pid = read_pid(self.pid_file)
-        if pid is None or not pid_alive(pid):
-            return
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + wait
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        if pid is not None and pid_alive(pid):
+            terminate(pid, wait)
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         """An instant PromQL query over the HTTP API: the result vector."""

@@ -23,7 +23,6 @@ from bench.harness import ROOT, wait_until
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
     from django.test import Client
-    from playwright.sync_api import Browser, Page
 
     from bank.command_bus import CommandBus
     from projections.models import Account
@@ -130,16 +129,3 @@ def logged_in(user: User, **kwargs: bool) -> Client:
     client = Client(**kwargs)
     assert client.login(username=user.username, password=PASSWORD)
     return client
-
-
-def log_in_browser(browser: Browser, server: str, username: str) -> Page:
-    """A fresh browser context (its own cookies) logged in as `username`, on the dashboard, live."""
-    page = browser.new_context(viewport={"width": 1100, "height": 900}).new_page()
-    page.set_default_timeout(15_000)
-    page.goto(f"{server}/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{server}/")
-    page.wait_for_selector("#live-status.on")
-    return page

@@ -12,6 +12,7 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from django.utils import timezone
+from django.utils.deprecation import MiddlewareMixin
 
 ZONE_COOKIE = "tz"
 log = logging.getLogger(__name__)
@@ -59,31 +60,15 @@ class TimezoneMiddleware:
             return await self.get_response(request)  # type: ignore[no-any-return]
 
 
-class DatabaseUnavailableMiddleware:
+class DatabaseUnavailableMiddleware(MiddlewareMixin):
     """While PostgreSQL is down or restarting, answer a clear 503 (a fragment for htmx) instead of a 500.
 
     Exceptions from inner middleware never reach an outer one's __call__ (Django turns them into
     responses at each layer), so this catches them where they happen: loading the session and
     user (process_view, placed before LoginRequiredMiddleware, which would load them) and in the
     view (process_exception). The pool checks connections, so the first request after a restart
-    gets a fresh one.
+    gets a fresh one. MiddlewareMixin makes it sync and async capable: no thread hop for async views.
     """
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
-        self.get_response = get_response
-        if iscoroutinefunction(get_response):
-            markcoroutinefunction(self)
-
-    def __call__(self, request: HttpRequest) -> Any:
-        if iscoroutinefunction(self):
-            return self._acall(request)
-        return self.get_response(request)
-
-    async def _acall(self, request: HttpRequest) -> HttpResponse:
-        return await self.get_response(request)  # type: ignore[no-any-return]
 
     def process_view(self, request: HttpRequest, view: Any, args: Any, kwargs: Any) -> HttpResponse | None:
         try:
