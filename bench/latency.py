@@ -555,7 +555,7 @@ def next_probe(lo: int, hi: int | None) -> int | None:
 async def measure(
     args: argparse.Namespace, env: dict[str, str], port: int, workers: list[Process], started: float
 ) -> dict[str, Any]:
-    from channels_redis.core import RedisChannelLayer
+    from channels_redis.pubsub import RedisPubSubChannelLayer
     from django.contrib.auth.models import User
 
     measuring = time.monotonic()
@@ -575,8 +575,8 @@ async def measure(
         await wait_for_accounts(accounts, workers, timeout=120)
         ready_s = time.monotonic() - measuring
 
-        # No socket timeout: redis-py 8 reads with a 5 s one by default, which the layer's 5 s BZPOPMIN outlasts.
-        layer = RedisChannelLayer(
+        # The app's layer (pub/sub): the projector's pushes are PUBLISHes. No socket timeout, as the app.
+        layer = RedisPubSubChannelLayer(
             hosts=[{"address": settings.REDIS_URL, "socket_timeout": None}], prefix=env["CHANNELS_PREFIX"]
         )
         channel = await layer.new_channel()

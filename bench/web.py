@@ -209,7 +209,11 @@ def check_both_sides(base: str, session: Session, account: str) -> None:
     """One request per side before loading it: a benchmark full of 403s or 404s measures nothing."""
     command_id = str(uuid.uuid4())
     for side, path, form in (
-        ("baseline", f"/bench/deposit-in-place/{account}", {"amount": "1.00"}),
+        (
+            "baseline",
+            f"/bench/deposit-in-place/{account}",
+            {"deposit-amount": "1.00", "deposit-command_id": command_id},
+        ),
         ("command", f"/accounts/{account}/deposit", {"deposit-amount": "1.00", "deposit-command_id": command_id}),
     ):
         status, body = post(base, session, path, form)

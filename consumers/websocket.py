@@ -15,8 +15,11 @@ from uuid import UUID
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.db import DatabaseError
 from django.template.loader import render_to_string
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from projections import queries
 from projections.live import account_group, owner_group
@@ -26,6 +29,9 @@ from web.middleware import zone_from_cookie
 log = logging.getLogger("bank.websocket")
 
 UNAUTHORIZED = 4401
+# "Try again later": htmx's websocket extension reconnects after a growing, jittered pause,
+# and the page says that live updates are busy (static/bank/live.js).
+TRY_AGAIN_LATER = 1013
 MAX_PENDING = 200
 
 
@@ -37,7 +43,13 @@ def _uuid(value: Any) -> UUID | None:
 
 
 class LiveConsumer(AsyncWebsocketConsumer):
+    open_sockets = 0  # accepted and not yet closed, in this process
+
     async def connect(self) -> None:
+        if unavailable := self.scope.get("live_unavailable"):
+            log.warning("live page not connected, the session could not be read: %s", unavailable)
+            await self._try_again_later("live updates are busy")
+            return
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close(code=UNAUTHORIZED)
@@ -45,16 +57,36 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.user = user
         self.owner = queries.owner_key(user)
         self.joined: set[str] = set()
-        await self._join(owner_group(self.owner))
-        # What the pushes update without asking the database: each push carries the account's new state.
-        self.accounts: dict[str, SimpleNamespace] = {str(a.id): _plain(a) for a in await self._accounts()}
-        for account_id in self.accounts:
-            await self._join(account_group(account_id))
+        if LiveConsumer.open_sockets >= settings.LIVE_MAX_SOCKETS:
+            await self._try_again_later(f"{LiveConsumer.open_sockets} live pages open in this process")
+            return
+        try:
+            await self._join(owner_group(self.owner))
+            # What the pushes update without asking the database: each push carries the account's new state.
+            self.accounts: dict[str, SimpleNamespace] = {str(a.id): _plain(a) for a in await self._accounts()}
+            for account_id in self.accounts:
+                await self._join(account_group(account_id))
+        except (RedisError, DatabaseError, OSError) as error:  # a limit or an outage: the page retries
+            log.warning("live page of %s not connected: %r", self.owner, error)
+            await self.disconnect(TRY_AGAIN_LATER)
+            await self._try_again_later("live updates are busy")
+            return
+        LiveConsumer.open_sockets += 1
+        self.counted = True
         await self.accept()
 
+    async def _try_again_later(self, reason: str) -> None:
+        """Accepted, then closed with 1013: a refused handshake would look like a crash to the page."""
+        await self.accept()
+        await self.close(code=TRY_AGAIN_LATER, reason=reason[:120])
+
     async def disconnect(self, code: int) -> None:
+        if getattr(self, "counted", False):
+            LiveConsumer.open_sockets -= 1
+            self.counted = False
         for group in getattr(self, "joined", set()):
             await self.channel_layer.group_discard(group, self.channel_name)
+        self.joined = set()
 
     async def _join(self, group: str) -> None:
         if group not in self.joined:

@@ -36,6 +36,24 @@ async def aowned_account(user: AbstractBaseUser | AnonymousUser, account_id: UUI
     return account
 
 
+# (owner, account id) -> the account as first read. Its id, owner and currency never change, so
+# the command views check ownership and currency without a database round trip (and the thread
+# hop of the async ORM) after a process has seen the account once. Bounded: cleared when full.
+_KNOWN: dict[tuple[str, str], Account] = {}
+KNOWN_ACCOUNTS_MAX = 100_000
+
+
+async def aowned_account_ref(user: AbstractBaseUser | AnonymousUser, account_id: UUID | str) -> Account:
+    """The user's own account for checks (id, owner, currency), or 404; its balance and status may be stale."""
+    key = (owner_key(user), str(account_id))
+    if (account := _KNOWN.get(key)) is None:
+        account = await aowned_account(user, account_id)
+        if len(_KNOWN) >= KNOWN_ACCOUNTS_MAX:
+            _KNOWN.clear()
+        _KNOWN[key] = account
+    return account
+
+
 def totals(accounts: list[Account]) -> list[tuple[str, int]]:
     """Balance totals per currency, largest currency group first."""
     sums: dict[str, int] = defaultdict(int)

@@ -3,3 +3,8 @@ from django.apps import AppConfig
 
 class WebConfig(AppConfig):
     name = "web"
+
+    def ready(self) -> None:
+        from web.auth import connect_signals
+
+        connect_signals()
