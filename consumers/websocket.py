@@ -33,6 +33,9 @@ UNAUTHORIZED = 4401
 # and the page says that live updates are busy (static/bank/live.js).
 TRY_AGAIN_LATER = 1013
 MAX_PENDING = 200
+# Fragments of recent pushes, by everything they are rendered from (see _update_fragments).
+_RENDERED: dict[tuple[Any, ...], list[str]] = {}
+MAX_RENDERED = 1000
 
 
 def _uuid(value: Any) -> UUID | None:
@@ -93,9 +96,11 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_add(group, self.channel_name)
             self.joined.add(group)
 
-    @database_sync_to_async
-    def _accounts(self) -> list[Account]:
-        return queries.accounts_of(self.user)
+    async def _accounts(self) -> list[Account]:
+        # In the thread pool, not in the one thread all consumers share: a storm of page opens
+        # queued there past daphne's handshake timeout. (The database pool bounds the connections;
+        # database_sync_to_async gives this thread's connection back after the query.)
+        return await database_sync_to_async(queries.accounts_of, thread_sensitive=False)(self.user)  # type: ignore[no-any-return]
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """The page says hello after every (re)connect: send it the current state and outcomes it missed."""
@@ -143,10 +148,25 @@ class LiveConsumer(AsyncWebsocketConsumer):
             timezone.deactivate()
 
     def _update_fragments(self, account: SimpleNamespace, entries: list[dict[str, Any]]) -> list[str]:
-        """Rendered from the push alone: no database round trip per update."""
-        self._activate_zone()
-        rows = [_entry(e) for e in sorted(entries, key=lambda e: -e["sequence"])]
-        return self._account_fragments(account, rows)
+        """Rendered from the push alone: no database round trip per update.
+
+        Every open page of the same user (and time zone) gets the same fragments: rendered once
+        per process and push, not once per page (1,000 open pages made a push 1,000 renders).
+        """
+        key = (
+            self.scope.get("cookies", {}).get("tz"),
+            tuple(sorted((k, str(v)) for k, v in vars(account).items())),
+            tuple(e["event_id"] for e in entries),
+            tuple(queries.totals(list(self.accounts.values()))),  # type: ignore[arg-type]
+        )
+        if (rendered := _RENDERED.get(key)) is None:
+            self._activate_zone()
+            rows = [_entry(e) for e in sorted(entries, key=lambda e: -e["sequence"])]
+            rendered = self._account_fragments(account, rows)
+            if len(_RENDERED) >= MAX_RENDERED:
+                _RENDERED.clear()
+            _RENDERED[key] = rendered
+        return rendered
 
     @database_sync_to_async
     def _opened_fragments(self, account_id: UUID) -> list[str]:
