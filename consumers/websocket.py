@@ -96,11 +96,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_add(group, self.channel_name)
             self.joined.add(group)
 
-    async def _accounts(self) -> list[Account]:
-        # In the thread pool, not in the one thread all consumers share: a storm of page opens
-        # queued there past daphne's handshake timeout. (The database pool bounds the connections;
-        # database_sync_to_async gives this thread's connection back after the query.)
-        return await database_sync_to_async(queries.accounts_of, thread_sensitive=False)(self.user)  # type: ignore[no-any-return]
+    @database_sync_to_async
+    def _accounts(self) -> list[Account]:
+        return queries.accounts_of(self.user)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """The page says hello after every (re)connect: send it the current state and outcomes it missed."""
