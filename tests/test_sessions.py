@@ -9,13 +9,15 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection
 from django.db.backends.signals import connection_created
 from django.test import AsyncClient, Client
-from django.test.utils import CaptureQueriesContext
+from django.test.utils import CaptureQueriesContext, override_settings
 
 from bank.config import KafkaSettings
+from devservices.process import free_port
 from tests.test_views import account_of, commands_sent, logged_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -104,3 +106,19 @@ def test_it_ends_other_sessions_when_the_password_changes(users: dict[str, User]
     response = laptop.get("/")
     assert response.status_code == 302
     assert response["Location"].startswith("/login/")
+
+
+def test_it_serves_a_logged_in_page_while_redis_is_down(users: dict[str, User]) -> None:
+    """Sessions are written through to PostgreSQL: without the cache, pages are slower, not gone."""
+    client = logged_in(users["alice"])
+    dead = {
+        "default": {
+            **settings.CACHES["default"],
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
+            "OPTIONS": {"max_connections": 2, "timeout": 1, "socket_connect_timeout": 0.5},
+        }
+    }
+    with override_settings(CACHES=dead):
+        response = client.get("/")
+    assert response.status_code == 200
+    assert b"alice" in response.content
