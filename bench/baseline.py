@@ -44,5 +44,12 @@ def deposit_in_place(request: HttpRequest, account_id: UUID) -> HttpResponse:
         if row is None:
             return HttpResponse(status=404)
         cursor.execute(f"UPDATE {TABLE} SET balance = %s WHERE id = %s", [row[0] + amount, account_id])
-    entry = SimpleNamespace(type="MoneyDeposited", amount=amount, command_id=form.cleaned_data["command_id"], reason="")
+    entry = SimpleNamespace(
+        type="MoneyDeposited",
+        amount=amount,
+        account_id=account_id,
+        command_id=form.cleaned_data["command_id"],
+        command="",
+        reason="",
+    )
     return move_accepted("deposit", {"entry": entry, "account": SimpleNamespace(currency=CURRENCY)}, status=200)

@@ -15,16 +15,17 @@ for every page and deposit:
 
     latency = t_update - t_accepted
     t_accepted  when the 202 of POST /accounts/<id>/deposit arrived
-    t_update    when that page's websocket brought the outcome row <li id="cmd-<command_id>">
+    t_update    when that page's websocket brought a balance (data-cents) that includes the deposit
 
-and prints updates delivered / expected and the p50/p99/max. It also records Redis's client
+(a page has a deposit when it shows a balance that includes it: the account page's balance, the
+dashboard's account row) and prints updates delivered / expected and the p50/p99/max. It also records Redis's client
 count before and after the pages opened (the channel layer multiplexes: it should barely move),
 pages refused with 1013 (try again later) or failed in the handshake, and the CPU of daphne.
 The client side (1,000 sockets parsing ~60,000 messages in one Python process) shares the two
 cores: its own delay is part of every figure.
 
-    .venv/bin/python bench/fanout.py [--pages 1000] [--storm 500] [--deposits 20]
-    .venv/bin/python bench/fanout.py --pages 20 --storm 10 --deposits 3   # smoke run
+    .venv/bin/python -m bench.fanout [--pages 1000] [--storm 500] [--deposits 20]
+    .venv/bin/python -m bench.fanout --pages 20 --storm 10 --deposits 3   # smoke run
 """
 
 from __future__ import annotations
@@ -33,36 +34,24 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import secrets
 import statistics
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import redis
-from common import ROOT, fresh_kafka, table, use_bench_database, write_results
-from django.conf import settings
-from latency import (
-    CMD_ID,
-    ORIGIN,
-    PASSWORD,
-    Browser,
-    CpuMeter,
-    Process,
-    pct,
-    wait_for_accounts,
-    wait_for_http,
-    worker_env,
-)
 
+from bench import harness
+from bench.harness import ROOT, table
+from bench.latency import ORIGIN, PASSWORD, Browser, pct, wait_for_accounts
 from devservices.process import free_port
 
-try:
-    import aiohttp
-except ImportError:  # pragma: no cover - a hint, not a feature
-    raise SystemExit("bench/fanout.py needs aiohttp: .venv/bin/pip install aiohttp") from None
-
+LOGS = ROOT / "var" / "bench" / "fanout"
+CENTS = re.compile(r'data-cents="(\d+)"')
 TRY_AGAIN_LATER = 1013
 GOAL_P99_MS = 250.0
 
@@ -74,8 +63,12 @@ class Page:
     ws: aiohttp.ClientWebSocketResponse | None = None
     error: str = ""
     close_code: int | None = None
-    updates: dict[str, float] = field(default_factory=dict)  # command id -> perf_counter when it arrived
+    updates: dict[int, float] = field(default_factory=dict)  # balance in cents -> perf_counter when first seen
     messages: int = 0
+
+    def has(self, cents: int) -> float | None:
+        """When the page first showed a balance of at least `cents` (a later push includes the earlier deposits)."""
+        return min((t for c, t in self.updates.items() if c >= cents), default=None)
 
 
 async def open_page(session: aiohttp.ClientSession, url: str, page: Page, account: str) -> None:
@@ -84,7 +77,8 @@ async def open_page(session: aiohttp.ClientSession, url: str, page: Page, accoun
     except (aiohttp.ClientError, OSError, TimeoutError) as error:
         page.error = f"{type(error).__name__}: {error}"[:120]
         return
-    hello = {"type": "hello", "account": account if page.account_page else None, "pending": []}
+    kind = "account" if page.account_page else "dashboard"
+    hello = {"type": "hello", "page": kind, "account": account if page.account_page else None, "history": False}
     await page.ws.send_str(json.dumps(hello))
 
 
@@ -95,8 +89,8 @@ async def listen(page: Page) -> None:
         if message.type != aiohttp.WSMsgType.TEXT:
             continue
         page.messages += 1
-        for command_id in CMD_ID.findall(message.data):
-            page.updates.setdefault(command_id, now)
+        for cents in CENTS.findall(message.data):
+            page.updates.setdefault(int(cents), now)
     page.close_code = page.ws.close_code
 
 
@@ -109,24 +103,26 @@ async def storm(session: aiohttp.ClientSession, url: str, pages: list[Page], acc
 async def deposit(browser: Browser, account: str) -> tuple[str, int, float]:
     command_id = str(uuid.uuid4())
     data = {"deposit-amount": "1.00", "deposit-command_id": command_id}
-    headers = {"X-CSRFToken": browser.csrf(), "HX-Request": "true"}
+    headers = {"X-CSRFToken": browser.csrf, "HX-Request": "true"}
     async with browser.session.post(f"{browser.base}/accounts/{account}/deposit", data=data, headers=headers) as r:
         await r.read()
         return command_id, r.status, time.perf_counter()
 
 
 def redis_clients() -> int:
+    from django.conf import settings
+
     return int(redis.Redis.from_url(settings.REDIS_URL).info("clients")["connected_clients"])
 
 
-async def measure(args: argparse.Namespace, port: int, workers: list[Process]) -> dict[str, Any]:
+async def measure(args: argparse.Namespace, port: int, workers: list[harness.Process]) -> dict[str, Any]:
     from django.contrib.auth.models import User
 
     base, url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws/live/"
     username = f"fanout-{uuid.uuid4().hex[:8]}"
     await asyncio.to_thread(User.objects.create_user, username, password=PASSWORD)
     web = next(w for w in workers if w.name == "daphne")
-    cpu = CpuMeter({"daphne": web.process.pid})
+    cpu = harness.CpuMeter({"daphne": web.pid, "load generator": os.getpid()})
     connector = aiohttp.TCPConnector(limit=0)  # every page its own connection, as browsers
     async with aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
         browser = Browser(base, session)
@@ -154,33 +150,37 @@ async def measure(args: argparse.Namespace, port: int, workers: list[Process]) -
             flush=True,
         )
 
-        cpu_before = cpu.sample()
-        sent: list[tuple[str, int, float]] = []
-        for _ in range(args.deposits):
-            sent.append(await deposit(browser, account))
+        cpu.restart()
+        sent: list[tuple[int, int, float]] = []  # (balance in cents after it, status, t_accepted)
+        for n in range(args.deposits):
+            _, status, accepted_at = await deposit(browser, account)
+            sent.append(((n + 2) * 100, status, accepted_at))  # after the warm-up's 1.00 and n + 1 deposits
             await asyncio.sleep(args.interval)
-        accepted = {c: t for c, status, t in sent if status == 202}
+        accepted = {cents: t for cents, status, t in sent if status == 202}
         deadline = time.perf_counter() + args.drain
         while time.perf_counter() < deadline:
-            if all(c in p.updates for p in connected for c in accepted):
+            if all(p.has(c) is not None for p in connected for c in accepted):
                 break
             await asyncio.sleep(0.05)
-        cpu_busy = cpu.per_second(cpu_before)
+        cpu_busy = cpu.busy()
         for page in pages:
             if page.ws is not None:
                 await page.ws.close()
         await asyncio.gather(*listeners, return_exceptions=True)
 
-    latencies = [(page.updates[c] - t) * 1000 for page in connected for c, t in accepted.items() if c in page.updates]
+    arrivals = {(page.index, c): page.has(c) for page in connected for c in accepted}
+    latencies = [(when - accepted[c]) * 1000 for (_, c), when in arrivals.items() if when is not None]
+
     # Per deposit: its first page (the pipeline: view, Kafka, processor, projector, push) and its
     # last page (plus the fan-out inside daphne: every page's frames go out one after another).
-    first = [min(p.updates[c] for p in connected if c in p.updates) - t for c, t in accepted.items() if connected]
-    last = [max(p.updates[c] for p in connected if c in p.updates) - t for c, t in accepted.items() if connected]
+    def spread(c: int) -> list[float]:
+        return [w - accepted[c] for (_, cents), w in arrivals.items() if cents == c and w is not None]
+
+    first = [min(spread(c)) for c in accepted if spread(c)]
+    last = [max(spread(c)) for c in accepted if spread(c)]
     expected = len(connected) * len(accepted)
     by_kind = {
-        kind: sum(
-            1 for p in connected if p.account_page == (kind == "account page") for c in accepted if c in p.updates
-        )
+        kind: sum(1 for p in connected if p.account_page == (kind == "account page") for c in accepted if p.has(c))
         for kind in ("account page", "dashboard")
     }
     return {
@@ -217,28 +217,34 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.5, help="seconds between two deposits")
     parser.add_argument("--settle", type=float, default=2.0, help="seconds after opening before the deposits")
     parser.add_argument("--drain", type=float, default=15.0, help="seconds after the last deposit to wait")
-    parser.add_argument("--database", default="bank_bench", help="scratch database (created and migrated)")
+    parser.add_argument("--database", help="scratch database, made and migrated (default: DATABASE_URL's + _bench)")
     args = parser.parse_args()
     if not 0 < args.storm <= args.pages or args.wave < 1 or args.deposits < 1:
         parser.error("need 0 < storm <= pages, wave >= 1, deposits >= 1")
+    harness.setup_django()
+    args.database = args.database or harness.scratch_name("bench")
+    from django.conf import settings
 
-    kafka = fresh_kafka("fanout")
-    database_url = use_bench_database(args.database)
-    env = worker_env(kafka, database_url, f"bench-fanout-{uuid.uuid4().hex[:8]}", None)
+    kafka = harness.fresh_kafka("fanout")
+    database_url = harness.use_bench_database(args.database)
+    prefix = f"bench-fanout-{uuid.uuid4().hex[:8]}"
+    env = harness.worker_env(kafka, database_url, settings.REDIS_URL, CHANNELS_PREFIX=prefix)
+    env |= {"DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": secrets.token_hex(32), "LOG_LEVEL": "WARNING"}
     port = free_port()
-    manage = [sys.executable, str(ROOT / "manage.py")]
-    workers: list[Process] = []
+    workers: list[harness.Process] = []
     try:
-        workers.append(Process("processor", [*manage, "run_processor", "--instance", f"fanout-{port}"], env))
-        workers.append(Process("projector", [*manage, "run_projector"], env))
-        daphne = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "server.asgi:application"]
-        workers.append(Process("daphne", daphne, env))
-        asyncio.run(wait_for_http(f"http://127.0.0.1:{port}", workers[-1]))
+        for name, argv in (
+            ("processor", harness.manage("run_processor", "--instance", f"fanout-{port}")),
+            ("projector", harness.manage("run_projector")),
+            ("daphne", harness.daphne(port)),
+        ):
+            workers.append(harness.Process(name, argv, env, LOGS))
+        harness.serving(f"http://127.0.0.1:{port}", workers[-1])
         figures = asyncio.run(measure(args, port, workers))
     finally:
         for worker in workers:
             worker.stop()
-    figures["worker_tracebacks"] = {w.name: w.tracebacks() for w in workers if w.tracebacks()}
+    figures["worker_tracebacks"] = {w.name: n for w in workers if (n := w.log().count("Traceback"))}
     figures["load_average_1m"] = round(os.getloadavg()[0], 2)
     figures["cpus"] = os.cpu_count()
     lat, upd, opened = figures["latency_ms"], figures["updates"], figures["open"]
@@ -290,7 +296,7 @@ def main() -> None:
     )
     if figures["worker_tracebacks"]:
         print(f"tracebacks in the workers' logs: {figures['worker_tracebacks']}")
-    write_results("fanout", figures)
+    harness.write_results("fanout", figures)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from django.contrib.auth.models import User
 from django.test import override_settings
 
 from projections.models import Account
-from tests.test_views import logged_in
+from tests.helpers import logged_in
 from tests.test_websocket import communicator, session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -18,7 +18,8 @@ from django.test.utils import CaptureQueriesContext, override_settings
 
 from bank.config import KafkaSettings
 from devservices.process import free_port
-from tests.test_views import account_of, commands_sent, logged_in
+from tests.helpers import account_of, logged_in
+from tests.test_views import commands_sent
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -33,6 +33,8 @@ from django.middleware.csrf import CsrfViewMiddleware as DjangoCsrfViewMiddlewar
 from django.middleware.security import SecurityMiddleware as DjangoSecurityMiddleware
 from redis.exceptions import RedisError
 
+from web.middleware import DATABASE_DOWN, database_unavailable
+
 
 class InlineHooks:
     """Mixin for a `MiddlewareMixin` middleware whose hooks do no I/O: in async mode, call them inline."""
@@ -97,7 +99,10 @@ class AuthenticationMiddleware(auth.AuthenticationMiddleware):
         self.process_request(request)
         # One native async lookup (session and user from the cache) serves request.user too,
         # which the templates, LoginRequiredMiddleware and sync views read.
-        request._cached_user = await request.auser()  # type: ignore[attr-defined]
+        try:
+            request._cached_user = await request.auser()  # type: ignore[attr-defined]
+        except DATABASE_DOWN as error:  # a cache miss while PostgreSQL is down or restarting
+            return database_unavailable(request, error)
         return await cast(Awaitable[HttpResponseBase], self.get_response(request))
 
 
