@@ -31,6 +31,7 @@ from django.db import DatabaseError
 from django.template.loader import render_to_string
 from redis.exceptions import RedisError
 
+from bank import metrics
 from projections import queries
 from projections.apply import AccountRow
 from projections.live import account_from_payload, account_group, entry_from_payload, owner_group, session_group
@@ -130,6 +131,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         LiveConsumer.open_sockets += 1
         self.counted = True
         await self.accept()
+        metrics.websockets_open.inc()
 
     async def _try_again_later(self, reason: str) -> None:
         """Accepted, then closed with 1013: a refused handshake would look like a crash to the page."""
@@ -139,6 +141,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if getattr(self, "counted", False):
             LiveConsumer.open_sockets -= 1
+            metrics.websockets_open.dec()
             self.counted = False
         for group in getattr(self, "joined", set()):
             await self.channel_layer.group_discard(group, self.channel_name)
