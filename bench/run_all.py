@@ -30,6 +30,7 @@ FULL = {
     "projection": ["--events", "1000000", "--accounts", "10000"],
     "eventsourcing_baseline": ["--events", "1000000", "--accounts", "10000", "--reuse", "--runner-budget", "60"],
     "latency": ["--rates", "50,100,150,200,300", "--seconds", "10"],
+    "fanout": ["--pages", "1000", "--storm", "500", "--deposits", "20"],
 }
 TINY = {
     "web": ["--duration", "2"],
@@ -49,8 +50,9 @@ TINY = {
     "projection": ["--events", "2000", "--accounts", "20"],
     "eventsourcing_baseline": ["--events", "2000", "--accounts", "20"],
     "latency": ["--rates", "20", "--seconds", "2"],
+    "fanout": ["--pages", "20", "--storm", "10", "--deposits", "3", "--settle", "0.5", "--drain", "5"],
 }
-RESULT_FILES = ("http", "processor", "recovery", "projection", "eventsourcing", "latency")
+RESULT_FILES = ("http", "processor", "recovery", "projection", "eventsourcing", "latency", "fanout")
 
 
 def run(script: str, args: list[str]) -> float:

@@ -105,7 +105,7 @@ async def log_in_and_check(base: str, username: str, password: str, account: str
         headers = {"X-CSRFToken": csrf, "HX-Request": "true"}
         command = {"deposit-amount": "1.00", "deposit-command_id": str(uuid.uuid4())}
         for side, path, form in (
-            ("baseline", f"/bench/deposit-in-place/{account}", {"amount": "1.00"}),
+            ("baseline", f"/bench/deposit-in-place/{account}", command),  # the same form, as wrk_post.lua
             ("command", f"/accounts/{account}/deposit", command),
         ):
             async with session.post(f"{base}{path}", data=form, headers=headers) as answer:

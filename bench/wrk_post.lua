@@ -41,11 +41,12 @@ end
 
 function request()
   local id = ids[math.random(#ids)]
+  -- The same form on both sides (the baseline view checks it with the same MoveMoneyForm).
+  local body = "deposit-amount=1.00&deposit-command_id=" .. uuid4()
   if mode == "command" then
-    local body = "deposit-amount=1.00&deposit-command_id=" .. uuid4()
     return wrk.format("POST", "/accounts/" .. id .. "/deposit", headers, body)
   end
-  return wrk.format("POST", "/bench/deposit-in-place/" .. id, headers, "amount=1.00")
+  return wrk.format("POST", "/bench/deposit-in-place/" .. id, headers, body)
 end
 
 function response(status, _, _)

@@ -27,7 +27,9 @@ from channels.auth import get_user
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.db import DatabaseError
 from django.template.loader import render_to_string
+from redis.exceptions import RedisError
 
 from bank import metrics
 from projections import queries
@@ -40,6 +42,9 @@ from web.middleware import browser_zone
 log = logging.getLogger("bank.websocket")
 
 UNAUTHORIZED = 4401  # not logged in, or no longer
+# "Try again later": htmx's websocket extension reconnects after a growing, jittered pause,
+# and the page says that live updates are busy (static/bank/live.js).
+TRY_AGAIN_LATER = 1013
 MESSAGE_TOO_BIG = 1009  # RFC 6455
 MAX_PENDING = 100  # commands one page may wait for
 # A hello with MAX_PENDING pending commands is under 9 KB: anything much larger is not from our page,
@@ -87,7 +92,13 @@ async def session_alive(session_key: str, user_pk: Any) -> bool:
 
 
 class LiveConsumer(AsyncWebsocketConsumer):
+    open_sockets = 0  # accepted and not yet closed, in this process
+
     async def connect(self) -> None:
+        if unavailable := self.scope.get("live_unavailable"):
+            log.warning("live page not connected, the session could not be read: %s", unavailable)
+            await self._try_again_later("live updates are busy")
+            return
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close(code=UNAUTHORIZED)
@@ -101,22 +112,40 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.watching: dict[Command, None] = {}  # ordered: the oldest is dropped beyond MAX_PENDING
         self.recent: dict[Command, Outcome] = {}  # outcomes pushed lately, for a watch that comes after its push
         self.joined: set[str] = set()
-        await self._join(owner_group(self.owner))
-        if self.session_key:
-            await self._join(session_group(self.session_key))
-        # What the pushes update without asking the database: each push carries the account's new state.
-        self.accounts: dict[UUID, AccountRow] = {a.id: a for a in await self._accounts()}
-        for account_id in self.accounts:
-            await self._join(account_group(account_id))
-        await self.accept()
+        if LiveConsumer.open_sockets >= settings.LIVE_MAX_SOCKETS:
+            await self._try_again_later(f"{LiveConsumer.open_sockets} live pages open in this process")
+            return
+        try:
+            await self._join(owner_group(self.owner))
+            if self.session_key:
+                await self._join(session_group(self.session_key))
+            # What the pushes update without asking the database: each push carries the account's new state.
+            self.accounts: dict[UUID, AccountRow] = {a.id: a for a in await self._accounts()}
+            for account_id in self.accounts:
+                await self._join(account_group(account_id))
+        except (RedisError, DatabaseError, OSError) as error:  # a limit or an outage: the page retries
+            log.warning("live page of %s not connected: %r", self.owner, error)
+            await self.disconnect(TRY_AGAIN_LATER)
+            await self._try_again_later("live updates are busy")
+            return
+        LiveConsumer.open_sockets += 1
         self.counted = True
+        await self.accept()
         metrics.websockets_open.inc()
+
+    async def _try_again_later(self, reason: str) -> None:
+        """Accepted, then closed with 1013: a refused handshake would look like a crash to the page."""
+        await self.accept()
+        await self.close(code=TRY_AGAIN_LATER, reason=reason[:120])
 
     async def disconnect(self, code: int) -> None:
         if getattr(self, "counted", False):
+            LiveConsumer.open_sockets -= 1
             metrics.websockets_open.dec()
+            self.counted = False
         for group in getattr(self, "joined", set()):
             await self.channel_layer.group_discard(group, self.channel_name)
+        self.joined = set()
 
     async def _join(self, group: str) -> None:
         if group not in self.joined:

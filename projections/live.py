@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -173,16 +174,24 @@ async def wait_for_command(account_id: UUID, command_id: UUID, timeout: float = 
     channel = await layer.new_channel()
     group = account_group(account_id)
     await layer.group_add(group, channel)
+    # Always a receive in flight, cancelled at the end: the pub/sub layer forgets (unsubscribes) a
+    # channel only when a receive on it is cancelled; it has no delete_channel().
+    receiving = asyncio.ensure_future(layer.receive(channel))
     try:
         if found := await lookup():
             return found
         while (left := deadline - time.monotonic()) > 0:
-            try:
-                message = await asyncio.wait_for(layer.receive(channel), left)
-            except TimeoutError:
+            done, _ = await asyncio.wait({receiving}, timeout=left)
+            if not done:
                 break
+            message = receiving.result()
+            receiving = asyncio.ensure_future(layer.receive(channel))
             if str(command_id) in message.get("command_ids", []):
                 return await lookup()
         return await lookup()
     finally:
+        await asyncio.sleep(0)  # let the last receive start, so that its cancellation cleans up
+        receiving.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):  # the answer is already decided
+            await receiving
         await layer.group_discard(group, channel)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -43,17 +44,39 @@ else:
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 REDIS_URL = env_url("REDIS_URL", "redis://127.0.0.1:6379/0", ("redis", "rediss"))
-CHANNEL_LAYERS = {
-    "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        # No socket timeout: channels_redis blocks 5 s waiting for messages, and redis-py's default
-        # read timeout of 5 s turned every quiet websocket into a crash (channels_redis#422).
-        "CONFIG": {
-            "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
-            "prefix": env_str("CHANNELS_PREFIX", "bank"),
-        },
+
+
+def redis_backends(url: str, prefix: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The channel layer and the cache on the Redis at `url` (also used by the tests' own Redis)."""
+    channel_layers = {
+        "default": {
+            # Pub/sub: one Redis connection per process carries every open websocket's groups (the
+            # list-based layer held a pooled connection per blocked receive: the 101st page failed).
+            # At most once, which live updates can be: a page catches up when it (re)connects.
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            # No socket timeout: a quiet subscription is not a dead one (channels_redis#422).
+            "CONFIG": {"hosts": [{"address": url, "socket_timeout": None}], "prefix": prefix},
+        }
     }
-}
+    # Sessions and the logged-in user (web.auth) without a database round trip per request.
+    caches = {
+        "default": {
+            "BACKEND": "web.cache.RedisCache",
+            "LOCATION": url,
+            "KEY_PREFIX": f"{prefix}-cache",
+            # Per process; a request waits up to 5 s for a free connection (web.cache: a blocking pool).
+            "OPTIONS": {"max_connections": 50, "timeout": 5},
+        }
+    }
+    return channel_layers, caches
+
+
+CHANNEL_LAYERS, CACHES = redis_backends(REDIS_URL, env_str("CHANNELS_PREFIX", "bank"))
+# Read from the cache, written through to PostgreSQL (on log in and out only): a Redis restart logs nobody out.
+# Open live pages one web process takes; more are told to try again later (close code 1013).
+LIVE_MAX_SOCKETS = env_int("LIVE_MAX_SOCKETS", 5000, minimum=1)
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+AUTHENTICATION_BACKENDS = ["web.auth.CachedModelBackend"]
 
 KAFKA = kafka_from_env()
 # Largest amount one command may move, in minor units (default 1,000,000.00).
@@ -101,20 +124,23 @@ INSTALLED_APPS = [
     "ops",
 ]
 
+# Django's own middleware, with the hooks that do no I/O called in the event loop instead of a thread
+# per hook (web/async_middleware.py): the async views' chain has no sync-to-async hop.
 MIDDLEWARE = [
-    "django.middleware.security.SecurityMiddleware",
+    "web.async_middleware.SecurityMiddleware",
     # ServeStatic (WhiteNoise's async fork): a sync-only middleware here would run every async
     # view through the one sync thread, holding it while the view awaits Kafka.
     "servestatic.middleware.ServeStaticMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    # Before LoginRequiredMiddleware, whose user lookup it must be able to catch.
+    "web.async_middleware.SessionMiddleware",
+    "web.async_middleware.CommonMiddleware",
+    "web.async_middleware.CsrfViewMiddleware",
+    "web.async_middleware.AuthenticationMiddleware",
+    # Before LoginRequiredMiddleware, whose user lookup it must be able to catch (sync mode; in
+    # async mode AuthenticationMiddleware loads the user and answers the same 503 itself).
     "web.middleware.DatabaseUnavailableMiddleware",
-    "django.contrib.auth.middleware.LoginRequiredMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "web.async_middleware.LoginRequiredMiddleware",
+    "web.async_middleware.MessageMiddleware",
+    "web.async_middleware.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "web.middleware.TimezoneMiddleware",
 ]

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.test.signals import setting_changed
 
 from bank.command_bus import CommandBus
 from bank.config import KafkaSettings
@@ -28,6 +29,7 @@ from bank.kafka import ensure_topics
 from devservices import postgres, redis
 from devservices.kafka import KafkaNode
 from devservices.process import free_port
+from server.settings import redis_backends
 from tests.helpers import PASSWORD, VAR, Worker, worker_env
 
 __all__ = ["PASSWORD", "VAR", "Worker"]  # still importable from here by tests written before tests/helpers.py
@@ -53,13 +55,9 @@ def _start_services() -> KafkaNode:
     )
     node.start(wait=90)
     settings.REDIS_URL = redis_url
-    settings.CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            # As in server/settings.py: no socket timeout (redis-py's 5 s cut the channel layer's 5 s waits).
-            "CONFIG": {"hosts": [{"address": redis_url, "socket_timeout": None}], "prefix": "test"},
-        }
-    }
+    # The app's channel layer and cache (sessions, users), on the session's Redis.
+    settings.CHANNEL_LAYERS, settings.CACHES = redis_backends(redis_url, "test")
+    setting_changed.send(sender=None, setting="CACHES", value=settings.CACHES, enter=True)  # drop connected caches
     settings.KAFKA = dataclasses.replace(settings.KAFKA, bootstrap_servers=node.bootstrap, partitions=3)
     os.environ["KAFKA_BOOTSTRAP_SERVERS"] = node.bootstrap
     os.environ["REDIS_URL"] = redis_url

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import uuid
@@ -96,16 +97,24 @@ def test_it_carries_a_channel_layer_message_between_processes(kafka_node: KafkaN
     layer = get_channel_layer()
     assert layer is not None
     group = f"g{uuid.uuid4().hex}"
-    channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(group, channel)
     sender = (
         "import django, sys; django.setup();"
         "from asgiref.sync import async_to_sync; from channels.layers import get_channel_layer;"
         "from django.conf import settings;"
         f"async_to_sync(get_channel_layer().group_send)('{group}', {{'type': 'ping', 'text': 'from-another-process'}})"
     )
-    subprocess.run([sys.executable, "-c", sender], check=True, timeout=30, env=_child_env())
-    message = async_to_sync(layer.receive)(channel)
+
+    async def subscribe_send_receive() -> dict[str, str]:
+        # One event loop throughout: the pub/sub layer's channels live in the loop that made them,
+        # and a message published before the subscription would reach nobody.
+        channel = await layer.new_channel()
+        await layer.group_add(group, channel)
+        await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-c", sender], check=True, timeout=30, env=_child_env()
+        )
+        return await asyncio.wait_for(layer.receive(channel), 10)  # type: ignore[no-any-return]
+
+    message = async_to_sync(subscribe_send_receive)()
     assert message == {"type": "ping", "text": "from-another-process"}
 
 

@@ -22,4 +22,7 @@ class WebConfig(AppConfig):
     name = "web"
 
     def ready(self) -> None:
+        from web.auth import connect_signals
+
         user_logged_out.connect(close_live_sockets, dispatch_uid="web.close_live_sockets")
+        connect_signals()  # a saved or deleted user leaves the user cache

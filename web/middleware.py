@@ -12,7 +12,6 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from django.utils import timezone
-from django.utils.deprecation import MiddlewareMixin
 
 ZONE_COOKIE = "tz"
 log = logging.getLogger(__name__)
@@ -60,15 +59,39 @@ class TimezoneMiddleware:
             return await self.get_response(request)  # type: ignore[no-any-return]
 
 
-class DatabaseUnavailableMiddleware(MiddlewareMixin):
+class DatabaseUnavailableMiddleware:
     """While PostgreSQL is down or restarting, answer a clear 503 (a fragment for htmx) instead of a 500.
 
     Exceptions from inner middleware never reach an outer one's __call__ (Django turns them into
     responses at each layer), so this catches them where they happen: loading the session and
     user (process_view, placed before LoginRequiredMiddleware, which would load them) and in the
     view (process_exception). The pool checks connections, so the first request after a restart
-    gets a fresh one. MiddlewareMixin makes it sync and async capable: no thread hop for async views.
+    gets a fresh one.
     """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+            # Async mode: the user is loaded already (web.async_middleware.AuthenticationMiddleware,
+            # which answers this 503 itself), so the check does no I/O: no thread hop for it.
+            check = self.process_view
+
+            async def process_view(*args: Any) -> HttpResponse | None:
+                return check(*args)
+
+            setattr(self, "process_view", process_view)  # noqa: B010 - an instance attribute on purpose
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if iscoroutinefunction(self):
+            return self._acall(request)
+        return self.get_response(request)
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        return await self.get_response(request)  # type: ignore[no-any-return]
 
     def process_view(self, request: HttpRequest, view: Any, args: Any, kwargs: Any) -> HttpResponse | None:
         try:

@@ -27,7 +27,12 @@
     }), live);
     setStatus("live", true);
   });
-  document.addEventListener("htmx:wsClose", function () { setStatus("reconnecting…", false); });
+  // 1013 (try again later): the server has too many live pages or lost Redis for a moment; htmx
+  // retries after a growing, jittered pause, as after a restart (1006/1012).
+  document.addEventListener("htmx:wsClose", function (event) {
+    var closed = event.detail && event.detail.event;
+    setStatus(closed && closed.code === 1013 ? "busy, retrying…" : "reconnecting…", false);
+  });
 
   document.addEventListener("htmx:load", function (event) {
     if (!socket || event.target === document.body) { return; }

@@ -1,0 +1,303 @@
+"""Fan-out: 1,000 open pages on one web process, and how fast each gets an update.
+
+Runs the whole bank as real processes (processor, projector and one daphne, DEBUG off) on fresh
+topics, a scratch database (`--database`) and a channel-layer prefix of its own, as
+bench/latency.py does (its helpers are reused). This process is the browsers: one user logs in,
+opens one account, then opens `--pages` websockets with the session cookie, half of them saying
+hello as the account page does and half as the dashboard does (both are in the account's group):
+
+1. a storm: the first `--storm` pages at once (the issue's goal: 500 connected within 10 s);
+2. the rest in waves of `--wave` (a real crowd arrives over time; an instant 1,000-connection
+   burst overflows the listen backlog of one process);
+
+then it POSTs `--deposits` deposits through the view, `--interval` seconds apart, and measures,
+for every page and deposit:
+
+    latency = t_update - t_accepted
+    t_accepted  when the 202 of POST /accounts/<id>/deposit arrived
+    t_update    when that page's websocket brought a balance (data-cents) that includes the deposit
+
+(a page has a deposit when it shows a balance that includes it: the account page's balance, the
+dashboard's account row) and prints updates delivered / expected and the p50/p99/max. It also records Redis's client
+count before and after the pages opened (the channel layer multiplexes: it should barely move),
+pages refused with 1013 (try again later) or failed in the handshake, and the CPU of daphne.
+The client side (1,000 sockets parsing ~60,000 messages in one Python process) shares the two
+cores: its own delay is part of every figure.
+
+    .venv/bin/python -m bench.fanout [--pages 1000] [--storm 500] [--deposits 20]
+    .venv/bin/python -m bench.fanout --pages 20 --storm 10 --deposits 3   # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import secrets
+import statistics
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import redis
+
+from bench import harness
+from bench.harness import ROOT, table
+from bench.latency import ORIGIN, PASSWORD, Browser, pct, wait_for_accounts
+from devservices.process import free_port
+
+LOGS = ROOT / "var" / "bench" / "fanout"
+CENTS = re.compile(r'data-cents="(\d+)"')
+TRY_AGAIN_LATER = 1013
+GOAL_P99_MS = 250.0
+
+
+@dataclass
+class Page:
+    index: int
+    account_page: bool
+    ws: aiohttp.ClientWebSocketResponse | None = None
+    error: str = ""
+    close_code: int | None = None
+    updates: dict[int, float] = field(default_factory=dict)  # balance in cents -> perf_counter when first seen
+    messages: int = 0
+
+    def has(self, cents: int) -> float | None:
+        """When the page first showed a balance of at least `cents` (a later push includes the earlier deposits)."""
+        return min((t for c, t in self.updates.items() if c >= cents), default=None)
+
+
+async def open_page(session: aiohttp.ClientSession, url: str, page: Page, account: str) -> None:
+    try:
+        page.ws = await session.ws_connect(url, headers={"Origin": ORIGIN}, heartbeat=None)
+    except (aiohttp.ClientError, OSError, TimeoutError) as error:
+        page.error = f"{type(error).__name__}: {error}"[:120]
+        return
+    kind = "account" if page.account_page else "dashboard"
+    hello = {"type": "hello", "page": kind, "account": account if page.account_page else None, "history": False}
+    await page.ws.send_str(json.dumps(hello))
+
+
+async def listen(page: Page) -> None:
+    assert page.ws is not None
+    async for message in page.ws:
+        now = time.perf_counter()
+        if message.type != aiohttp.WSMsgType.TEXT:
+            continue
+        page.messages += 1
+        for cents in CENTS.findall(message.data):
+            page.updates.setdefault(int(cents), now)
+    page.close_code = page.ws.close_code
+
+
+async def storm(session: aiohttp.ClientSession, url: str, pages: list[Page], account: str) -> float:
+    started = time.perf_counter()
+    await asyncio.gather(*(open_page(session, url, page, account) for page in pages))
+    return time.perf_counter() - started
+
+
+async def deposit(browser: Browser, account: str) -> tuple[str, int, float]:
+    command_id = str(uuid.uuid4())
+    data = {"deposit-amount": "1.00", "deposit-command_id": command_id}
+    headers = {"X-CSRFToken": browser.csrf, "HX-Request": "true"}
+    async with browser.session.post(f"{browser.base}/accounts/{account}/deposit", data=data, headers=headers) as r:
+        await r.read()
+        return command_id, r.status, time.perf_counter()
+
+
+def redis_clients() -> int:
+    from django.conf import settings
+
+    return int(redis.Redis.from_url(settings.REDIS_URL).info("clients")["connected_clients"])
+
+
+async def measure(args: argparse.Namespace, port: int, workers: list[harness.Process]) -> dict[str, Any]:
+    from django.contrib.auth.models import User
+
+    base, url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws/live/"
+    username = f"fanout-{uuid.uuid4().hex[:8]}"
+    await asyncio.to_thread(User.objects.create_user, username, password=PASSWORD)
+    web = next(w for w in workers if w.name == "daphne")
+    cpu = harness.CpuMeter({"daphne": web.pid, "load generator": os.getpid()})
+    connector = aiohttp.TCPConnector(limit=0)  # every page its own connection, as browsers
+    async with aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        browser = Browser(base, session)
+        await browser.login(username)
+        account = await browser.open_account("Fan-out")
+        await wait_for_accounts([account], workers, timeout=120)
+        await deposit(browser, account)  # warm-up: the view's producer, the first renders
+        clients_before = await asyncio.to_thread(redis_clients)
+
+        pages = [Page(i, account_page=i % 2 == 0) for i in range(args.pages)]
+        storm_s = await storm(session, url, pages[: args.storm], account)
+        storm_ok = sum(1 for p in pages[: args.storm] if p.ws is not None)
+        print(f"  storm: {storm_ok} of {args.storm} pages connected in {storm_s:.1f} s", flush=True)
+        opening = time.perf_counter()
+        for start in range(args.storm, args.pages, args.wave):
+            await storm(session, url, pages[start : start + args.wave], account)
+        open_s = time.perf_counter() - opening + storm_s
+        listeners = [asyncio.create_task(listen(p)) for p in pages if p.ws is not None]
+        await asyncio.sleep(args.settle)  # the hellos' catch-up answers, and any 1013 closes
+        connected = [p for p in pages if p.ws is not None and p.close_code is None and not p.ws.closed]
+        clients_open = await asyncio.to_thread(redis_clients)
+        print(
+            f"  {len(connected)} of {args.pages} pages open after {open_s:.1f} s; "
+            f"Redis clients {clients_before} before, {clients_open} with the pages open",
+            flush=True,
+        )
+
+        cpu.restart()
+        sent: list[tuple[int, int, float]] = []  # (balance in cents after it, status, t_accepted)
+        for n in range(args.deposits):
+            _, status, accepted_at = await deposit(browser, account)
+            sent.append(((n + 2) * 100, status, accepted_at))  # after the warm-up's 1.00 and n + 1 deposits
+            await asyncio.sleep(args.interval)
+        accepted = {cents: t for cents, status, t in sent if status == 202}
+        deadline = time.perf_counter() + args.drain
+        while time.perf_counter() < deadline:
+            if all(p.has(c) is not None for p in connected for c in accepted):
+                break
+            await asyncio.sleep(0.05)
+        cpu_busy = cpu.busy()
+        for page in pages:
+            if page.ws is not None:
+                await page.ws.close()
+        await asyncio.gather(*listeners, return_exceptions=True)
+
+    arrivals = {(page.index, c): page.has(c) for page in connected for c in accepted}
+    latencies = [(when - accepted[c]) * 1000 for (_, c), when in arrivals.items() if when is not None]
+
+    # Per deposit: its first page (the pipeline: view, Kafka, processor, projector, push) and its
+    # last page (plus the fan-out inside daphne: every page's frames go out one after another).
+    def spread(c: int) -> list[float]:
+        return [w - accepted[c] for (_, cents), w in arrivals.items() if cents == c and w is not None]
+
+    first = [min(spread(c)) for c in accepted if spread(c)]
+    last = [max(spread(c)) for c in accepted if spread(c)]
+    expected = len(connected) * len(accepted)
+    by_kind = {
+        kind: sum(1 for p in connected if p.account_page == (kind == "account page") for c in accepted if p.has(c))
+        for kind in ("account page", "dashboard")
+    }
+    return {
+        "pages": args.pages,
+        "storm": {"pages": args.storm, "connected": storm_ok, "seconds": round(storm_s, 2)},
+        "open": {
+            "connected": len(connected),
+            "seconds": round(open_s, 2),
+            "refused_1013": sum(1 for p in pages if p.close_code == TRY_AGAIN_LATER),
+            "failed_handshakes": sum(1 for p in pages if p.ws is None),
+            "errors": sorted({p.error for p in pages if p.error})[:5],
+        },
+        "redis_clients": {"before": clients_before, "pages_open": clients_open},
+        "deposits": {"sent": len(sent), "accepted_202": len(accepted), "interval_s": args.interval},
+        "updates": {"delivered": len(latencies), "expected": expected, **by_kind},
+        "latency_ms": {
+            "p50": round(pct(latencies, 50) or 0.0, 1) if latencies else None,
+            "p99": round(pct(latencies, 99) or 0.0, 1) if latencies else None,
+            "max": round(max(latencies), 1) if latencies else None,
+            "mean": round(statistics.fmean(latencies), 1) if latencies else None,
+        },
+        "first_page_ms": {"p50": round((pct(first, 50) or 0) * 1000, 1), "max": round(max(first, default=0) * 1000, 1)},
+        "last_page_ms": {"p50": round((pct(last, 50) or 0) * 1000, 1), "max": round(max(last, default=0) * 1000, 1)},
+        "cpu_cores_busy_while_sending": cpu_busy,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pages", type=int, default=1000, help="websockets to open on the one web process")
+    parser.add_argument("--storm", type=int, default=500, help="pages of them opened at once, first")
+    parser.add_argument("--wave", type=int, default=250, help="pages opened at once after the storm")
+    parser.add_argument("--deposits", type=int, default=20)
+    parser.add_argument("--interval", type=float, default=0.5, help="seconds between two deposits")
+    parser.add_argument("--settle", type=float, default=2.0, help="seconds after opening before the deposits")
+    parser.add_argument("--drain", type=float, default=15.0, help="seconds after the last deposit to wait")
+    parser.add_argument("--database", help="scratch database, made and migrated (default: DATABASE_URL's + _bench)")
+    args = parser.parse_args()
+    if not 0 < args.storm <= args.pages or args.wave < 1 or args.deposits < 1:
+        parser.error("need 0 < storm <= pages, wave >= 1, deposits >= 1")
+    harness.setup_django()
+    args.database = args.database or harness.scratch_name("bench")
+    from django.conf import settings
+
+    kafka = harness.fresh_kafka("fanout")
+    database_url = harness.use_bench_database(args.database)
+    prefix = f"bench-fanout-{uuid.uuid4().hex[:8]}"
+    env = harness.worker_env(kafka, database_url, settings.REDIS_URL, CHANNELS_PREFIX=prefix)
+    env |= {"DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": secrets.token_hex(32), "LOG_LEVEL": "WARNING"}
+    port = free_port()
+    workers: list[harness.Process] = []
+    try:
+        for name, argv in (
+            ("processor", harness.manage("run_processor", "--instance", f"fanout-{port}")),
+            ("projector", harness.manage("run_projector")),
+            ("daphne", harness.daphne(port)),
+        ):
+            workers.append(harness.Process(name, argv, env, LOGS))
+        harness.serving(f"http://127.0.0.1:{port}", workers[-1])
+        figures = asyncio.run(measure(args, port, workers))
+    finally:
+        for worker in workers:
+            worker.stop()
+    figures["worker_tracebacks"] = {w.name: n for w in workers if (n := w.log().count("Traceback"))}
+    figures["load_average_1m"] = round(os.getloadavg()[0], 2)
+    figures["cpus"] = os.cpu_count()
+    lat, upd, opened = figures["latency_ms"], figures["updates"], figures["open"]
+    figures["meets"] = {
+        "storm_all_connected_within_10s": figures["storm"]["connected"] == args.storm
+        and figures["storm"]["seconds"] <= 10,
+        "all_pages_open": opened["connected"] == args.pages,
+        "every_update_delivered": upd["delivered"] == upd["expected"] > 0,
+        "p99_under_250ms": lat["p99"] is not None and lat["p99"] < GOAL_P99_MS,
+    }
+    print(
+        f"fan-out on one daphne: {args.pages} pages (half account page, half dashboard) on one account, "
+        f"{args.deposits} deposits, load average {figures['load_average_1m']}"
+    )
+    print(
+        table(
+            [
+                (
+                    "storm",
+                    f"{figures['storm']['connected']} of {args.storm} connected in {figures['storm']['seconds']} s",
+                ),
+                (
+                    "pages open",
+                    f"{opened['connected']} of {args.pages} ({opened['refused_1013']} told to retry (1013), "
+                    f"{opened['failed_handshakes']} failed handshakes) in {opened['seconds']} s",
+                ),
+                (
+                    "Redis clients",
+                    f"{figures['redis_clients']['before']} before the pages, {figures['redis_clients']['pages_open']} "
+                    "with them open",
+                ),
+                ("updates delivered", f"{upd['delivered']} / {upd['expected']} expected"),
+                (
+                    "202 -> page update",
+                    f"p50 {lat['p50']} ms, p99 {lat['p99']} ms, max {lat['max']} ms (goal p99 < {GOAL_P99_MS:.0f} ms)",
+                ),
+                (
+                    "per deposit",
+                    f"first page p50 {figures['first_page_ms']['p50']} ms (max {figures['first_page_ms']['max']}), "
+                    f"last page p50 {figures['last_page_ms']['p50']} ms (max {figures['last_page_ms']['max']})",
+                ),
+                (
+                    "CPU while sending",
+                    ", ".join(f"{k} {v:.2f}" for k, v in figures["cpu_cores_busy_while_sending"].items()) + " cores",
+                ),
+                ("meets", ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in figures["meets"].items())),
+            ]
+        )
+    )
+    if figures["worker_tracebacks"]:
+        print(f"tracebacks in the workers' logs: {figures['worker_tracebacks']}")
+    harness.write_results("fanout", figures)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Many open pages on one web process: all connect, all get the update; past the limit a page is told to retry."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+
+import aiohttp
+import pytest
+from asgiref.sync import async_to_sync
+from django.contrib.auth.models import User
+from django.test import override_settings
+
+from projections.models import Account
+from tests.helpers import logged_in
+from tests.test_websocket import communicator, session_cookie
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PAGES = 300
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 30.0) -> object:
+    deadline = time.monotonic() + timeout
+    while not (found := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+    return found
+
+
+def test_it_pushes_to_300_pages_open_on_one_web_process(bank_server: str, users: dict[str, User]) -> None:
+    alice = users["alice"]
+    client = logged_in(alice)
+    opened = client.post(
+        "/accounts/open",
+        {"name": "Many", "currency": "EUR", "command_id": str(uuid.uuid4())},
+        headers={"HX-Request": "true"},
+    )
+    assert opened.status_code == 202
+    account = wait_for(lambda: Account.objects.filter(owner=str(alice.pk)).first(), "the account to be projected")
+    assert isinstance(account, Account)
+    cookie = f"sessionid={client.cookies['sessionid'].value}"
+    token = "t" * 32  # a CSRF secret of our choosing, in the cookie and the header
+    ws_url = bank_server.replace("http://", "ws://") + "/ws/live/"
+    marker = f'id="balance-{account.id}" class="balance" data-cents="4200"'
+
+    async def run() -> list[bool]:
+        # No pool limit on the client side: every page is its own connection, as with browsers.
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+            async def page() -> aiohttp.ClientWebSocketResponse:
+                ws = await session.ws_connect(ws_url, headers={"Cookie": cookie, "Origin": bank_server})
+                # As the account page says after connecting: nothing is pushed to a page before it.
+                await ws.send_json({"type": "hello", "page": "account", "account": str(account.id), "history": False})
+                return ws
+
+            sockets = await asyncio.gather(*(page() for _ in range(PAGES)))
+            try:
+                # A deposit through the view (the real path: Kafka, processor, projector, channel layer).
+                form = {"deposit-amount": "42.00", "deposit-command_id": str(uuid.uuid4())}
+                headers = {"Cookie": f"{cookie}; csrftoken={token}", "X-CSRFToken": token, "HX-Request": "true"}
+                async with session.post(
+                    f"{bank_server}/accounts/{account.id}/deposit", data=form, headers=headers
+                ) as answer:
+                    assert answer.status == 202, await answer.text()
+
+                async def updated(ws: aiohttp.ClientWebSocketResponse) -> bool:
+                    deadline = time.monotonic() + 20
+                    while (left := deadline - time.monotonic()) > 0:
+                        message = await ws.receive(timeout=left)
+                        if message.type != aiohttp.WSMsgType.TEXT:
+                            return False
+                        if marker in message.data:
+                            return True
+                    return False
+
+                return await asyncio.gather(*(updated(ws) for ws in sockets))
+            finally:
+                await asyncio.gather(*(ws.close() for ws in sockets))
+
+    delivered = async_to_sync(run)()
+    assert sum(delivered) == PAGES
+
+
+@override_settings(LIVE_MAX_SOCKETS=1)
+def test_it_tells_a_page_past_the_limit_to_try_again_later(users: dict[str, User]) -> None:
+    cookie = session_cookie(users["alice"])
+
+    async def run() -> None:
+        first, second = communicator(cookie), communicator(cookie)
+        connected, _ = await first.connect()
+        assert connected
+        connected, _ = await second.connect()
+        assert connected, "accepted, so that the page learns why it was closed"
+        closed = await second.receive_output()
+        assert closed == {"type": "websocket.close", "code": 1013, "reason": closed.get("reason")}
+        await first.disconnect()
+        third = communicator(cookie)
+        connected, _ = await third.connect()
+        assert connected
+        assert await third.receive_nothing(0.2), "a free place again: the page stays open"
+        await third.disconnect()
+
+    async_to_sync(run)()
