@@ -44,6 +44,10 @@ COMMANDS = [
     Deposit(ACCOUNT_ID, 1_000),
     Withdraw(ACCOUNT_ID, 250),
     CloseAccount(ACCOUNT_ID),
+    domain.TransferMoney(ACCOUNT_ID, COMMAND_ID, EVENT_ID, 300),
+    domain.CreditTransfer(ACCOUNT_ID, COMMAND_ID, EVENT_ID, 300, "EUR"),
+    domain.CompleteTransfer(ACCOUNT_ID, COMMAND_ID),
+    domain.RefundTransfer(ACCOUNT_ID, COMMAND_ID, Reason.ACCOUNT_CLOSED),
 ]
 EVENTS = [
     AccountOpened("alice", "Main", "CHF"),
@@ -52,6 +56,11 @@ EVENTS = [
     AccountClosed(),
     CommandRejected("Withdraw", Reason.INSUFFICIENT_FUNDS, 5_000),
     CommandRejected("CloseAccount", Reason.BALANCE_NOT_ZERO, None),
+    domain.TransferDebited(COMMAND_ID, EVENT_ID, 300, "EUR", 700),
+    domain.TransferCredited(COMMAND_ID, EVENT_ID, 300, "EUR", 1_300),
+    domain.TransferRefused(COMMAND_ID, EVENT_ID, 300, "EUR", Reason.CURRENCY_MISMATCH),
+    domain.TransferCompleted(COMMAND_ID, EVENT_ID, 300, "EUR"),
+    domain.TransferRefunded(COMMAND_ID, EVENT_ID, 300, "EUR", Reason.ACCOUNT_NOT_FOUND, 1_000),
 ]
 
 
