@@ -4,6 +4,11 @@ Commands for one account all land on one partition of bank.commands, and exactly
 processor of the group owns a partition at a time, so each account has a single writer.
 Its events go to the same partition number of bank.events, in a Kafka transaction that
 also commits the consumed command offsets: either both happen or neither does.
+
+A transfer's next step (`domain.next_step`) is a command for the other account: it goes to
+bank.commands, keyed by that account, in the same transaction as the event that calls for
+it, with an id derived from the transfer and the step. So a step is produced exactly when
+its cause is committed, and decided once wherever it lands (the saga needs no database).
 """
 
 from __future__ import annotations
@@ -93,6 +98,8 @@ class Processor:
                 "enable.idempotence": True,
                 "acks": "all",
                 "linger.ms": 5,
+                # Saga steps are keyed by account: the partition the command bus would choose for that account.
+                "partitioner": "murmur2_random",
             }
         )
         # Fault injection for the fencing tests: hold each transaction open this long before committing it.
@@ -221,9 +228,17 @@ class Processor:
             )
             key, value, headers = messages.encode(envelope)
             self.producer.produce(self.kafka.events_topic, key=key, value=value, headers=headers, partition=partition)
+            step = domain.next_step(command.account_id, event)
+            if step is not None:
+                self._produce_step(*step)
         record.state = state
         record.command_ids.add(command.command_id)
         return 1
+
+    def _produce_step(self, command_id: UUID, command: domain.Command) -> None:
+        envelope = messages.CommandEnvelope.new(command, domain.SAGA_ACTOR, command_id)
+        key, value, headers = messages.encode(envelope)
+        self.producer.produce(self.kafka.commands_topic, key=key, value=value, headers=headers)
 
     def _recover(self, error: KafkaError, partitions: list[int]) -> None:
         if error.fatal():
