@@ -180,6 +180,7 @@ def _plain(account: Account) -> SimpleNamespace:
         name=account.name,
         currency=account.currency,
         balance=account.balance,
+        in_flight=account.in_flight,
         status=account.status,
         last_sequence=account.last_sequence,
     )

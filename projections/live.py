@@ -38,6 +38,7 @@ def account_payload(row: AccountRow) -> dict[str, Any]:
         "name": row.name,
         "currency": row.currency,
         "balance": row.balance,
+        "in_flight": row.in_flight,
         "status": row.status,
         "last_sequence": row.last_sequence,
     }
@@ -54,6 +55,8 @@ def entry_payload(row: AuditRow) -> dict[str, Any]:
         "actor": row.actor,
         "command_id": str(row.command_id),
         "reason": row.reason,
+        "transfer_id": str(row.transfer_id) if row.transfer_id else None,
+        "counterparty": str(row.counterparty) if row.counterparty else None,
     }
 
 

@@ -21,7 +21,7 @@ from projections import store
 log = logging.getLogger("bank.replay")
 
 CHECKPOINT_TABLE = "projections_checkpoint"
-PRIMARY_KEYS = {"projections_account": "id", "projections_auditentry": "event_id"}
+PRIMARY_KEYS = {"projections_account": "id", "projections_auditentry": "event_id", "projections_transfer": "id"}
 SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -103,6 +103,8 @@ def replay(
                 bar.update(len(batch))
         if "accounts" in chosen:
             store.write_accounts(cursor, memory.accounts.values())
+        if "transfers" in chosen:
+            store.write_transfers(cursor, memory.transfers.values())
         # Offsets past the last event (transaction markers) count as read too.
         for projection in chosen:
             store.save_checkpoints(cursor, kafka.events_topic, projection, {p: o for p, o in ends.items() if o > 0})

@@ -11,20 +11,23 @@ from typing import Any
 from uuid import UUID
 
 from bank.messages import EventEnvelope
-from projections.apply import AccountRow, AuditRow, apply_account, audit_row, is_next
+from projections.apply import AccountRow, AuditRow, TransferRow, apply_account, apply_transfer, audit_row, is_next
 
 log = logging.getLogger("bank.projector")
 
 # The PostgreSQL advisory lock the live projector and replay share, so that they never write at once.
 LOCK_KEY = 7_263_544_100
-PROJECTIONS = ("accounts", "audit")
-TABLES = {"accounts": "projections_account", "audit": "projections_auditentry"}
+PROJECTIONS = ("accounts", "audit", "transfers")
+TABLES = {"accounts": "projections_account", "audit": "projections_auditentry", "transfers": "projections_transfer"}
 ACCOUNT_COLUMNS = [f.name for f in fields(AccountRow)]
 AUDIT_COLUMNS = [f.name for f in fields(AuditRow)]
-ACCOUNT_TYPES = ["uuid", "text", "text", "text", "bigint", "text", "timestamptz", "integer", "timestamptz"]
+TRANSFER_COLUMNS = [f.name for f in fields(TransferRow)]
+ACCOUNT_TYPES = ["uuid", "text", "text", "text", "bigint", "text", "timestamptz", "integer", "timestamptz", "bigint"]
+TRANSFER_TYPES = ["uuid", "uuid", "uuid", "bigint", "text", "text", "text", *["timestamptz"] * 5]
 # attrgetter, not dataclasses.astuple: astuple deep-copies every UUID and datetime (100x slower).
 account_values = attrgetter(*ACCOUNT_COLUMNS)
 audit_values = attrgetter(*AUDIT_COLUMNS)
+transfer_values = attrgetter(*TRANSFER_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class Memory:
 
     accounts: dict[UUID, AccountRow] = field(default_factory=dict)
     last_sequence: dict[UUID, int] = field(default_factory=dict)
+    transfers: dict[UUID, TransferRow] = field(default_factory=dict)
 
 
 def take_lock(cursor: Any) -> None:
@@ -101,6 +105,8 @@ def apply_batch(
         fresh = [e for e in events if e.offset >= checkpoints.get((projection, e.partition), 0)]
         if projection == "accounts":
             _apply_accounts(cursor, [e.envelope for e in fresh], outcome, memory)
+        elif projection == "transfers":
+            _apply_transfers(cursor, [e.envelope for e in fresh], memory)
         else:
             _apply_audit(cursor, [e.envelope for e in fresh], outcome, memory)
         moved = {p: end for p, end in ends.items() if end > checkpoints.get((projection, p), 0)}
@@ -150,6 +156,42 @@ def write_accounts(cursor: Any, rows: Iterable[AccountRow]) -> None:
     with raw.copy(f"COPY projections_account ({', '.join(ACCOUNT_COLUMNS)}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row(account_values(row))
+
+
+def _apply_transfers(cursor: Any, envelopes: list[EventEnvelope], memory: Memory | None) -> None:
+    """No sequence guard needed: applying a transfer event twice sets the same column to the same time."""
+    envelopes = [e for e in envelopes if hasattr(e.event, "transfer_id")]
+    if not envelopes:
+        return
+    if memory is not None:
+        rows = memory.transfers
+    else:
+        ids = list({e.event.transfer_id for e in envelopes})  # type: ignore[union-attr]
+        cursor.execute(f"SELECT {', '.join(TRANSFER_COLUMNS)} FROM projections_transfer WHERE id = ANY(%s)", [ids])
+        rows = {r[0]: TransferRow(*r) for r in cursor.fetchall()}
+    changed: dict[UUID, TransferRow] = {}
+    for envelope in envelopes:
+        transfer_id = envelope.event.transfer_id  # type: ignore[union-attr]
+        new = apply_transfer(rows.get(transfer_id), envelope)
+        if new is not None:
+            rows[transfer_id] = changed[transfer_id] = new
+    if changed and memory is None:
+        columns = ", ".join(TRANSFER_COLUMNS)
+        arrays = ", ".join(f"%s::{t}[]" for t in TRANSFER_TYPES)
+        assignments = ", ".join(f"{c} = EXCLUDED.{c}" for c in TRANSFER_COLUMNS[1:])
+        cursor.execute(
+            f"INSERT INTO projections_transfer ({columns}) SELECT * FROM unnest({arrays}) "
+            f"ON CONFLICT (id) DO UPDATE SET {assignments}",
+            [list(column) for column in zip(*map(transfer_values, changed.values()), strict=True)],
+        )
+
+
+def write_transfers(cursor: Any, rows: Iterable[TransferRow]) -> None:
+    """COPY transfer rows into an empty table (the end of a replay)."""
+    raw = getattr(cursor, "cursor", cursor)
+    with raw.copy(f"COPY projections_transfer ({', '.join(TRANSFER_COLUMNS)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(transfer_values(row))
 
 
 def _last_sequences(cursor: Any, ids: list[UUID]) -> dict[UUID, int]:

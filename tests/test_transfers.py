@@ -18,10 +18,13 @@ from uuid import UUID
 import orjson
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from django.db import connection
 
 from bank import domain
 from bank.command_bus import CommandBus
 from bank.config import KafkaSettings
+from projections import replay
+from projections.models import Account, AuditEntry, Transfer
 from tests.kafka_helpers import Worker, wait_until
 from tests.test_processor import send
 
@@ -149,10 +152,30 @@ def test_it_refuses_a_transfer_to_the_same_account_without_moving_money(
     assert last_balances(events) == {str(source): 10_00}
 
 
+def money_in_the_projections() -> tuple[int, int]:
+    """(sum of balances, money in flight) by plain SQL, in one snapshot.
+
+    In flight as DESIGN.md has it: debited, neither credited nor refunded. The debit and the
+    credit sit on different partitions, so the projector may commit a credit before the debit
+    it follows: until the debit arrives, that transfer counts as minus its amount (the
+    destination's balance has it, the source's still too). Once settled the term is zero.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT coalesce(sum(balance), 0) FROM projections_account), "
+            "(SELECT coalesce(sum(amount * ((debited_at IS NOT NULL)::int - (credited_at IS NOT NULL)::int "
+            "- (refunded_at IS NOT NULL)::int)), 0) FROM projections_transfer)"
+        )
+        balances, in_flight = cursor.fetchone()
+        return int(balances), int(in_flight)
+
+
+@pytest.mark.django_db(transaction=True)
 def test_it_ends_1000_concurrent_transfers_exactly_once_across_a_sigkill(
-    kafka: KafkaSettings, bus: CommandBus, processor: Worker, workers: Callable[..., Worker]
+    kafka: KafkaSettings, bus: CommandBus, processor: Worker, projector: Worker, workers: Callable[..., Worker]
 ) -> None:
-    """20 accounts on every partition (two in USD, one closed), two processor instances, one SIGKILLed mid-way."""
+    """20 accounts on every partition (two in USD, one closed), two processor instances, one SIGKILLed mid-way;
+    the projector runs all along, and the money it shows is conserved after every batch."""
     second = workers("processor-2", ["run_processor", "--instance", "p2"], kafka)
     second.wait_for_log("assigned partitions")
     rng = random.Random(11)
@@ -160,6 +183,8 @@ def test_it_ends_1000_concurrent_transfers_exactly_once_across_a_sigkill(
     closed = open_account(bus)
     send(bus, domain.CloseAccount(closed))
     accounts = [*deposits, closed]
+    total = sum(deposits.values())
+    wait_until(lambda: money_in_the_projections() == (total, 0), 60, 0.3, "the deposits to be projected")
     plan = [(rng.choice(accounts[:19]), rng.choice(accounts), rng.randint(1, 30_00)) for _ in range(1000)]
     sent: set[str] = set()
     lock = threading.Lock()
@@ -175,6 +200,11 @@ def test_it_ends_1000_concurrent_transfers_exactly_once_across_a_sigkill(
         t.start()
     wait_until(lambda: len(sent) > 300, 60, what="a third of the transfers to be sent")
     processor.signal(signal.SIGKILL)
+    while any(t.is_alive() for t in threads):
+        # Each projector batch is one database transaction: any moment's snapshot must add up.
+        balances, in_flight = money_in_the_projections()
+        assert balances + in_flight == total, (balances, in_flight)
+        threads[0].join(0.2)
     for t in threads:
         t.join()
     assert len(sent) == 1000
@@ -212,3 +242,28 @@ def test_it_ends_1000_concurrent_transfers_exactly_once_across_a_sigkill(
         sequences[e["account_id"]].append(e["sequence"])
     assert all(s == list(range(1, len(s) + 1)) for s in sequences.values()), "no gaps, nothing twice"
     assert "assigned partitions [0, 1, 2]" in second.log()
+
+    # The read side: every transfer row ended, balances as folded, nothing in flight, and replay agrees.
+    wait_until(
+        lambda: Transfer.objects.filter(status__in=["completed", "refunded"]).count() == len(debited),
+        90,
+        0.5,
+        "the projector to see every transfer end",
+    )
+    assert set(map(str, Transfer.objects.values_list("id", flat=True))) == debited
+    assert all(
+        (row.status == "completed") == bool(kinds[str(row.id)]["TransferCompleted"]) for row in Transfer.objects.all()
+    )
+    wait_until(
+        lambda: (
+            {str(a.id): a.balance for a in Account.objects.exclude(id=closed)}
+            == {a: v for a, v in expected.items() if a != str(closed)}
+        ),
+        60,
+        0.5,
+        "the projected balances to match the fold",
+    )
+    assert money_in_the_projections() == (total, 0)
+    assert not Account.objects.exclude(in_flight=0).exists()
+    assert AuditEntry.objects.filter(type="TransferDebited").count() == len(debited)
+    assert replay.verify(kafka, progress=False) == []
