@@ -131,10 +131,13 @@ class LiveConsumer(AsyncWebsocketConsumer):
         ]
 
     def _account_fragments(self, account: Any, entries: list[Any], with_row: bool = True) -> list[str]:
-        totals = queries.totals(list(self.accounts.values()))  # type: ignore[arg-type]
+        accounts = list(self.accounts.values())
+        totals = queries.totals(accounts)  # type: ignore[arg-type]
+        in_flight = queries.in_flight_totals(accounts)  # type: ignore[arg-type]
         plain = [
             render_to_string("bank/live.html#balance", {"account": account}),
-            render_to_string("bank/live.html#total", {"totals": totals}),
+            render_to_string("bank/live.html#in-flight", {"account": account}),
+            render_to_string("bank/live.html#total", {"totals": totals, "in_flight": in_flight}),
             *(render_to_string("bank/live.html#outcome-row", {"entry": e, "account": account}) for e in entries),
         ]
         messages = ["".join(plain)]
@@ -152,8 +155,10 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self._activate_zone()
         accounts = queries.accounts_of(self.user)
         owned = {a.id: a for a in accounts}
-        plain = [render_to_string("bank/live.html#total", {"totals": queries.totals(accounts)})]
+        totals = {"totals": queries.totals(accounts), "in_flight": queries.in_flight_totals(accounts)}
+        plain = [render_to_string("bank/live.html#total", totals)]
         plain += [render_to_string("bank/live.html#balance", {"account": a}) for a in accounts]
+        plain += [render_to_string("bank/live.html#in-flight", {"account": a}) for a in accounts]
         for entry in AuditEntry.objects.filter(command_id__in=pending, account_id__in=list(owned)):
             plain.append(
                 render_to_string("bank/live.html#outcome-row", {"entry": entry, "account": owned[entry.account_id]})

@@ -44,10 +44,26 @@ def totals(accounts: list[Account]) -> list[tuple[str, int]]:
     return sorted(sums.items())
 
 
+def in_flight_totals(accounts: list[Account]) -> list[tuple[str, int]]:
+    """Money sent by transfers from these accounts and not yet completed or refunded, per currency."""
+    sums: dict[str, int] = defaultdict(int)
+    for account in accounts:
+        if account.in_flight:
+            sums[account.currency] += account.in_flight
+    return sorted(sums.items())
+
+
 def outcome_of(user: AbstractBaseUser | AnonymousUser, command_id: UUID | str) -> tuple[AuditEntry, Account] | None:
     """The projected outcome of a command on one of the user's accounts, if it has one yet."""
     entry = AuditEntry.objects.filter(command_id=command_id).first()
     if entry is None:
         return None
     account = Account.objects.filter(id=entry.account_id, owner=owner_key(user)).first()
-    return (entry, account) if account is not None else None
+    if account is None:
+        return None
+    if entry.transfer_id is not None:
+        # A transfer's row shows where the saga stands: its latest step on this account.
+        entry = AuditEntry.objects.filter(account_id=entry.account_id, transfer_id=entry.transfer_id).order_by(
+            "-sequence"
+        )[0]
+    return entry, account
