@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
 from django.contrib.auth.models import User
+from django.core.management import call_command
 
 from bank.account_number import account_number, display
 from bank.config import KafkaSettings
+from projections.models import Transfer
 from tests.test_views import account_of, commands_sent, logged_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -127,3 +131,45 @@ def test_it_refuses_to_send_from_someone_elses_account(users: dict[str, User], k
     )
     assert response.status_code == 404
     assert commands_sent(kafka) == []
+
+
+def transfer_row(status: str, minutes_ago: float, **fields: object) -> Transfer:
+    at = datetime.now(UTC) - timedelta(minutes=minutes_ago)
+    return Transfer.objects.create(
+        id=uuid.uuid4(),
+        from_account=uuid.uuid4(),
+        to_account=uuid.uuid4(),
+        amount=5_00,
+        currency="EUR",
+        status=status,
+        debited_at=at,
+        completed_at=at if status == "completed" else None,
+        **fields,
+    )
+
+
+def test_it_lists_transfers_in_the_admin_and_flags_the_slow_ones(users: dict[str, User]) -> None:
+    stuck = transfer_row("sent", minutes_ago=10)
+    fresh = transfer_row("sent", minutes_ago=0)
+    done = transfer_row("completed", minutes_ago=20)
+    staff = logged_in(users["carol"])
+    flagged = staff.get("/admin/projections/transfer/?in_flight=flagged").content.decode()
+    assert str(stuck.id) in flagged and str(fresh.id) not in flagged and str(done.id) not in flagged
+    assert "in flight over 60s" in flagged
+    assert display(account_number(stuck.from_account)) in flagged
+    everything = staff.get("/admin/projections/transfer/").content.decode()
+    assert all(str(t.id) in everything for t in (stuck, fresh, done))
+    assert staff.get("/admin/projections/transfer/add/").status_code == 403
+    assert staff.post(f"/admin/projections/transfer/{stuck.id}/delete/", {"post": "yes"}).status_code == 403
+    assert logged_in(users["alice"]).get("/admin/projections/transfer/").status_code == 302
+
+
+def test_it_reports_transfers_in_flight_in_bank_status(users: dict[str, User], kafka: KafkaSettings) -> None:
+    transfer_row("sent", minutes_ago=10)
+    transfer_row("refused", minutes_ago=0, reason="account_closed")
+    transfer_row("completed", minutes_ago=20)
+    out = io.StringIO()
+    call_command("bank_status", stdout=out)
+    line = next(x for x in out.getvalue().splitlines() if x.startswith("transfers in flight"))
+    assert line.startswith("transfers in flight: 2 (1 sent, 0 credited, 1 refused); oldest debited 60")
+    assert line.endswith("; 1 flagged (in flight over 60s)")

@@ -6,6 +6,7 @@ values, never the project's decoder, so a bug shared by the writer and the reade
 
 from __future__ import annotations
 
+import io
 import random
 import signal
 import threading
@@ -18,9 +19,11 @@ from uuid import UUID
 import orjson
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from django.core.management import call_command
 from django.db import connection
 
 from bank import domain
+from bank.account_number import account_number
 from bank.command_bus import CommandBus
 from bank.config import KafkaSettings
 from projections import replay
@@ -115,6 +118,16 @@ def test_it_moves_money_between_accounts_in_three_steps(
     credit = next(e for e in events if e["type"] == "TransferCredited")
     assert credit["actor"] == domain.SAGA_ACTOR, "the payee's history must not name the payer"
     assert credit["command_id"] == str(domain.step_id(transfer_id, "credit"))
+
+    out = io.StringIO()
+    call_command("inspect_topic", "events", "--transfer", str(transfer_id), stdout=out)
+    shown = out.getvalue()
+    assert "3 message(s)" in shown
+    assert f"= TransferCredited #2: account_id={account_number(destination)}" in shown
+    assert f"from_account={account_number(source)}, amount=4000, currency=EUR" in shown
+    out = io.StringIO()
+    call_command("inspect_topic", "commands", "--transfer", str(transfer_id), stdout=out)
+    assert "= CompleteTransfer:" in out.getvalue() and "= CreditTransfer:" in out.getvalue()
 
 
 @pytest.mark.parametrize("case", ["closed", "unknown", "other currency"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from confluent_kafka import TopicPartition
@@ -10,7 +11,9 @@ from django.core.management.base import BaseCommand
 
 from bank.kafka import end_offsets, reader
 from projections import store
-from projections.models import DeadLetter
+from projections.models import DeadLetter, Transfer
+
+IN_FLIGHT = ("sent", "credited", "refused")
 
 
 def group_positions(group: str, topic: str, partitions: list[int]) -> dict[int, int]:
@@ -44,10 +47,29 @@ class Command(BaseCommand):
             )
             line += "".join(f" {_show(checkpoints.get((name, p))):>14}" for name in store.PROJECTIONS)
             self.stdout.write(line)
+        self.stdout.write(transfers_in_flight())
         dead_topic = sum(end_offsets(kafka, kafka.deadletters_topic).values())
         self.stdout.write(
             f"dead letters: {dead_topic} on {kafka.deadletters_topic}, {DeadLetter.objects.count()} recorded by the projector"
         )
+
+
+def transfers_in_flight() -> str:
+    """One line: transfers debited and not yet completed or refunded, by step, the oldest, and how many are flagged."""
+    from django.db.models import Count, Min
+    from django.utils import timezone
+
+    pending = Transfer.objects.filter(status__in=IN_FLIGHT)
+    by_status = dict(pending.order_by().values("status").annotate(n=Count("id")).values_list("status", "n"))
+    total = sum(by_status.values())
+    if not total:
+        return "transfers in flight: 0"
+    oldest = pending.aggregate(oldest=Min("debited_at"))["oldest"]
+    flag_after = settings.BANK_TRANSFER_FLAG_AFTER
+    flagged = pending.filter(debited_at__lt=timezone.now() - timedelta(seconds=flag_after)).count()
+    steps = ", ".join(f"{by_status.get(s, 0)} {s}" for s in IN_FLIGHT)
+    age = f"; oldest debited {(timezone.now() - oldest).total_seconds():.0f}s ago" if oldest else ""
+    return f"transfers in flight: {total} ({steps}){age}; {flagged} flagged (in flight over {flag_after}s)"
 
 
 def _cursor() -> Any:
