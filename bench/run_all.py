@@ -29,6 +29,7 @@ FULL = {
     "projection": ["--events", "1000000", "--accounts", "10000"],
     "eventsourcing_baseline": ["--events", "1000000", "--accounts", "10000", "--reuse", "--runner-budget", "60"],
     "latency": ["--rates", "50,200,500", "--seconds", "10"],
+    "transfers": ["--transfers", "5000", "--rate", "50", "--seconds", "10"],
 }
 TINY = {
     "web": ["--duration", "2"],
@@ -36,6 +37,7 @@ TINY = {
     "projection": ["--events", "2000", "--accounts", "20"],
     "eventsourcing_baseline": ["--events", "2000", "--accounts", "20"],
     "latency": ["--rates", "20", "--seconds", "2", "--no-find-max"],
+    "transfers": ["--accounts", "20", "--deposits", "200", "--transfers", "100", "--rate", "20", "--seconds", "2"],
 }
 RESULT_FILES = {
     "web": "http",
@@ -43,6 +45,7 @@ RESULT_FILES = {
     "projection": "projection",
     "eventsourcing_baseline": "eventsourcing",
     "latency": "latency",
+    "transfers": "transfers",
 }
 
 
