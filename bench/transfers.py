@@ -41,6 +41,7 @@ import uuid
 from typing import Any
 
 from common import ROOT, fresh_kafka, table, use_bench_database, write_results
+from django.conf import settings
 from latency import (
     LOGS,
     PASSWORD,
@@ -61,6 +62,7 @@ from bank.config import KafkaSettings
 from bank.kafka import read_to_end
 from consumers.processor import Processor
 from devservices.process import free_port
+from projections.live import account_group
 
 TARGET_RATIO, TARGET_P99_MS = 0.4, 150.0
 
@@ -143,13 +145,20 @@ def stages(kafka: KafkaSettings, by_transfer: dict[str, Record]) -> dict[str, di
                 debited[str(event.event.transfer_id)] = event.occurred_at.timestamp()
             elif isinstance(event.event, domain.TransferCredited):
                 credited[str(event.event.transfer_id)] = event.occurred_at.timestamp()
-    legs: dict[str, list[float]] = {"202 → debit decided": [], "debit → credit decided": [], "credit → payee ws": []}
+    legs: dict[str, list[float]] = {
+        "202 → debit decided": [],
+        "debit → credit decided": [],
+        "credit → projector's push": [],
+        "push → payee ws": [],
+    }
     for transfer_id, r in by_transfer.items():
         if r.accepted is None or r.update is None or transfer_id not in debited or transfer_id not in credited:
             continue
         legs["202 → debit decided"].append((debited[transfer_id] - (r.accepted + WALL)) * 1000)
         legs["debit → credit decided"].append((credited[transfer_id] - debited[transfer_id]) * 1000)
-        legs["credit → payee ws"].append((r.update + WALL - credited[transfer_id]) * 1000)
+        if r.push is not None:
+            legs["credit → projector's push"].append((r.push + WALL - credited[transfer_id]) * 1000)
+            legs["push → payee ws"].append((r.update - r.push) * 1000)
     return {name: {"p50": _r(pct(v, 50)), "p99": _r(pct(v, 99))} for name, v in legs.items()}
 
 
@@ -178,7 +187,16 @@ async def latency(args: argparse.Namespace, kafka: KafkaSettings, port: int, wor
         if status != 202:
             raise SystemExit(f"deposit answered {status}: {body[:300]}")
         number = account_number(uuid.UUID(destination))
+        from channels_redis.core import RedisChannelLayer
+
+        # A listener of its own on the payee's account group: when the projector's push reached the layer.
+        layer = RedisChannelLayer(
+            hosts=[{"address": settings.REDIS_URL, "socket_timeout": None}], prefix=os.environ["BENCH_CHANNELS_PREFIX"]
+        )
+        channel = await layer.new_channel()
+        await layer.group_add(account_group(destination), channel)
         listeners = [asyncio.create_task(b.listen(f"ws://127.0.0.1:{port}/ws/live/")) for b in (payer, payee)]
+        listeners.append(asyncio.create_task(payee.listen_layer(layer, channel)))
         await asyncio.wait_for(payee.ws_ready.wait(), 30)
         await asyncio.wait_for(payer.ws_ready.wait(), 30)
         by_transfer: dict[str, Record] = {}
@@ -310,7 +328,8 @@ def main() -> None:
 
     live_kafka = fresh_kafka("transfers-live")
     database_url = use_bench_database(args.database)
-    env = worker_env(live_kafka, database_url, f"bench-transfers-{uuid.uuid4().hex[:8]}", None)
+    os.environ["BENCH_CHANNELS_PREFIX"] = f"bench-transfers-{uuid.uuid4().hex[:8]}"
+    env = worker_env(live_kafka, database_url, os.environ["BENCH_CHANNELS_PREFIX"], None)
     subprocess.run([sys.executable, "manage.py", "migrate", "--verbosity", "0"], env=env, cwd=ROOT, check=True)
     port = free_port()
     manage = [sys.executable, str(ROOT / "manage.py")]
