@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from django.contrib.auth.models import User
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
+from bank.account_number import account_number, display
 from tests.e2e.conftest import log_in
 from tests.e2e.test_dashboard import move, open_account
 
@@ -72,6 +75,17 @@ def test_it_sends_money_to_another_users_account_number_live_on_both_sides(
     seen_by_bob = bob.content() + "".join(bob_frames)
     for secret in ("alice", "Alice Household", alice_id):
         assert secret not in seen_by_bob, f"bob saw {secret!r}"
+
+    # A well-formed number of an account that does not exist: sent, then refunded with the reason.
+    nobody = display(account_number(uuid.uuid4()))
+    alice.fill("#id_transfer-to_number", nobody)
+    alice.fill("#id_transfer-amount", "20")
+    alice.click("#transfer-form button")
+    refunded = alice.locator("#pending-list li").first
+    expect(refunded).to_contain_text(nobody)
+    expect(refunded).to_contain_text("refunded: no such account")
+    expect(alice.locator(f"#balance-{alice_id}")).to_have_text("€70.00")
+    expect(alice.locator("table.history tbody tr").first).to_contain_text("Transfer refunded to")
 
     # A typo in the number is answered in the form, and nothing is sent.
     alice.fill("#id_transfer-to_number", bob_number[:-1] + ("0" if bob_number[-1] != "0" else "1"))
