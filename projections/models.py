@@ -13,7 +13,8 @@ class Account(models.Model):
     name = models.CharField(max_length=80)
     currency = models.CharField(max_length=3)
     balance = models.BigIntegerField()  # minor units
-    in_flight = models.BigIntegerField(default=0)  # sent by transfers not yet completed or refunded
+    # A database default too: a writer that does not know the column yet (an older version mid-deploy) still inserts.
+    in_flight = models.BigIntegerField(default=0, db_default=0)  # sent by transfers not yet completed or refunded
     status = models.CharField(max_length=10)
     opened_at = models.DateTimeField()
     last_sequence = models.PositiveIntegerField()
