@@ -16,7 +16,7 @@ from django.db import connection, transaction
 from bank import messages
 from bank.config import KafkaSettings
 from bank.kafka import consume_batch, consumer, dead_letter, next_offsets, producer
-from projections import live, store
+from projections import live, registry, store
 from projections.apply import SequenceGap
 
 log = logging.getLogger("bank.projector")
@@ -58,10 +58,10 @@ class Projector:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         with connection.cursor() as cursor:
-            checkpoints = store.load_checkpoints(cursor, self.topic, store.PROJECTIONS)
+            checkpoints = store.load_checkpoints(cursor, self.topic, registry.PROJECTIONS)
         for tp in partitions:
             # Start at the projection that is furthest behind; apply_batch skips what the others already have.
-            positions = [checkpoints.get((p, tp.partition), 0) for p in store.PROJECTIONS]
+            positions = [checkpoints.get((p, tp.partition), 0) for p in registry.PROJECTIONS]
             tp.offset = min(positions) if any(positions) else OFFSET_BEGINNING
         log.info("projector assigned %s", ", ".join(f"{tp.partition}@{max(tp.offset, 0)}" for tp in partitions))
         consumer.assign(partitions)
@@ -96,7 +96,7 @@ class Projector:
         ends = {tp.partition: tp.offset for tp in next_offsets(batch)}
         try:
             with transaction.atomic(), connection.cursor() as cursor:
-                outcome = store.apply_batch(cursor, self.topic, events, ends)
+                outcome = store.apply_batch(cursor, self.topic, events, ends, registry.chosen())
                 for message, error in poison:
                     store.record_dead_letter(
                         cursor,

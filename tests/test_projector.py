@@ -23,7 +23,7 @@ from bank import domain, messages
 from bank.command_bus import CommandBus
 from bank.config import KafkaSettings
 from bank.kafka import end_offsets
-from projections import replay, store
+from projections import registry, replay
 from projections.apply import AccountRow, AuditRow, apply_account, audit_row
 from projections.models import Account, AuditEntry, Checkpoint, DeadLetter
 from tests.kafka_helpers import ROOT, Worker, read_events, read_raw, wait_until, worker_env
@@ -107,7 +107,7 @@ def test_it_survives_a_sigkill_mid_batch(
 
 def dumps() -> dict[str, bytes]:
     with connection.cursor() as cursor:
-        return {table: replay.dump(cursor, table) for table in store.TABLES.values()}
+        return {p.table: replay.dump(cursor, p) for p in registry.PROJECTIONS.values()}
 
 
 def test_it_replays_to_byte_identical_tables(

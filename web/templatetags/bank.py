@@ -8,6 +8,7 @@ from uuid import UUID
 from django import template
 
 from bank import account_number as numbers
+from bank.messages import EVENTS
 from bank.money import format_money
 
 register = template.Library()
@@ -29,18 +30,6 @@ REASONS = {
     "transfers_in_flight": "transfers still in flight",
 }
 
-EVENT_LABELS = {
-    "AccountOpened": "Opened",
-    "MoneyDeposited": "Deposit",
-    "MoneyWithdrawn": "Withdrawal",
-    "AccountClosed": "Closed",
-    "CommandRejected": "Rejected",
-    "TransferDebited": "Transfer sent",
-    "TransferCredited": "Transfer received",
-    "TransferRefused": "Transfer refused",
-    "TransferCompleted": "Transfer completed",
-    "TransferRefunded": "Transfer refunded",
-}
 # The source's side of a transfer: its pending row on the page is named by the transfer id.
 SOURCE_SIDE = {"TransferDebited", "TransferCompleted", "TransferRefunded"}
 
@@ -57,7 +46,8 @@ def reason_text(reason: str) -> str:
 
 @register.filter
 def event_label(event_type: str) -> str:
-    return EVENT_LABELS.get(event_type, event_type)
+    spec = EVENTS.get(event_type)  # the label is part of the event's spec
+    return spec.label if spec else event_type
 
 
 @register.filter
