@@ -60,6 +60,14 @@ class CloseAccount:
 
 
 @dataclass(frozen=True)
+class ReleaseAccount:
+    """An operator's word that the foreign records seen so far on the account's partition are not
+    part of its history: the processor lifts the account's quarantine (see consumers/processor.py)."""
+
+    account_id: UUID
+
+
+@dataclass(frozen=True)
 class TransferMoney:
     """Move `amount` from this account to `to_account`; `transfer_id` names the saga (the form's command id)."""
 
@@ -98,7 +106,15 @@ class RefundTransfer:
 
 
 Command = (
-    OpenAccount | Deposit | Withdraw | CloseAccount | TransferMoney | CreditTransfer | CompleteTransfer | RefundTransfer
+    OpenAccount
+    | Deposit
+    | Withdraw
+    | CloseAccount
+    | ReleaseAccount
+    | TransferMoney
+    | CreditTransfer
+    | CompleteTransfer
+    | RefundTransfer
 )
 
 
@@ -127,6 +143,11 @@ class MoneyWithdrawn:
 @dataclass(frozen=True)
 class AccountClosed:
     pass
+
+
+@dataclass(frozen=True)
+class AccountReleased:
+    """The account's quarantine was lifted by an operator; its commands are decided again."""
 
 
 @dataclass(frozen=True)
@@ -197,6 +218,9 @@ class Reason(enum.StrEnum):
     BALANCE_NOT_ZERO = "balance_not_zero"
     INVALID_NAME = "invalid_name"
     UNSUPPORTED_CURRENCY = "unsupported_currency"
+    # Not decided by `decide`: the processor rejects every command of an account that a foreign
+    # or undecodable record on bank.events names, until an operator sends ReleaseAccount.
+    ACCOUNT_QUARANTINED = "account_quarantined"
     SAME_ACCOUNT = "same_account"
     CURRENCY_MISMATCH = "currency_mismatch"
     UNKNOWN_TRANSFER = "unknown_transfer"
@@ -213,7 +237,9 @@ class CommandRejected:
     amount: int | None = None
 
 
-Event = AccountOpened | MoneyDeposited | MoneyWithdrawn | AccountClosed | CommandRejected | TransferEvent
+Event = (
+    AccountOpened | MoneyDeposited | MoneyWithdrawn | AccountClosed | AccountReleased | CommandRejected | TransferEvent
+)
 
 
 # --- state ---
@@ -265,8 +291,27 @@ def decide(state: Account, command: Command, max_amount: int = DEFAULT_MAX_AMOUN
     try:
         return _decide(state, command, max_amount)
     except Rejection as rejection:
-        amount = getattr(command, "amount", None)
-        return [CommandRejected(type(command).__name__, rejection.reason, amount)]
+        return reject(command, rejection.reason)
+
+
+def reject(command: Command, reason: Reason) -> list[Event]:
+    """The one event that records `command` as rejected for `reason`."""
+    return [CommandRejected(type(command).__name__, reason, getattr(command, "amount", None))]
+
+
+def quarantined(state: Account, command: Command, max_amount: int = DEFAULT_MAX_AMOUNT) -> list[Event]:
+    """What a command gets on a quarantined account: a rejection, except for the saga's steps.
+
+    A transfer that has left its source must end: a credit is refused (so the source refunds),
+    and the completion or refund of a transfer this account sent is decided as usual (rejecting
+    it would leave the money in flight for good).
+    """
+    match command:
+        case CreditTransfer(transfer_id=t, from_account=source, amount=amount, currency=currency):
+            return [TransferRefused(t, source, amount, currency, Reason.ACCOUNT_QUARANTINED)]
+        case CompleteTransfer() | RefundTransfer():
+            return decide(state, command, max_amount)
+    return reject(command, Reason.ACCOUNT_QUARANTINED)
 
 
 def _decide(state: Account, command: Command, max_amount: int) -> list[Event]:
@@ -296,6 +341,11 @@ def _decide(state: Account, command: Command, max_amount: int) -> list[Event]:
             if state.transfers:  # a refund may still come back to it
                 raise Rejection(Reason.TRANSFERS_IN_FLIGHT)
             return [AccountClosed()]
+        case ReleaseAccount():
+            # Any account that exists, open or closed: releasing is about the log, not the balance.
+            if state.status is Status.NONE:
+                raise Rejection(Reason.ACCOUNT_NOT_FOUND)
+            return [AccountReleased()]
         case TransferMoney(transfer_id=transfer_id, to_account=to_account, amount=amount):
             _require_open(state)
             _check_amount(amount, max_amount)
@@ -367,7 +417,7 @@ def evolve(state: Account, event: Event) -> Account:
             return replace(state, version=version, balance=balance)
         case AccountClosed():
             return replace(state, version=version, status=Status.CLOSED)
-        case CommandRejected() | TransferRefused():
+        case AccountReleased() | CommandRejected() | TransferRefused():
             return replace(state, version=version)
         case TransferDebited(transfer_id=transfer_id, to_account=to_account, amount=amount, balance=balance):
             transfers = {**state.transfers, transfer_id: InFlight(to_account, amount)}

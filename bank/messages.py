@@ -103,6 +103,7 @@ COMMANDS = _registry(
     Spec(domain.Deposit, "Deposit", fields={"amount": CommandAmount}),
     Spec(domain.Withdraw, "Withdraw", fields={"amount": CommandAmount}),
     Spec(domain.CloseAccount, "Close account"),
+    Spec(domain.ReleaseAccount, "Release account"),
     Spec(domain.TransferMoney, "Transfer", fields={"amount": CommandAmount}),
     # The saga's steps, produced by the processor: the destination checks the currency (a refusal, not poison).
     Spec(domain.CreditTransfer, "Credit transfer", fields={"amount": CommandAmount}),
@@ -122,6 +123,7 @@ EVENTS = _registry(
     Spec(domain.MoneyDeposited, "Deposit", fields={"amount": Amount, "balance": Balance}),
     Spec(domain.MoneyWithdrawn, "Withdrawal", fields={"amount": Amount, "balance": Balance}),
     Spec(domain.AccountClosed, "Closed"),
+    Spec(domain.AccountReleased, "Released"),
     Spec(
         domain.CommandRejected,
         "Rejected",

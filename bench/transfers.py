@@ -16,7 +16,8 @@ Two measurements in one run, on fresh topics:
 
        latency = t_update - t_accepted
        t_accepted  when the 202 answer of POST /accounts/<id>/transfer arrived
-       t_update    when the payee's websocket brought the credit's row (<li id="cmd-<credit step id>">)
+       t_update    when the payee's websocket brought the credit's row (<li id="cmd-<account>-<credit step id>">;
+                   the payee's socket watches that step id, as a page watches its pending rows)
 
    Goal: p99 < 150 ms at 50 transfers/s. The baseline, in the same run at the same rate: the
    payer's deposits, 202 → the outcome row on the payer's own websocket (one decision instead of
@@ -24,54 +25,44 @@ Two measurements in one run, on fresh topics:
    time goes comes from the events' times read back from Kafka: view → debit decided → credit
    decided → payee's websocket.
 
-    .venv/bin/python bench/transfers.py [--transfers 5000] [--rate 50 --seconds 10]
-    .venv/bin/python bench/transfers.py --accounts 20 --deposits 200 --transfers 100 --seconds 2   # smoke
+    .venv/bin/python -m bench.transfers [--transfers 4000] [--rate 50 --seconds 10]
+    .venv/bin/python -m bench.transfers --accounts 20 --deposits 200 --transfers 100 --seconds 2   # smoke
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import logging
 import os
 import random
-import subprocess
-import sys
+import secrets
 import time
 import uuid
 from typing import Any
 
-from common import ROOT, fresh_kafka, table, use_bench_database, write_results
-from django.conf import settings
-from latency import (
-    LOGS,
-    PASSWORD,
-    WALL,
-    Browser,
-    Process,
-    Record,
-    pct,
-    wait_for_accounts,
-    wait_for_http,
-    worker_env,
-)
-from processor import produce_all
+import aiohttp
 
 from bank import domain, messages
 from bank.account_number import account_number
 from bank.config import KafkaSettings
 from bank.kafka import read_to_end
-from consumers.processor import Processor
+from bench import harness
+from bench.harness import table, write_results
+from bench.latency import PASSWORD, WALL, Browser, Record, pct, wait_for_accounts
+from bench.processor import produce_all
 from devservices.process import free_port
-from projections.live import account_group
 
+LOGS = harness.ROOT / "var" / "bench" / "transfers"
 TARGET_RATIO, TARGET_P99_MS = 0.4, 150.0
 
 
 # --- 1. throughput ---
 
 
-def decide_until(processor: Processor, total: int, timeout: float = 600.0) -> float:
+def decide_until(processor: Any, total: int, timeout: float = 600.0) -> float:
     """Seconds until the processor has decided `total` commands in all (saga steps included)."""
     started = time.perf_counter()
     while processor.decided < total:
@@ -95,6 +86,8 @@ def throughput(kafka: KafkaSettings, accounts: int, deposits: int, transfers: in
     setup = [domain.OpenAccount(a, "bench", "Bench", "EUR") for a in ids] + [
         domain.Deposit(a, 1_000_000_00) for a in ids
     ]
+    from consumers.processor import Processor
+
     processor = Processor(kafka, instance=f"bench-{uuid.uuid4().hex[:6]}", group=f"tx-{uuid.uuid4().hex[:6]}")
     processor.start()
     while not processor.consumer.assignment():
@@ -142,7 +135,7 @@ def throughput(kafka: KafkaSettings, accounts: int, deposits: int, transfers: in
 
 
 async def post(browser: Browser, url: str, data: dict[str, str]) -> tuple[int, str]:
-    headers = {"X-CSRFToken": browser.csrf(), "HX-Request": "true"}
+    headers = {"X-CSRFToken": browser.csrf, "HX-Request": "true"}
     async with browser.session.post(f"{browser.base}{url}", data=data, headers=headers) as response:
         return response.status, await response.text()
 
@@ -158,25 +151,19 @@ def stages(kafka: KafkaSettings, by_transfer: dict[str, Record]) -> dict[str, di
                 debited[str(event.event.transfer_id)] = event.occurred_at.timestamp()
             elif isinstance(event.event, domain.TransferCredited):
                 credited[str(event.event.transfer_id)] = event.occurred_at.timestamp()
-    legs: dict[str, list[float]] = {
-        "202 → debit decided": [],
-        "debit → credit decided": [],
-        "credit → projector's push": [],
-        "push → payee ws": [],
-    }
+    legs: dict[str, list[float]] = {"202 → debit decided": [], "debit → credit decided": [], "credit → payee ws": []}
     for transfer_id, r in by_transfer.items():
         if r.accepted is None or r.update is None or transfer_id not in debited or transfer_id not in credited:
             continue
         legs["202 → debit decided"].append((debited[transfer_id] - (r.accepted + WALL)) * 1000)
         legs["debit → credit decided"].append((credited[transfer_id] - debited[transfer_id]) * 1000)
-        if r.push is not None:
-            legs["credit → projector's push"].append((r.push + WALL - credited[transfer_id]) * 1000)
-            legs["push → payee ws"].append((r.update - r.push) * 1000)
+        legs["credit → payee ws"].append((r.update + WALL - credited[transfer_id]) * 1000)
     return {name: {"p50": _r(pct(v, 50)), "p99": _r(pct(v, 99))} for name, v in legs.items()}
 
 
-async def latency(args: argparse.Namespace, kafka: KafkaSettings, port: int, workers: list[Process]) -> dict[str, Any]:
-    import aiohttp
+async def latency(
+    args: argparse.Namespace, kafka: KafkaSettings, port: int, workers: list[harness.Process]
+) -> dict[str, Any]:
     from django.contrib.auth.models import User
 
     base = f"http://127.0.0.1:{port}"
@@ -200,29 +187,10 @@ async def latency(args: argparse.Namespace, kafka: KafkaSettings, port: int, wor
         if status != 202:
             raise SystemExit(f"deposit answered {status}: {body[:300]}")
         number = account_number(uuid.UUID(destination))
-        from channels_redis.core import RedisChannelLayer
-
-        # A listener of its own on the payee's account group: when the projector's push reached the layer.
-        layer = RedisChannelLayer(
-            hosts=[{"address": settings.REDIS_URL, "socket_timeout": None}], prefix=os.environ["BENCH_CHANNELS_PREFIX"]
-        )
-        channel = await layer.new_channel()
-        await layer.group_add(account_group(destination), channel)
         listeners = [asyncio.create_task(b.listen(f"ws://127.0.0.1:{port}/ws/live/")) for b in (payer, payee)]
-        listeners.append(asyncio.create_task(payee.listen_layer(layer, channel)))
         await asyncio.wait_for(payee.ws_ready.wait(), 30)
         await asyncio.wait_for(payer.ws_ready.wait(), 30)
         by_transfer: dict[str, Record] = {}
-
-        async def deposit(record: Record) -> None:
-            data = {"deposit-amount": "0.01", "deposit-command_id": record.command_id}
-            record.sent = time.perf_counter()
-            try:
-                status, _ = await post(payer, f"/accounts/{source}/deposit", data)
-                record.status = str(status)
-            except (aiohttp.ClientError, TimeoutError) as error:
-                record.status = type(error).__name__
-            record.accepted = time.perf_counter()
 
         async def deposits(rate: int, seconds: float) -> list[Record]:
             count, tasks, records = max(1, round(rate * seconds)), [], []
@@ -234,7 +202,7 @@ async def latency(args: argparse.Namespace, kafka: KafkaSettings, port: int, wor
                 record = Record(rate, i, source, str(uuid.uuid4()), start + i / rate)
                 payer.records[record.command_id] = record
                 records.append(record)
-                tasks.append(asyncio.create_task(deposit(record)))
+                tasks.append(asyncio.create_task(payer.deposit(record)))
             await asyncio.gather(*tasks)
             deadline = time.monotonic() + args.drain
             while any(r.status == "202" and r.update is None for r in records) and time.monotonic() < deadline:
@@ -250,6 +218,10 @@ async def latency(args: argparse.Namespace, kafka: KafkaSettings, port: int, wor
             except (aiohttp.ClientError, TimeoutError) as error:
                 record.status = type(error).__name__
             record.accepted = time.perf_counter()
+            if record.status == "202" and payee.ws is not None and not payee.ws.closed:
+                watch = {"type": "watch", "account": destination, "command": record.command_id}
+                with contextlib.suppress(aiohttp.ClientError, ConnectionError):
+                    await payee.ws.send_str(json.dumps(watch))
 
         async def run(rate: int, seconds: float) -> list[Record]:
             count, tasks, records = max(1, round(rate * seconds)), [], []
@@ -321,11 +293,14 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=50, help="transfers/s for the latency run")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--drain", type=float, default=5.0, help="seconds after the last send an update may take")
-    parser.add_argument("--database", default="bank_bench_transfers", help="scratch database (created and migrated)")
+    parser.add_argument("--database", help="scratch database, made and migrated (default: DATABASE_URL's + _bench)")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    harness.setup_django()
+    logging.getLogger().setLevel(logging.WARNING)
+    args.database = args.database or harness.scratch_name("bench")
+    from django.conf import settings
 
-    kafka = fresh_kafka("transfers")
+    kafka = harness.fresh_kafka("transfers")
     flow = throughput(kafka, args.accounts, args.deposits, args.transfers)
     print(f"saga throughput, {args.transfers} transfers vs {args.deposits} deposits, {kafka.partitions} partitions")
     print(
@@ -340,30 +315,29 @@ def main() -> None:
         flush=True,
     )
 
-    live_kafka = fresh_kafka("transfers-live")
-    database_url = use_bench_database(args.database)
-    os.environ["BENCH_CHANNELS_PREFIX"] = f"bench-transfers-{uuid.uuid4().hex[:8]}"
-    env = worker_env(live_kafka, database_url, os.environ["BENCH_CHANNELS_PREFIX"], None)
-    subprocess.run([sys.executable, "manage.py", "migrate", "--verbosity", "0"], env=env, cwd=ROOT, check=True)
+    live_kafka = harness.fresh_kafka("transfers-live")
+    database_url = harness.use_bench_database(args.database)
+    env = harness.worker_env(
+        live_kafka, database_url, settings.REDIS_URL, CHANNELS_PREFIX=f"bench-transfers-{uuid.uuid4().hex[:8]}"
+    )
+    env |= {"DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": secrets.token_hex(32), "LOG_LEVEL": "WARNING"}
     port = free_port()
-    manage = [sys.executable, str(ROOT / "manage.py")]
-    workers = [
-        Process("transfers-processor", [*manage, "run_processor", "--instance", f"transfers-{port}"], env),
-        Process("transfers-projector", [*manage, "run_projector"], env),
-        Process(
-            "transfers-daphne",
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "server.asgi:application"],
-            env,
-        ),
-    ]
+    workers: list[harness.Process] = []
     try:
-        asyncio.run(wait_for_http(f"http://127.0.0.1:{port}", workers[2]))
+        for name, argv in (
+            ("processor", harness.manage("run_processor", "--instance", f"transfers-{port}")),
+            ("projector", harness.manage("run_projector")),
+            ("daphne", harness.daphne(port)),
+        ):
+            workers.append(harness.Process(name, argv, env, LOGS))
+        harness.serving(f"http://127.0.0.1:{port}", workers[-1])
         live = asyncio.run(latency(args, live_kafka, port, workers))
     finally:
         for worker in workers:
             worker.stop()
-    crashed = {w.name: w.tracebacks() for w in workers if w.tracebacks()}
+    crashed = {w.name: n for w in workers if (n := w.log().count("Traceback"))}
     print(f"payee's live update, 202 from the transfer view → credit row on the payee's websocket, at {args.rate}/s")
+    baseline = live["baseline_deposits"]
     print(
         table(
             [
@@ -374,8 +348,7 @@ def main() -> None:
                 *((f"  {name}", f"{v['p50']} / {v['p99']} ms") for name, v in live["stages_ms"].items()),
                 (
                     "baseline: deposit → own ws p50 / p99",
-                    f"{live['baseline_deposits']['latency_ms']['p50']} / {live['baseline_deposits']['latency_ms']['p99']} ms"
-                    f" ({live['baseline_deposits']['updates_seen']} seen)",
+                    f"{baseline['latency_ms']['p50']} / {baseline['latency_ms']['p99']} ms ({baseline['updates_seen']} seen)",
                 ),
             ]
         )

@@ -13,6 +13,11 @@ from bank.messages import EventEnvelope
 class SequenceGap(RuntimeError):
     """An event arrived whose sequence skips one: an event is missing, and applying on would corrupt the projection."""
 
+    def __init__(self, message: str, account_id: UUID, event_id: UUID) -> None:
+        super().__init__(message)
+        self.account_id = account_id
+        self.event_id = event_id
+
 
 @dataclass(frozen=True)
 class AccountRow:
@@ -40,6 +45,7 @@ class AuditRow:
     actor: str
     command_id: UUID
     reason: str
+    command: str = ""  # for a rejection: the type of the command it refused
     transfer_id: UUID | None = None
     counterparty: UUID | None = None
 
@@ -98,6 +104,7 @@ def audit_row(envelope: EventEnvelope) -> AuditRow:
     event = envelope.event
     amount = getattr(event, "amount", None)
     balance = getattr(event, "balance", None)
+    rejected = event if isinstance(event, domain.CommandRejected) else None
     reason = getattr(event, "reason", None)
     counterparty = getattr(event, "to_account", None) or getattr(event, "from_account", None)
     return AuditRow(
@@ -111,6 +118,7 @@ def audit_row(envelope: EventEnvelope) -> AuditRow:
         actor=envelope.actor,
         command_id=envelope.command_id,
         reason=reason.value if reason is not None else "",
+        command=rejected.command if rejected else "",
         transfer_id=getattr(event, "transfer_id", None),
         counterparty=counterparty,
     )
@@ -156,13 +164,18 @@ def transfer_status(row: TransferRow) -> str:
     return "sent"
 
 
-def is_next(last_sequence: int, envelope: EventEnvelope) -> bool:
-    """True if the event follows `last_sequence`; False for a duplicate; SequenceGap for a gap."""
+def is_next(last_sequence: int, envelope: EventEnvelope, lenient: bool = False) -> bool:
+    """True if the event follows `last_sequence`; False for a duplicate; SequenceGap for a gap.
+
+    `lenient` accepts a gap: an operator released the account, accepting that events are missing.
+    """
     if envelope.sequence <= last_sequence:
         return False
-    if envelope.sequence != last_sequence + 1:
+    if envelope.sequence != last_sequence + 1 and not lenient:
         raise SequenceGap(
             f"account {envelope.account_id}: event {envelope.event_id} has sequence {envelope.sequence}, "
-            f"expected {last_sequence + 1}"
+            f"expected {last_sequence + 1}",
+            envelope.account_id,
+            envelope.event_id,
         )
     return True

@@ -20,15 +20,16 @@ from projections.models import Account, AuditEntry, Transfer
 class Projection:
     """One read model: its name (checkpoints, `--projection`), table, primary key column, and writer.
 
-    `apply(cursor, envelopes, outcome, memory)` writes a batch of fresh events, in order, inside the
+    `apply(cursor, envelopes, outcome, memory, lenient)` writes a batch of fresh events, in order, inside the
     caller's transaction; with a `memory` (a replay, from empty tables) it may keep rows there
-    instead and write them in `finish(cursor, memory)` at the end of the replay.
+    instead and write them in `finish(cursor, memory)` at the end of the replay. `lenient` lets
+    the sequence guard accept a jump (a released account's events, re-read from the log).
     """
 
     name: str
     table: str
     key: str
-    apply: Callable[[Any, list[EventEnvelope], store.Outcome, store.Memory | None], None]
+    apply: Callable[[Any, list[EventEnvelope], store.Outcome, store.Memory | None, bool], None]
     finish: Callable[[Any, store.Memory], None] | None = None
 
 
@@ -51,3 +52,10 @@ def chosen(names: Iterable[str] | None = None) -> list[Projection]:
     if unknown:
         raise ValueError(f"unknown projection(s): {', '.join(sorted(unknown))}; known: {', '.join(PROJECTIONS)}")
     return [p for p in PROJECTIONS.values() if p.name in wanted]
+
+
+def apply_released(cursor: Any, envelopes: list[EventEnvelope], outcome: store.Outcome) -> None:
+    """Apply a released account's events, re-read from the log, to every projection, ignoring the
+    checkpoints (which moved on while it was parked) and accepting the gap the operator released."""
+    for projection in PROJECTIONS.values():
+        projection.apply(cursor, envelopes, outcome, None, True)

@@ -109,14 +109,19 @@ def apply_batch(
     for projection in projections:
         fresh = [e.envelope for e in events if e.offset >= checkpoints.get((projection.name, e.partition), 0)]
         if fresh:
-            projection.apply(cursor, fresh, outcome, memory)
+            projection.apply(cursor, fresh, outcome, memory, False)
         moved = {p: end for p, end in ends.items() if end > checkpoints.get((projection.name, p), 0)}
         save_checkpoints(cursor, topic, projection.name, moved)
     return outcome
 
 
-def apply_accounts(cursor: Any, envelopes: list[EventEnvelope], outcome: Outcome, memory: Memory | None) -> None:
-    """Fold the events into account rows and upsert the changed ones (in a replay: keep them in `memory`)."""
+def apply_accounts(
+    cursor: Any, envelopes: list[EventEnvelope], outcome: Outcome, memory: Memory | None, lenient: bool = False
+) -> None:
+    """Fold the events into account rows and upsert the changed ones (in a replay: keep them in `memory`).
+
+    `lenient`: a released account's events, re-read from the log, may jump a sequence the operator accepted.
+    """
     if memory is not None:
         rows = memory.accounts
     else:
@@ -126,7 +131,7 @@ def apply_accounts(cursor: Any, envelopes: list[EventEnvelope], outcome: Outcome
     changed: dict[UUID, AccountRow] = {}
     for envelope in envelopes:
         row = rows.get(envelope.account_id)
-        if row is not None and not is_next(row.last_sequence, envelope):
+        if row is not None and not is_next(row.last_sequence, envelope, lenient):
             continue
         new = apply_account(row, envelope)
         if new is not None:
@@ -158,7 +163,9 @@ def finish_accounts(cursor: Any, memory: Memory) -> None:
             copy.write_row(account_values(row))
 
 
-def apply_transfers(cursor: Any, envelopes: list[EventEnvelope], outcome: Outcome, memory: Memory | None) -> None:
+def apply_transfers(
+    cursor: Any, envelopes: list[EventEnvelope], outcome: Outcome, memory: Memory | None, lenient: bool = False
+) -> None:
     """Merge the transfer events into transfer rows and upsert the changed ones (in a replay: keep them in `memory`).
 
     No sequence guard needed: applying a transfer event twice sets the same column to the same time.
@@ -197,7 +204,7 @@ def finish_transfers(cursor: Any, memory: Memory) -> None:
             copy.write_row(transfer_values(row))
 
 
-def _last_sequences(cursor: Any, ids: list[UUID]) -> dict[UUID, int]:
+def last_sequences(cursor: Any, ids: list[UUID]) -> dict[UUID, int]:
     # One index-only backward scan per account; max() over a GROUP BY would read all their history.
     cursor.execute(
         "SELECT i.id, (SELECT max(a.sequence) FROM projections_auditentry a WHERE a.account_id = i.id) "
@@ -207,15 +214,17 @@ def _last_sequences(cursor: Any, ids: list[UUID]) -> dict[UUID, int]:
     return {account_id: last for account_id, last in cursor.fetchall() if last is not None}
 
 
-def apply_audit(cursor: Any, envelopes: list[EventEnvelope], outcome: Outcome, memory: Memory | None) -> None:
+def apply_audit(
+    cursor: Any, envelopes: list[EventEnvelope], outcome: Outcome, memory: Memory | None, lenient: bool = False
+) -> None:
     """One history row per event, COPYed; the sequence guard skips duplicates and stops at a gap."""
     if memory is not None:
         last = memory.last_sequence
     else:
-        last = _last_sequences(cursor, list({e.account_id for e in envelopes}))
+        last = last_sequences(cursor, list({e.account_id for e in envelopes}))
     new_rows: list[AuditRow] = []
     for envelope in envelopes:
-        if not is_next(last.get(envelope.account_id, 0), envelope):
+        if not is_next(last.get(envelope.account_id, 0), envelope, lenient):
             outcome.duplicates += 1
             log.info("skipping duplicate event %s (sequence %d)", envelope.event_id, envelope.sequence)
             continue

@@ -18,6 +18,7 @@ from bank import domain, messages
 from bank.domain import (
     AccountClosed,
     AccountOpened,
+    AccountReleased,
     CloseAccount,
     CommandRejected,
     Deposit,
@@ -25,6 +26,7 @@ from bank.domain import (
     MoneyWithdrawn,
     OpenAccount,
     Reason,
+    ReleaseAccount,
     Withdraw,
 )
 from bank.messages import (
@@ -48,6 +50,7 @@ COMMANDS = [
     Deposit(ACCOUNT_ID, 1_000),
     Withdraw(ACCOUNT_ID, 250),
     CloseAccount(ACCOUNT_ID),
+    ReleaseAccount(ACCOUNT_ID),
     domain.TransferMoney(ACCOUNT_ID, COMMAND_ID, EVENT_ID, 300),
     domain.CreditTransfer(ACCOUNT_ID, COMMAND_ID, EVENT_ID, 300, "EUR"),
     domain.CompleteTransfer(ACCOUNT_ID, COMMAND_ID),
@@ -58,8 +61,10 @@ EVENTS = [
     MoneyDeposited(1_000, 1_000),
     MoneyWithdrawn(250, 750),
     AccountClosed(),
+    AccountReleased(),
     CommandRejected("Withdraw", Reason.INSUFFICIENT_FUNDS, 5_000),
     CommandRejected("CloseAccount", Reason.BALANCE_NOT_ZERO, None),
+    CommandRejected("Deposit", Reason.ACCOUNT_QUARANTINED, 100),
     domain.TransferDebited(COMMAND_ID, EVENT_ID, 300, "EUR", 700),
     domain.TransferCredited(COMMAND_ID, EVENT_ID, 300, "EUR", 1_300),
     domain.TransferRefused(COMMAND_ID, EVENT_ID, 300, "EUR", Reason.CURRENCY_MISMATCH),

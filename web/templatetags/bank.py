@@ -1,4 +1,4 @@
-"""Template filters for money, reasons, event labels and actors."""
+"""Template filters for money, reasons, event and command labels, and actors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from uuid import UUID
 from django import template
 
 from bank import account_number as numbers
-from bank.messages import EVENTS
+from bank.messages import COMMANDS, EVENTS
 from bank.money import format_money
 
 register = template.Library()
@@ -28,6 +28,7 @@ REASONS = {
     "unknown_transfer": "no such transfer in flight",
     "transfer_exists": "transfer already sent",
     "transfers_in_flight": "transfers still in flight",
+    "account_quarantined": "account quarantined: an operator must release it",
 }
 
 # The source's side of a transfer: its pending row on the page is named by the transfer id.
@@ -48,6 +49,13 @@ def reason_text(reason: str) -> str:
 def event_label(event_type: str) -> str:
     spec = EVENTS.get(event_type)  # the label is part of the event's spec
     return spec.label if spec else event_type
+
+
+@register.filter
+def command_label(command_type: str) -> str:
+    """'CloseAccount' → 'Close account': what the user asked for, as the pending row named it."""
+    spec = COMMANDS.get(command_type)  # the label is part of the command's spec
+    return spec.label if spec else command_type
 
 
 @register.filter

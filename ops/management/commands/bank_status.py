@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from bank.kafka import end_offsets, reader
+from ops.held import held_back_lines
 from projections import registry, store
 from projections.models import DeadLetter, Transfer
 
@@ -26,7 +27,10 @@ def group_positions(group: str, topic: str, partitions: list[int]) -> dict[int, 
 
 
 class Command(BaseCommand):
-    help = "Per partition: log end offsets, consumer group positions and lag, projection checkpoints, dead letters."
+    help = (
+        "Per partition: log end offsets, consumer group positions and lag, projection checkpoints; dead letters; "
+        "quarantined and parked accounts."
+    )
 
     def handle(self, *args: Any, **options: Any) -> None:
         kafka = settings.KAFKA
@@ -52,6 +56,8 @@ class Command(BaseCommand):
         self.stdout.write(
             f"dead letters: {dead_topic} on {kafka.deadletters_topic}, {DeadLetter.objects.count()} recorded by the projector"
         )
+        for line in held_back_lines(kafka):
+            self.stdout.write(line)
 
 
 def transfers_in_flight() -> str:

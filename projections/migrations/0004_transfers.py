@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("projections", "0001_initial"),
+        ("projections", "0003_parked_accounts_and_longer_actors"),
     ]
 
     operations = [
