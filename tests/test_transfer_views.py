@@ -14,7 +14,8 @@ from django.core.management import call_command
 from bank.account_number import account_number, display
 from bank.config import KafkaSettings
 from projections.models import Transfer
-from tests.test_views import account_of, commands_sent, logged_in
+from tests.helpers import account_of, logged_in
+from tests.test_views import commands_sent
 
 pytestmark = pytest.mark.django_db(transaction=True)
 HTMX = {"HX-Request": "true"}
@@ -43,7 +44,7 @@ def test_it_sends_a_transfer_to_an_account_number(users: dict[str, User], kafka:
         logged_in(users["alice"]), source, **{"transfer-command_id": str(command_id), "transfer-to_number": typed}
     )
     assert response.status_code == 202
-    assert f'id="cmd-{command_id}"' in response.content.decode()
+    assert f'id="cmd-{source.id}-{command_id}"' in response.content.decode()
     [sent] = [orjson.loads(v) for v in commands_sent(kafka)]
     assert sent["type"] == "TransferMoney"
     assert sent["command_id"] == str(command_id)

@@ -28,8 +28,7 @@ from bank.command_bus import CommandBus
 from bank.config import KafkaSettings
 from projections import replay
 from projections.models import Account, AuditEntry, Transfer
-from tests.kafka_helpers import Worker, wait_until
-from tests.test_processor import send
+from tests.helpers import Worker, send, wait_until
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -6,41 +6,27 @@ import uuid
 
 import pytest
 from django.contrib.auth.models import User
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from bank.account_number import account_number, display
-from tests.e2e.conftest import log_in
+from tests.e2e.conftest import ConsoleErrors, log_in
 from tests.e2e.test_dashboard import move, open_account
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 
 
-# The websocket pushes every fragment of an account (balance, total, rows) to every page of its owner;
-# htmx logs each one whose target that page lacks; and Chromium logs the 422 that answers bad input
-# (by design: the form comes back with its errors). Both expected; every other console error fails.
-TOLERATED = ("htmx:oobErrorNoTarget", "Failed to load resource: the server responded with a status of 422")
-
-
-def watch(page: Page) -> tuple[list[str], list[str]]:
-    """(console errors and page errors, websocket frames received) of a page, from now on."""
-    errors: list[str] = []
+def frames_of(page: Page) -> list[str]:
+    """The websocket frames a page receives from now on."""
     frames: list[str] = []
-
-    def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error" and not message.text.startswith(TOLERATED):
-            errors.append(message.text)
-
-    page.on("console", on_console)
-    page.on("pageerror", lambda error: errors.append(str(error)))
     page.on("websocket", lambda ws: ws.on("framereceived", lambda frame: frames.append(str(frame))))
-    return errors, frames
+    return frames
 
 
 def test_it_sends_money_to_another_users_account_number_live_on_both_sides(
-    browser: Browser, bank_server: str, users: dict[str, User]
+    browser: Browser, bank_server: str, users: dict[str, User], console_errors: ConsoleErrors
 ) -> None:
+    console_errors.expect("status of 422")  # the answer to the typo below: the form with its error
     alice = log_in(browser, bank_server, "alice")
-    alice_errors, _ = watch(alice)
     alice_url = open_account(alice, "Alice Household")
     alice.goto(f"{bank_server}{alice_url}")
     alice.wait_for_selector("#live-status.on")
@@ -49,7 +35,7 @@ def test_it_sends_money_to_another_users_account_number_live_on_both_sides(
     alice_number = alice.locator("#account-number").get_attribute("data-number")
 
     bob = log_in(browser, bank_server, "bob")
-    bob_errors, bob_frames = watch(bob)
+    bob_frames = frames_of(bob)
     bob_url = open_account(bob, "Bob Savings")
     bob.goto(f"{bank_server}{bob_url}")
     bob.wait_for_selector("#live-status.on")
@@ -93,5 +79,3 @@ def test_it_sends_money_to_another_users_account_number_live_on_both_sides(
     alice.click("#transfer-form button")
     expect(alice.locator("#transfer-form .errorlist")).to_contain_text("typo")
     expect(alice.locator(f"#balance-{alice_id}")).to_have_text("€70.00")
-
-    assert alice_errors == [] and bob_errors == [], (alice_errors, bob_errors)
