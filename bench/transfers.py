@@ -199,7 +199,7 @@ async def latency(
                 delay = start + i / rate - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                record = Record(rate, i, source, str(uuid.uuid4()), start + i / rate)
+                record = Record(rate, source, str(uuid.uuid4()), start + i / rate)
                 payer.records[record.command_id] = record
                 records.append(record)
                 tasks.append(asyncio.create_task(payer.deposit(record)))
@@ -211,7 +211,6 @@ async def latency(
 
         async def send(record: Record, transfer_id: str) -> None:
             data = {"transfer-command_id": transfer_id, "transfer-to_number": number, "transfer-amount": "0.01"}
-            record.sent = time.perf_counter()
             try:
                 status, _ = await post(payer, f"/accounts/{source}/transfer", data)
                 record.status = str(status)
@@ -233,7 +232,7 @@ async def latency(
                 transfer_id = str(uuid.uuid4())
                 # The payee's page learns of the credit: its row is named by the credit step's command id.
                 credit_id = str(domain.step_id(uuid.UUID(transfer_id), "credit"))
-                record = Record(rate, i, destination, credit_id, start + i / rate)
+                record = Record(rate, destination, credit_id, start + i / rate)
                 payee.records[credit_id] = record
                 by_transfer[transfer_id] = record
                 records.append(record)
@@ -258,7 +257,7 @@ async def latency(
     deposit_latencies = [
         (r.update - r.accepted) * 1000 for r in baseline if r.update is not None and r.accepted is not None
     ]
-    answers = [(r.accepted - r.sent) * 1000 for r in records if r.accepted is not None]
+    answers = [(r.accepted - r.scheduled) * 1000 for r in records if r.accepted is not None]
     statuses: dict[str, int] = {}
     for r in records:
         statuses[r.status] = statuses.get(r.status, 0) + 1
