@@ -191,15 +191,17 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return  # the hello's catch-up will show it
         shown = self.page.shows_account(account_id)
         outcomes = []
+        answered = set()
         for entry in entries:
             key = (account_id, _row_command(entry))
             if key in self.watching:
+                answered.add(key)
                 if entry.type != "TransferDebited":  # a transfer's row waits on, for its completion or refund
                     del self.watching[key]
                 outcomes.append(Outcome(entry, account))
         # A push carries at most live.MAX_ENTRIES_PER_PUSH entries: ask for any watched outcome beyond them.
         listed = {(account_id, c) for c in filter(None, map(_uuid, event.get("command_ids", [])))}
-        if missing := [c for c in listed if c in self.watching]:
+        if missing := [c for c in listed if c in self.watching and c not in answered]:
             outcomes += await self._outcomes(missing)
         messages = [
             self._summary(
