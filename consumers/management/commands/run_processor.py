@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from bank.kafka import ReadInterrupted
+from consumers import health
 from consumers.processor import Processor, ProcessorFailed, log
 from consumers.worker import Shutdown, run_worker
 
@@ -37,8 +38,10 @@ class Command(BaseCommand):
             dedup_window=settings.PROCESSOR_DEDUP_WINDOW,
             stop=shutdown.__bool__,
         )
+        probes = {"kafka": health.broker_probe(settings.KAFKA, settings.KAFKA.commands_topic)}
+        beat = health.start("processor", processor.consumer, probes, settings.PROCESSOR_METRICS_PORT)
         try:
-            run_worker(processor, shutdown, lambda: processor.decided, "commands decided")
+            run_worker(processor, shutdown, lambda: processor.decided, "commands decided", on_turn=beat)
         except ReadInterrupted as stopped:
             log.info("processor %s stopped while reading the log: %s", processor.instance, stopped)
         except ProcessorFailed as error:

@@ -8,6 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from consumers import health
 from consumers.projector import Projector, ProjectorFailed, log
 from consumers.worker import Shutdown, run_worker
 
@@ -23,8 +24,13 @@ class Command(BaseCommand):
             batch_wait=settings.PROJECTOR_BATCH_WAIT,
             shutdown=shutdown,
         )
+        probes = {
+            "kafka": health.broker_probe(settings.KAFKA, settings.KAFKA.events_topic),
+            "postgresql": health.database_probe(settings.DATABASE_URL),
+        }
+        beat = health.start("projector", projector.consumer, probes, settings.PROJECTOR_METRICS_PORT)
         try:
-            run_worker(projector, shutdown, lambda: projector.applied, "events applied")
+            run_worker(projector, shutdown, lambda: projector.applied, "events applied", on_turn=beat)
         except ProjectorFailed as error:
             log.error("projector stopped: %s", error)
             sys.exit(1)
