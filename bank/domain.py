@@ -4,12 +4,26 @@ Plain Python on purpose: no Django, no Kafka. `decide` says what happens when a
 command meets the current state; `evolve` says how an event changes the state.
 The state of an account is the fold of its events: ``functools.reduce(evolve, events, Account.new(id))``.
 Money is always an integer number of minor units (cents).
+
+A transfer is a saga of steps, each decided by the owner of one account (the two
+accounts usually sit on different partitions, so no single writer sees both):
+
+    TransferMoney(src)   → TransferDebited on src   → next: CreditTransfer(dst)
+    CreditTransfer(dst)  → TransferCredited on dst  → next: CompleteTransfer(src) → TransferCompleted on src
+                         → TransferRefused on dst   → next: RefundTransfer(src)   → TransferRefunded on src
+
+`next_step` names the command an event calls for; the processor produces it in the same
+Kafka transaction as the event, with the id `step_id(transfer_id, step)`, so every step
+happens exactly once. Between the debit and the completion or refund, the amount is in
+the source's `transfers` (money in flight).
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, replace
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from uuid import UUID
 
 DEFAULT_MAX_AMOUNT = 100_000_000  # 1,000,000.00 in minor units
@@ -53,7 +67,55 @@ class ReleaseAccount:
     account_id: UUID
 
 
-Command = OpenAccount | Deposit | Withdraw | CloseAccount | ReleaseAccount
+@dataclass(frozen=True)
+class TransferMoney:
+    """Move `amount` from this account to `to_account`; `transfer_id` names the saga (the form's command id)."""
+
+    account_id: UUID
+    transfer_id: UUID
+    to_account: UUID
+    amount: int
+
+
+@dataclass(frozen=True)
+class CreditTransfer:
+    """The saga's second step, on the destination: take in what the source has debited."""
+
+    account_id: UUID
+    transfer_id: UUID
+    from_account: UUID
+    amount: int
+    currency: str
+
+
+@dataclass(frozen=True)
+class CompleteTransfer:
+    """Back on the source: the destination was credited, the money is no longer in flight."""
+
+    account_id: UUID
+    transfer_id: UUID
+
+
+@dataclass(frozen=True)
+class RefundTransfer:
+    """Back on the source: the destination refused the credit, give the money back."""
+
+    account_id: UUID
+    transfer_id: UUID
+    reason: Reason
+
+
+Command = (
+    OpenAccount
+    | Deposit
+    | Withdraw
+    | CloseAccount
+    | ReleaseAccount
+    | TransferMoney
+    | CreditTransfer
+    | CompleteTransfer
+    | RefundTransfer
+)
 
 
 # --- events (past tense) ---
@@ -88,6 +150,64 @@ class AccountReleased:
     """The account's quarantine was lifted by an operator; its commands are decided again."""
 
 
+@dataclass(frozen=True)
+class TransferDebited:
+    """On the source: the money has left the balance and is in flight."""
+
+    transfer_id: UUID
+    to_account: UUID
+    amount: int
+    currency: str
+    balance: int
+
+
+@dataclass(frozen=True)
+class TransferCredited:
+    """On the destination."""
+
+    transfer_id: UUID
+    from_account: UUID
+    amount: int
+    currency: str
+    balance: int
+
+
+@dataclass(frozen=True)
+class TransferRefused:
+    """On the destination (even one never opened): the credit broke a rule; the source refunds."""
+
+    transfer_id: UUID
+    from_account: UUID
+    amount: int
+    currency: str
+    reason: Reason
+
+
+@dataclass(frozen=True)
+class TransferCompleted:
+    """On the source: the destination has the money."""
+
+    transfer_id: UUID
+    to_account: UUID
+    amount: int
+    currency: str
+
+
+@dataclass(frozen=True)
+class TransferRefunded:
+    """On the source: the money is back in the balance."""
+
+    transfer_id: UUID
+    to_account: UUID
+    amount: int
+    currency: str
+    reason: Reason
+    balance: int
+
+
+TransferEvent = TransferDebited | TransferCredited | TransferRefused | TransferCompleted | TransferRefunded
+
+
 class Reason(enum.StrEnum):
     INSUFFICIENT_FUNDS = "insufficient_funds"
     INVALID_AMOUNT = "invalid_amount"
@@ -101,6 +221,11 @@ class Reason(enum.StrEnum):
     # Not decided by `decide`: the processor rejects every command of an account that a foreign
     # or undecodable record on bank.events names, until an operator sends ReleaseAccount.
     ACCOUNT_QUARANTINED = "account_quarantined"
+    SAME_ACCOUNT = "same_account"
+    CURRENCY_MISMATCH = "currency_mismatch"
+    UNKNOWN_TRANSFER = "unknown_transfer"
+    TRANSFER_EXISTS = "transfer_exists"
+    TRANSFERS_IN_FLIGHT = "transfers_in_flight"
 
 
 @dataclass(frozen=True)
@@ -112,7 +237,9 @@ class CommandRejected:
     amount: int | None = None
 
 
-Event = AccountOpened | MoneyDeposited | MoneyWithdrawn | AccountClosed | AccountReleased | CommandRejected
+Event = (
+    AccountOpened | MoneyDeposited | MoneyWithdrawn | AccountClosed | AccountReleased | CommandRejected | TransferEvent
+)
 
 
 # --- state ---
@@ -125,6 +252,12 @@ class Status(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class InFlight:
+    to_account: UUID
+    amount: int
+
+
+@dataclass(frozen=True)
 class Account:
     account_id: UUID
     version: int = 0  # sequence of the last event applied; the next event gets version + 1
@@ -133,10 +266,16 @@ class Account:
     name: str = ""
     currency: str = ""
     balance: int = 0
+    # Transfers debited here and not yet completed or refunded (money in flight). Never mutated: evolve copies it.
+    transfers: Mapping[UUID, InFlight] = field(default_factory=dict)
 
     @classmethod
     def new(cls, account_id: UUID) -> Account:
         return cls(account_id)
+
+    @property
+    def in_flight(self) -> int:
+        return sum(t.amount for t in self.transfers.values())
 
 
 class Rejection(Exception):
@@ -158,6 +297,21 @@ def decide(state: Account, command: Command, max_amount: int = DEFAULT_MAX_AMOUN
 def reject(command: Command, reason: Reason) -> list[Event]:
     """The one event that records `command` as rejected for `reason`."""
     return [CommandRejected(type(command).__name__, reason, getattr(command, "amount", None))]
+
+
+def quarantined(state: Account, command: Command, max_amount: int = DEFAULT_MAX_AMOUNT) -> list[Event]:
+    """What a command gets on a quarantined account: a rejection, except for the saga's steps.
+
+    A transfer that has left its source must end: a credit is refused (so the source refunds),
+    and the completion or refund of a transfer this account sent is decided as usual (rejecting
+    it would leave the money in flight for good).
+    """
+    match command:
+        case CreditTransfer(transfer_id=t, from_account=source, amount=amount, currency=currency):
+            return [TransferRefused(t, source, amount, currency, Reason.ACCOUNT_QUARANTINED)]
+        case CompleteTransfer() | RefundTransfer():
+            return decide(state, command, max_amount)
+    return reject(command, Reason.ACCOUNT_QUARANTINED)
 
 
 def _decide(state: Account, command: Command, max_amount: int) -> list[Event]:
@@ -184,13 +338,58 @@ def _decide(state: Account, command: Command, max_amount: int) -> list[Event]:
             _require_open(state)
             if state.balance != 0:
                 raise Rejection(Reason.BALANCE_NOT_ZERO)
+            if state.transfers:  # a refund may still come back to it
+                raise Rejection(Reason.TRANSFERS_IN_FLIGHT)
             return [AccountClosed()]
         case ReleaseAccount():
             # Any account that exists, open or closed: releasing is about the log, not the balance.
             if state.status is Status.NONE:
                 raise Rejection(Reason.ACCOUNT_NOT_FOUND)
             return [AccountReleased()]
+        case TransferMoney(transfer_id=transfer_id, to_account=to_account, amount=amount):
+            _require_open(state)
+            _check_amount(amount, max_amount)
+            if to_account == state.account_id:
+                raise Rejection(Reason.SAME_ACCOUNT)
+            if transfer_id in state.transfers:
+                raise Rejection(Reason.TRANSFER_EXISTS)  # a second saga may not reuse a live transfer's id
+            if amount > state.balance:
+                raise Rejection(Reason.INSUFFICIENT_FUNDS)
+            return [TransferDebited(transfer_id, to_account, amount, state.currency, state.balance - amount)]
+        case CreditTransfer(transfer_id=transfer_id, from_account=source, amount=amount, currency=currency):
+            # Never a CommandRejected: the source waits for an answer, so a refusal is an event naming the transfer.
+            refusal = _credit_refusal(state, amount, currency)
+            if refusal is not None:
+                return [TransferRefused(transfer_id, source, amount, currency, refusal)]
+            return [TransferCredited(transfer_id, source, amount, currency, state.balance + amount)]
+        case CompleteTransfer(transfer_id=transfer_id):
+            pending = _in_flight(state, transfer_id)
+            return [TransferCompleted(transfer_id, pending.to_account, pending.amount, state.currency)]
+        case RefundTransfer(transfer_id=transfer_id, reason=reason):
+            pending = _in_flight(state, transfer_id)
+            balance = state.balance + pending.amount
+            return [TransferRefunded(transfer_id, pending.to_account, pending.amount, state.currency, reason, balance)]
     raise TypeError(f"unknown command {command!r}")
+
+
+def _credit_refusal(state: Account, amount: int, currency: str) -> Reason | None:
+    if state.status is Status.NONE:
+        return Reason.ACCOUNT_NOT_FOUND
+    if state.status is Status.CLOSED:
+        return Reason.ACCOUNT_CLOSED
+    if currency != state.currency:
+        return Reason.CURRENCY_MISMATCH
+    # The source checked the limit; a credit that fails this is not from a transfer the bank made.
+    if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+        return Reason.INVALID_AMOUNT
+    return None
+
+
+def _in_flight(state: Account, transfer_id: UUID) -> InFlight:
+    pending = state.transfers.get(transfer_id)
+    if pending is None:
+        raise Rejection(Reason.UNKNOWN_TRANSFER)
+    return pending
 
 
 def _require_open(state: Account) -> None:
@@ -218,6 +417,43 @@ def evolve(state: Account, event: Event) -> Account:
             return replace(state, version=version, balance=balance)
         case AccountClosed():
             return replace(state, version=version, status=Status.CLOSED)
-        case AccountReleased() | CommandRejected():
+        case AccountReleased() | CommandRejected() | TransferRefused():
             return replace(state, version=version)
+        case TransferDebited(transfer_id=transfer_id, to_account=to_account, amount=amount, balance=balance):
+            transfers = {**state.transfers, transfer_id: InFlight(to_account, amount)}
+            return replace(state, version=version, balance=balance, transfers=transfers)
+        case TransferCredited(balance=balance):
+            return replace(state, version=version, balance=balance)
+        case TransferCompleted(transfer_id=transfer_id):
+            return replace(state, version=version, transfers=_without(state.transfers, transfer_id))
+        case TransferRefunded(transfer_id=transfer_id, balance=balance):
+            return replace(state, version=version, balance=balance, transfers=_without(state.transfers, transfer_id))
     raise TypeError(f"unknown event {event!r}")
+
+
+def _without(transfers: Mapping[UUID, InFlight], transfer_id: UUID) -> dict[UUID, InFlight]:
+    return {k: v for k, v in transfers.items() if k != transfer_id}
+
+
+# --- the saga's next step ---
+
+# Namespace of the steps' command ids: uuid5(namespace, "<transfer id>:<step>").
+STEP_NAMESPACE = UUID("5b0f3c8e-7f5a-4d43-9a57-2f1f0c6f9e11")
+SAGA_ACTOR = "bank:transfer"  # who the follow-up steps are issued by: never the payer (the payee sees it)
+
+
+def step_id(transfer_id: UUID, step: str) -> UUID:
+    """The command id of a saga step: the same step of the same transfer always has the same id."""
+    return uuid.uuid5(STEP_NAMESPACE, f"{transfer_id}:{step}")
+
+
+def next_step(account_id: UUID, event: Event) -> tuple[UUID, Command] | None:
+    """The command (and its id) that `event`, just decided on `account_id`, calls for; None if the saga rests."""
+    match event:
+        case TransferDebited(transfer_id=t, to_account=dst, amount=amount, currency=currency):
+            return step_id(t, "credit"), CreditTransfer(dst, t, account_id, amount, currency)
+        case TransferCredited(transfer_id=t, from_account=src):
+            return step_id(t, "complete"), CompleteTransfer(src, t)
+        case TransferRefused(transfer_id=t, from_account=src, reason=reason):
+            return step_id(t, "refund"), RefundTransfer(src, t, reason)
+    return None

@@ -104,6 +104,11 @@ COMMANDS = _registry(
     Spec(domain.Withdraw, "Withdraw", fields={"amount": CommandAmount}),
     Spec(domain.CloseAccount, "Close account"),
     Spec(domain.ReleaseAccount, "Release account"),
+    Spec(domain.TransferMoney, "Transfer", fields={"amount": CommandAmount}),
+    # The saga's steps, produced by the processor: the destination checks the currency (a refusal, not poison).
+    Spec(domain.CreditTransfer, "Credit transfer", fields={"amount": CommandAmount}),
+    Spec(domain.CompleteTransfer, "Complete transfer"),
+    Spec(domain.RefundTransfer, "Refund transfer"),
 )
 
 EVENTS = _registry(
@@ -124,6 +129,23 @@ EVENTS = _registry(
         "Rejected",
         # The rejected command is one the code knows: the enum follows COMMANDS.
         fields={"command": Literal[tuple(COMMANDS)]},
+    ),
+    Spec(
+        domain.TransferDebited,
+        "Transfer sent",
+        fields={"amount": Amount, "currency": Currency, "balance": Balance},
+    ),
+    Spec(
+        domain.TransferCredited,
+        "Transfer received",
+        fields={"amount": Amount, "currency": Currency, "balance": Balance},
+    ),
+    Spec(domain.TransferRefused, "Transfer refused", fields={"amount": Amount, "currency": Currency}),
+    Spec(domain.TransferCompleted, "Transfer completed", fields={"amount": Amount, "currency": Currency}),
+    Spec(
+        domain.TransferRefunded,
+        "Transfer refunded",
+        fields={"amount": Amount, "currency": Currency, "balance": Balance},
     ),
 )
 

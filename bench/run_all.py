@@ -31,6 +31,7 @@ FULL = {
     "eventsourcing_baseline": ["--events", "1000000", "--accounts", "10000", "--reuse", "--runner-budget", "60"],
     "latency": ["--rates", "50,100,150,200,300", "--seconds", "10"],
     "fanout": ["--pages", "1000", "--storm", "500", "--deposits", "20"],
+    "transfers": ["--transfers", "4000", "--rate", "50", "--seconds", "10"],
 }
 TINY = {
     "web": ["--duration", "2"],
@@ -51,6 +52,7 @@ TINY = {
     "eventsourcing_baseline": ["--events", "2000", "--accounts", "20"],
     "latency": ["--rates", "20", "--seconds", "2"],
     "fanout": ["--pages", "20", "--storm", "10", "--deposits", "3", "--settle", "0.5", "--drain", "5"],
+    "transfers": ["--accounts", "20", "--deposits", "200", "--transfers", "100", "--rate", "20", "--seconds", "2"],
 }
 RESULT_FILES = ("http", "processor", "recovery", "projection", "eventsourcing", "latency", "fanout")
 

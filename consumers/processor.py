@@ -9,6 +9,12 @@ also commits the consumed command offsets and the new state of each changed acco
 A record on bank.events that the processor did not write (undecodable, or out of sequence)
 never stops it: it is dead-lettered, and the account it names is quarantined (its commands
 are rejected with `account_quarantined`) until an operator sends ReleaseAccount.
+
+A transfer's next step (`domain.next_step`) is a command for the other account: it goes to
+bank.commands, keyed by that account (the producer's murmur2_random partitioner, as the
+command bus), in the same transaction as the event that calls for it, with an id derived from
+the transfer and the step. So a step is produced exactly when its cause is committed, and
+decided once wherever it lands: the saga needs no database of its own.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from uuid import UUID
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
@@ -276,7 +283,7 @@ class Processor:
             record.quarantine, record.released_at = "", part.seen
             events = domain.decide(state, command.command, self.max_amount)
         elif record.quarantine:
-            events = domain.reject(command.command, domain.Reason.ACCOUNT_QUARANTINED)
+            events = domain.quarantined(state, command.command, self.max_amount)
         else:
             events = domain.decide(state, command.command, self.max_amount)
         rejected = next((e for e in events if isinstance(e, domain.CommandRejected)), None)
@@ -305,10 +312,18 @@ class Processor:
                 on_delivery=self._on_delivery,
             )
             self._produced += 1
+            step = domain.next_step(command.account_id, event)
+            if step is not None:
+                self._produce_step(*step)
         record.state = state
         record.command_ids.append(command.command_id.bytes)
         part.dirty.add(command.account_id)
         return 1
+
+    def _produce_step(self, command_id: UUID, command: domain.Command) -> None:
+        envelope = messages.CommandEnvelope.new(command, domain.SAGA_ACTOR, command_id)
+        key, value, headers = messages.encode(envelope)
+        self.producer.produce(self.kafka.commands_topic, key=key, value=value, headers=headers)
 
     def _produce_side_records(self, checkpoint: bool) -> None:
         """Into the open transaction: dead letters of foreign records, and at a checkpoint the state of

@@ -144,6 +144,8 @@ def encode_state(record: AccountRecord, events_offset: int) -> bytes:
             "name": state.name,
             "currency": state.currency,
             "balance": state.balance,
+            # Money in flight: the transfers this account sent that are not completed or refunded yet.
+            "transfers": {str(t): [str(f.to_account), f.amount] for t, f in state.transfers.items()},
             "quarantine": record.quarantine,
             "released_at": record.released_at,
             "events_offset": events_offset,
@@ -166,6 +168,10 @@ def decode_state(value: bytes, window: int) -> tuple[AccountRecord, int]:
         name=body["name"],
         currency=body["currency"],
         balance=int(body["balance"]),
+        # A state written before transfers existed had none in flight.
+        transfers={
+            UUID(t): domain.InFlight(UUID(to), int(amount)) for t, (to, amount) in body.get("transfers", {}).items()
+        },
     )
     command_ids = deque((ids[i : i + 16] for i in range(0, len(ids), 16)), maxlen=window)
     record = AccountRecord(state, command_ids, str(body["quarantine"]), int(body["released_at"]))

@@ -33,7 +33,7 @@ from redis.exceptions import RedisError
 
 from bank import metrics
 from projections import queries
-from projections.apply import AccountRow
+from projections.apply import AccountRow, AuditRow
 from projections.live import account_from_payload, account_group, entry_from_payload, owner_group, session_group
 from projections.models import Account
 from projections.queries import Outcome
@@ -67,6 +67,13 @@ class Page:
 
     def shows_account(self, account_id: UUID) -> bool:
         return self.kind == "account" and self.account == account_id
+
+
+def _row_command(entry: AuditRow) -> UUID:
+    """The command whose pending row an entry answers: a transfer's steps on its source answer the transfer's."""
+    if entry.transfer_id is not None and entry.type in ("TransferDebited", "TransferCompleted", "TransferRefunded"):
+        return entry.transfer_id
+    return entry.command_id
 
 
 def _uuid(value: Any) -> UUID | None:
@@ -211,20 +218,24 @@ class LiveConsumer(AsyncWebsocketConsumer):
         entries = [entry_from_payload(account_id, e) for e in event.get("entries", [])]
         entries.sort(key=lambda e: -e.sequence)
         for entry in reversed(entries):
-            self.recent[(account_id, entry.command_id)] = Outcome(entry, account)
+            self.recent[(account_id, _row_command(entry))] = Outcome(entry, account)
         while len(self.recent) > RECENT_OUTCOMES:
             del self.recent[next(iter(self.recent))]
         if self.page is None:
             return  # the hello's catch-up will show it
         shown = self.page.shows_account(account_id)
         outcomes = []
+        answered = set()
         for entry in entries:
-            if (account_id, entry.command_id) in self.watching:
-                del self.watching[(account_id, entry.command_id)]
+            key = (account_id, _row_command(entry))
+            if key in self.watching:
+                answered.add(key)
+                if entry.type != "TransferDebited":  # a transfer's row waits on, for its completion or refund
+                    del self.watching[key]
                 outcomes.append(Outcome(entry, account))
         # A push carries at most live.MAX_ENTRIES_PER_PUSH entries: ask for any watched outcome beyond them.
         listed = {(account_id, c) for c in filter(None, map(_uuid, event.get("command_ids", [])))}
-        if missing := [c for c in listed if c in self.watching]:
+        if missing := [c for c in listed if c in self.watching and c not in answered]:
             outcomes += await self._outcomes(missing)
         messages = [
             self._summary(
@@ -337,6 +348,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         return self._render(
             "ws-summary",
             totals=queries.totals(self.accounts.values()) if totals else None,
+            in_flight=queries.in_flight_totals(self.accounts.values()) if totals else None,
             balance_of=balance_of,
             no_accounts=no_accounts,
             accounts_now=bool(self.accounts),

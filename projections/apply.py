@@ -30,6 +30,7 @@ class AccountRow:
     opened_at: datetime
     last_sequence: int
     updated_at: datetime
+    in_flight: int = 0
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,24 @@ class AuditRow:
     command_id: UUID
     reason: str
     command: str = ""  # for a rejection: the type of the command it refused
+    transfer_id: UUID | None = None
+    counterparty: UUID | None = None
+
+
+@dataclass(frozen=True)
+class TransferRow:
+    id: UUID
+    from_account: UUID
+    to_account: UUID
+    amount: int
+    currency: str
+    status: str
+    reason: str
+    debited_at: datetime | None
+    credited_at: datetime | None
+    refused_at: datetime | None
+    completed_at: datetime | None
+    refunded_at: datetime | None
 
 
 def apply_account(row: AccountRow | None, envelope: EventEnvelope) -> AccountRow | None:
@@ -70,6 +89,14 @@ def apply_account(row: AccountRow | None, envelope: EventEnvelope) -> AccountRow
             return replace(row, balance=balance)
         case domain.AccountClosed():
             return replace(row, status=domain.Status.CLOSED.value)
+        case domain.TransferDebited(amount=amount, balance=balance):
+            return replace(row, balance=balance, in_flight=row.in_flight + amount)
+        case domain.TransferCredited(balance=balance):
+            return replace(row, balance=balance)
+        case domain.TransferCompleted(amount=amount):
+            return replace(row, in_flight=row.in_flight - amount)
+        case domain.TransferRefunded(amount=amount, balance=balance):
+            return replace(row, balance=balance, in_flight=row.in_flight - amount)
     return row
 
 
@@ -78,6 +105,8 @@ def audit_row(envelope: EventEnvelope) -> AuditRow:
     amount = getattr(event, "amount", None)
     balance = getattr(event, "balance", None)
     rejected = event if isinstance(event, domain.CommandRejected) else None
+    reason = getattr(event, "reason", None)
+    counterparty = getattr(event, "to_account", None) or getattr(event, "from_account", None)
     return AuditRow(
         event_id=envelope.event_id,
         account_id=envelope.account_id,
@@ -88,9 +117,51 @@ def audit_row(envelope: EventEnvelope) -> AuditRow:
         occurred_at=envelope.occurred_at,
         actor=envelope.actor,
         command_id=envelope.command_id,
-        reason=rejected.reason.value if rejected else "",
+        reason=reason.value if reason is not None else "",
         command=rejected.command if rejected else "",
+        transfer_id=getattr(event, "transfer_id", None),
+        counterparty=counterparty,
     )
+
+
+def apply_transfer(row: TransferRow | None, envelope: EventEnvelope) -> TransferRow | None:
+    """The transfer's row after one of its events, whatever order the two partitions deliver them in."""
+    event = envelope.event
+    if not isinstance(event, domain.TransferEvent):
+        return row
+    if isinstance(event, domain.TransferCredited | domain.TransferRefused):
+        source, destination = event.from_account, envelope.account_id
+    else:
+        source, destination = envelope.account_id, event.to_account
+    if row is None:
+        row = TransferRow(
+            event.transfer_id, source, destination, event.amount, event.currency, "", "", None, None, None, None, None
+        )
+    at = envelope.occurred_at
+    match event:
+        case domain.TransferDebited():
+            row = replace(row, debited_at=at)
+        case domain.TransferCredited():
+            row = replace(row, credited_at=at)
+        case domain.TransferRefused(reason=reason):
+            row = replace(row, refused_at=at, reason=reason.value)
+        case domain.TransferCompleted():
+            row = replace(row, completed_at=at)
+        case domain.TransferRefunded(reason=reason):
+            row = replace(row, refunded_at=at, reason=reason.value)
+    return replace(row, status=transfer_status(row))
+
+
+def transfer_status(row: TransferRow) -> str:
+    if row.refunded_at:
+        return "refunded"
+    if row.completed_at:
+        return "completed"
+    if row.refused_at:
+        return "refused"
+    if row.credited_at:
+        return "credited"
+    return "sent"
 
 
 def is_next(last_sequence: int, envelope: EventEnvelope, lenient: bool = False) -> bool:

@@ -45,6 +45,7 @@ def account_payload(row: AccountRow) -> dict[str, Any]:
         "name": row.name,
         "currency": row.currency,
         "balance": row.balance,
+        "in_flight": row.in_flight,
         "status": row.status,
         "opened_at": row.opened_at.isoformat(),
         "last_sequence": row.last_sequence,
@@ -64,6 +65,7 @@ def account_from_payload(payload: dict[str, Any]) -> AccountRow:
         opened_at=datetime.fromisoformat(payload["opened_at"]),
         last_sequence=payload["last_sequence"],
         updated_at=datetime.fromisoformat(payload["updated_at"]),
+        in_flight=payload.get("in_flight", 0),
     )
 
 
@@ -79,6 +81,8 @@ def entry_payload(row: AuditRow) -> dict[str, Any]:
         "command_id": str(row.command_id),
         "reason": row.reason,
         "command": row.command,
+        "transfer_id": str(row.transfer_id) if row.transfer_id else None,
+        "counterparty": str(row.counterparty) if row.counterparty else None,
     }
 
 
@@ -96,6 +100,8 @@ def entry_from_payload(account_id: UUID, payload: dict[str, Any]) -> AuditRow:
         command_id=UUID(payload["command_id"]),
         reason=payload["reason"],
         command=payload.get("command", ""),
+        transfer_id=UUID(payload["transfer_id"]) if payload.get("transfer_id") else None,
+        counterparty=UUID(payload["counterparty"]) if payload.get("counterparty") else None,
     )
 
 

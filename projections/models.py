@@ -13,6 +13,8 @@ class Account(models.Model):
     name = models.CharField(max_length=80)
     currency = models.CharField(max_length=3)
     balance = models.BigIntegerField()  # minor units
+    # A database default too: a writer that does not know the column yet (an older version mid-deploy) still inserts.
+    in_flight = models.BigIntegerField(default=0, db_default=0)  # sent by transfers not yet completed or refunded
     status = models.CharField(max_length=10)
     opened_at = models.DateTimeField()
     last_sequence = models.PositiveIntegerField()
@@ -45,6 +47,8 @@ class AuditEntry(models.Model):
     command_id = models.UUIDField(db_index=True)
     reason = models.CharField(max_length=40, blank=True)
     command = models.CharField(max_length=32, blank=True, default="")  # the rejected command's type, if rejected
+    transfer_id = models.UUIDField(null=True, blank=True)
+    counterparty = models.UUIDField(null=True, blank=True)  # the other account of a transfer
 
     class Meta:
         ordering = ["-sequence"]
@@ -53,6 +57,41 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.account_id} #{self.sequence} {self.type}"
+
+
+class Transfer(models.Model):
+    """One row per transfer that left its source: the saga's steps and where it stands.
+
+    Its events come from two partitions, so they may be projected in any order: every
+    column is set by one kind of event, and the status follows from which are set.
+    """
+
+    class Status(models.TextChoices):
+        SENT = "sent"  # debited from the source, not yet answered by the destination
+        CREDITED = "credited"  # in the destination's balance; the source is not told yet
+        REFUSED = "refused"  # the destination said no; the refund is on its way
+        COMPLETED = "completed"
+        REFUNDED = "refunded"
+
+    id = models.UUIDField(primary_key=True)
+    from_account = models.UUIDField(db_index=True)
+    to_account = models.UUIDField(db_index=True)
+    amount = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=10, choices=Status.choices)
+    reason = models.CharField(max_length=40, blank=True)
+    debited_at = models.DateTimeField(null=True)
+    credited_at = models.DateTimeField(null=True)
+    refused_at = models.DateTimeField(null=True)
+    completed_at = models.DateTimeField(null=True)
+    refunded_at = models.DateTimeField(null=True)
+
+    class Meta:
+        ordering = ["-debited_at", "id"]
+        indexes = [models.Index(fields=["status"], name="transfer_status")]
+
+    def __str__(self) -> str:
+        return f"transfer {self.id} ({self.status})"
 
 
 class Checkpoint(models.Model):

@@ -90,6 +90,15 @@ def totals(accounts: Iterable[Balance]) -> list[tuple[str, int]]:
     return sorted(sums.items())
 
 
+def in_flight_totals(accounts: Iterable[Account | AccountRow]) -> list[tuple[str, int]]:
+    """Money sent by transfers from these accounts and not yet completed or refunded, per currency."""
+    sums: dict[str, int] = defaultdict(int)
+    for account in accounts:
+        if account.in_flight:
+            sums[account.currency] += account.in_flight
+    return sorted(sums.items())
+
+
 def history(account_id: UUID | str) -> QuerySet[AuditEntry]:
     """An account's history, newest first (the caller checked it owns the account)."""
     return AuditEntry.objects.filter(account_id=account_id).order_by("-sequence")
@@ -112,11 +121,17 @@ def outcomes_of(user: User, commands: Sequence[tuple[UUID, UUID]]) -> list[Outco
         return []
     match = Q()
     for account_id, command_id in wanted:
-        match |= Q(account_id=account_id, command_id=command_id)
+        # A transfer's command id is its transfer id: its later steps on the source (completion, refund) count too.
+        match |= Q(account_id=account_id, command_id=command_id) | Q(account_id=account_id, transfer_id=command_id)
+    asked = set(wanted)
     # The last event of a command is its outcome (a command makes one event today; keep it right if more).
     latest: dict[tuple[UUID, UUID], AuditEntry] = {}
     for entry in AuditEntry.objects.filter(match).order_by("sequence"):
-        latest[(entry.account_id, entry.command_id)] = entry
+        key = (entry.account_id, entry.command_id)
+        if key not in asked and entry.transfer_id is not None:
+            key = (entry.account_id, entry.transfer_id)
+        if key in asked:
+            latest[key] = entry
     return [Outcome(entry, owned[entry.account_id]) for entry in latest.values()]
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from bank.messages import EventEnvelope
 from projections import store
-from projections.models import Account, AuditEntry
+from projections.models import Account, AuditEntry, Transfer
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ PROJECTIONS: dict[str, Projection] = {
     for p in (
         Projection("accounts", Account._meta.db_table, "id", store.apply_accounts, store.finish_accounts),
         Projection("audit", AuditEntry._meta.db_table, "event_id", store.apply_audit),
+        Projection("transfers", Transfer._meta.db_table, "id", store.apply_transfers, store.finish_transfers),
     )
 }
 

@@ -1,7 +1,7 @@
 """Writing projection rows and checkpoints to PostgreSQL, in bulk, inside the caller's transaction.
 
 `apply_batch` runs the writers of the projections it is given (from `projections.registry`);
-the writers of the bank's two projections, `apply_accounts` and `apply_audit`, are here too.
+the writers of the bank's projections (`apply_accounts`, `apply_audit`, `apply_transfers`) are here too.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from bank.messages import EventEnvelope
-from projections.apply import AccountRow, AuditRow, apply_account, audit_row, is_next
+from projections.apply import AccountRow, AuditRow, TransferRow, apply_account, apply_transfer, audit_row, is_next
 
 if TYPE_CHECKING:
     from projections.registry import Projection
@@ -26,10 +26,13 @@ log = logging.getLogger("bank.projector")
 LOCK_KEY = 7_263_544_100
 ACCOUNT_COLUMNS = [f.name for f in fields(AccountRow)]
 AUDIT_COLUMNS = [f.name for f in fields(AuditRow)]
-ACCOUNT_TYPES = ["uuid", "text", "text", "text", "bigint", "text", "timestamptz", "integer", "timestamptz"]
+TRANSFER_COLUMNS = [f.name for f in fields(TransferRow)]
+ACCOUNT_TYPES = ["uuid", "text", "text", "text", "bigint", "text", "timestamptz", "integer", "timestamptz", "bigint"]
+TRANSFER_TYPES = ["uuid", "uuid", "uuid", "bigint", "text", "text", "text", *["timestamptz"] * 5]
 # attrgetter, not dataclasses.astuple: astuple deep-copies every UUID and datetime (100x slower).
 account_values = attrgetter(*ACCOUNT_COLUMNS)
 audit_values = attrgetter(*AUDIT_COLUMNS)
+transfer_values = attrgetter(*TRANSFER_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ class Memory:
 
     accounts: dict[UUID, AccountRow] = field(default_factory=dict)
     last_sequence: dict[UUID, int] = field(default_factory=dict)
+    transfers: dict[UUID, TransferRow] = field(default_factory=dict)
 
 
 def take_lock(cursor: Any) -> None:
@@ -157,6 +161,47 @@ def finish_accounts(cursor: Any, memory: Memory) -> None:
     with raw.copy(f"COPY projections_account ({', '.join(ACCOUNT_COLUMNS)}) FROM STDIN") as copy:
         for row in memory.accounts.values():
             copy.write_row(account_values(row))
+
+
+def apply_transfers(
+    cursor: Any, envelopes: list[EventEnvelope], outcome: Outcome, memory: Memory | None, lenient: bool = False
+) -> None:
+    """Merge the transfer events into transfer rows and upsert the changed ones (in a replay: keep them in `memory`).
+
+    No sequence guard needed: applying a transfer event twice sets the same column to the same time.
+    """
+    envelopes = [e for e in envelopes if hasattr(e.event, "transfer_id")]
+    if not envelopes:
+        return
+    if memory is not None:
+        rows = memory.transfers
+    else:
+        ids = list({e.event.transfer_id for e in envelopes})  # type: ignore[union-attr]
+        cursor.execute(f"SELECT {', '.join(TRANSFER_COLUMNS)} FROM projections_transfer WHERE id = ANY(%s)", [ids])
+        rows = {r[0]: TransferRow(*r) for r in cursor.fetchall()}
+    changed: dict[UUID, TransferRow] = {}
+    for envelope in envelopes:
+        transfer_id = envelope.event.transfer_id  # type: ignore[union-attr]
+        new = apply_transfer(rows.get(transfer_id), envelope)
+        if new is not None:
+            rows[transfer_id] = changed[transfer_id] = new
+    if changed and memory is None:
+        columns = ", ".join(TRANSFER_COLUMNS)
+        arrays = ", ".join(f"%s::{t}[]" for t in TRANSFER_TYPES)
+        assignments = ", ".join(f"{c} = EXCLUDED.{c}" for c in TRANSFER_COLUMNS[1:])
+        cursor.execute(
+            f"INSERT INTO projections_transfer ({columns}) SELECT * FROM unnest({arrays}) "
+            f"ON CONFLICT (id) DO UPDATE SET {assignments}",
+            [list(column) for column in zip(*map(transfer_values, changed.values()), strict=True)],
+        )
+
+
+def finish_transfers(cursor: Any, memory: Memory) -> None:
+    """COPY the transfer rows a replay kept in memory into the (empty) table."""
+    raw = getattr(cursor, "cursor", cursor)
+    with raw.copy(f"COPY projections_transfer ({', '.join(TRANSFER_COLUMNS)}) FROM STDIN") as copy:
+        for row in memory.transfers.values():
+            copy.write_row(transfer_values(row))
 
 
 def last_sequences(cursor: Any, ids: list[UUID]) -> dict[UUID, int]:

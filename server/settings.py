@@ -81,6 +81,8 @@ AUTHENTICATION_BACKENDS = ["web.auth.CachedModelBackend"]
 KAFKA = kafka_from_env()
 # Largest amount one command may move, in minor units (default 1,000,000.00).
 BANK_MAX_AMOUNT = env_int("BANK_MAX_AMOUNT", 100_000_000, minimum=1)
+# A transfer still in flight after this many seconds is flagged in the admin and by bank_status.
+BANK_TRANSFER_FLAG_AFTER = env_int("BANK_TRANSFER_FLAG_AFTER", 60, minimum=1)
 PROCESSOR_INSTANCE = env_str("PROCESSOR_INSTANCE", "")  # empty: the host name
 PROCESSOR_TRANSACTION_TIMEOUT_MS = env_int("PROCESSOR_TRANSACTION_TIMEOUT_MS", 10_000, minimum=1000)
 # Fault injection for tests only: seconds each transaction is held open before its commit.

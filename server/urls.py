@@ -14,6 +14,7 @@ urlpatterns = [
     path("accounts/<uuid:account_id>/", views.account_detail, name="account"),
     path("accounts/<uuid:account_id>/deposit", views.move_money, {"kind": "deposit"}, name="deposit"),
     path("accounts/<uuid:account_id>/withdraw", views.move_money, {"kind": "withdraw"}, name="withdraw"),
+    path("accounts/<uuid:account_id>/transfer", views.transfer, name="transfer"),
     path("commands/<uuid:account_id>/<uuid:command_id>", views.command_status, name="command-status"),
     path("healthz", views.healthz, name="healthz"),
     path("login/", auth_views.LoginView.as_view(), name="login"),

@@ -51,6 +51,10 @@ COMMANDS = [
     Withdraw(ACCOUNT_ID, 250),
     CloseAccount(ACCOUNT_ID),
     ReleaseAccount(ACCOUNT_ID),
+    domain.TransferMoney(ACCOUNT_ID, COMMAND_ID, EVENT_ID, 300),
+    domain.CreditTransfer(ACCOUNT_ID, COMMAND_ID, EVENT_ID, 300, "EUR"),
+    domain.CompleteTransfer(ACCOUNT_ID, COMMAND_ID),
+    domain.RefundTransfer(ACCOUNT_ID, COMMAND_ID, Reason.ACCOUNT_CLOSED),
 ]
 EVENTS = [
     AccountOpened("alice", "Main", "CHF"),
@@ -61,6 +65,11 @@ EVENTS = [
     CommandRejected("Withdraw", Reason.INSUFFICIENT_FUNDS, 5_000),
     CommandRejected("CloseAccount", Reason.BALANCE_NOT_ZERO, None),
     CommandRejected("Deposit", Reason.ACCOUNT_QUARANTINED, 100),
+    domain.TransferDebited(COMMAND_ID, EVENT_ID, 300, "EUR", 700),
+    domain.TransferCredited(COMMAND_ID, EVENT_ID, 300, "EUR", 1_300),
+    domain.TransferRefused(COMMAND_ID, EVENT_ID, 300, "EUR", Reason.CURRENCY_MISMATCH),
+    domain.TransferCompleted(COMMAND_ID, EVENT_ID, 300, "EUR"),
+    domain.TransferRefunded(COMMAND_ID, EVENT_ID, 300, "EUR", Reason.ACCOUNT_NOT_FOUND, 1_000),
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django import forms
@@ -16,11 +17,12 @@ from django.utils import timezone
 
 from bank import domain
 from bank import messages as wire
+from bank.account_number import account_number, display
 from bank.command_bus import CommandNotConfirmed, get_command_bus
 from bank.kafka import producer
 from bank.money import AmountError, format_money, parse_amount
 from bank.quarantine import quarantined
-from projections.models import Account, AuditEntry, Checkpoint, DeadLetter, ParkedAccount
+from projections.models import Account, AuditEntry, Checkpoint, DeadLetter, ParkedAccount, Transfer
 
 RELEASE_PERMISSION = "projections.release_account"
 
@@ -133,7 +135,78 @@ def release_accounts(model_admin: admin.ModelAdmin, request: HttpRequest, ids: l
 class AuditEntryAdmin(ReadOnlyAdmin):
     list_display = ["account_id", "sequence", "type", "amount", "balance_after", "reason", "actor", "occurred_at"]
     list_filter = ["type", "reason"]
-    search_fields = ["account_id", "command_id", "event_id", "actor"]
+    search_fields = ["account_id", "command_id", "event_id", "actor", "transfer_id"]
+
+
+IN_FLIGHT = ["sent", "credited", "refused"]
+
+
+def flagged_since() -> Any:
+    """Transfers debited before this moment and still in flight are flagged (BANK_TRANSFER_FLAG_AFTER)."""
+    return timezone.now() - timedelta(seconds=settings.BANK_TRANSFER_FLAG_AFTER)
+
+
+class InFlightFilter(admin.SimpleListFilter):
+    title = "in flight"
+    parameter_name = "in_flight"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [
+            ("yes", "In flight"),
+            ("flagged", f"In flight longer than {settings.BANK_TRANSFER_FLAG_AFTER}s"),
+            ("no", "Ended"),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Transfer]) -> QuerySet[Transfer]:
+        if self.value() == "yes":
+            return queryset.filter(status__in=IN_FLIGHT)
+        if self.value() == "flagged":
+            return queryset.filter(status__in=IN_FLIGHT, debited_at__lt=flagged_since())
+        if self.value() == "no":
+            return queryset.exclude(status__in=IN_FLIGHT)
+        return queryset
+
+
+@admin.register(Transfer)
+class TransferAdmin(ReadOnlyAdmin):
+    """Read-only: a transfer moves only through its saga's commands, never by an edit here."""
+
+    list_display = [
+        "id",
+        "status",
+        "flag",
+        "amount_display",
+        "from_number",
+        "to_number",
+        "reason",
+        "debited_at",
+        "ended_at",
+    ]
+    list_filter = [InFlightFilter, "status", "reason", "currency"]
+    search_fields = ["id", "from_account", "to_account"]
+    date_hierarchy = "debited_at"
+
+    @admin.display(description="amount", ordering="amount")
+    def amount_display(self, obj: Transfer) -> str:
+        return format_money(obj.amount, obj.currency)
+
+    @admin.display(description="from")
+    def from_number(self, obj: Transfer) -> str:
+        return display(account_number(obj.from_account))
+
+    @admin.display(description="to")
+    def to_number(self, obj: Transfer) -> str:
+        return display(account_number(obj.to_account))
+
+    @admin.display(description="ended")
+    def ended_at(self, obj: Transfer) -> Any:
+        return obj.completed_at or obj.refunded_at
+
+    @admin.display(description="flag")
+    def flag(self, obj: Transfer) -> str:
+        if obj.status in IN_FLIGHT and obj.debited_at is not None and obj.debited_at < flagged_since():
+            return f"⚠ in flight over {settings.BANK_TRANSFER_FLAG_AFTER}s"
+        return ""
 
 
 @admin.register(Checkpoint)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import uuid
 from typing import Any
+from uuid import UUID
 
 from django import forms
 from django.conf import settings
 from django.http import QueryDict
 
 from bank import domain
+from bank.account_number import AccountNumberError, account_number, display, parse_account_number
 from bank.money import AmountError, parse_amount
 
 LOST_ID = "This form was incomplete or altered, so nothing was sent. It is renewed now: check it and send it again."
@@ -70,3 +72,49 @@ class OpenAccountForm(CommandForm):
         if not name:
             raise forms.ValidationError("Give the account a name.")
         return name
+
+
+class TransferForm(MoveMoneyForm):
+    """To one of the user's other accounts (a list) or to any account by its number; one of the two.
+
+    A well-formed number of an account that does not exist, is closed, or keeps another
+    currency is not an error here (the form cannot know): the saga refunds it, with the reason.
+    """
+
+    to_own = forms.ChoiceField(required=False)
+    to_number = forms.CharField(required=False, max_length=64)
+
+    def __init__(self, *args: Any, source: Any = None, own: list[Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, currency=getattr(source, "currency", "EUR"), **kwargs)
+        self.source = source
+        self.own = {str(a.id): a for a in own or [] if source is None or (a.id != source.id and a.status == "open")}
+        choices = [(key, f"{a.name} ({a.currency}) · {display(account_number(a.id))}") for key, a in self.own.items()]
+        to_own: Any = self.fields["to_own"]
+        to_own.choices = [("", "—"), *choices]
+
+    def clean_to_number(self) -> UUID | None:
+        text: str = self.cleaned_data["to_number"]
+        if not text.strip():
+            return None
+        try:
+            return parse_account_number(text)
+        except AccountNumberError as error:
+            raise forms.ValidationError(str(error)) from None
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        own, number = cleaned.get("to_own"), cleaned.get("to_number")
+        if "to_number" in self.errors:
+            return cleaned
+        if own and number:
+            raise forms.ValidationError("Choose one of your accounts or type an account number, not both.")
+        if not own and not number:
+            raise forms.ValidationError("Choose one of your accounts or type the account number to send to.")
+        destination = UUID(own) if own else number
+        if self.source is not None and destination == self.source.id:
+            raise forms.ValidationError("That is this account: choose another one to send to.")
+        mine = self.own.get(str(destination))
+        if mine is not None and mine.currency != self.currency:
+            raise forms.ValidationError(f"“{mine.name}” keeps {mine.currency}; a transfer moves one currency.")
+        cleaned["destination"] = destination
+        return cleaned

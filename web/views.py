@@ -22,12 +22,13 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import reswap
 
 from bank import domain, messages
+from bank.account_number import account_number, display
 from bank.command_bus import CommandNotConfirmed, get_command_bus
 from bank.money import format_money
 from projections import queries
 from projections.live import wait_for_command
 from projections.models import Account, ParkedAccount
-from web.forms import MoveMoneyForm, OpenAccountForm
+from web.forms import MoveMoneyForm, OpenAccountForm, TransferForm
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ def account_page(request: HttpRequest, account: Account, status: int = 200, **co
         "live_history": page.number == 1,
         "deposit_form": MoveMoneyForm(currency=account.currency, prefix="deposit"),
         "withdraw_form": MoveMoneyForm(currency=account.currency, prefix="withdraw"),
+        "transfer_form": TransferForm(source=account, own=queries.accounts_of(request.user), prefix="transfer"),
         # The projector holds the account's events back (a gap, a bad record) until an operator releases it.
         "parked": ParkedAccount.objects.filter(account_id=account.id).first(),
         **context,
@@ -96,7 +98,13 @@ def account_page(request: HttpRequest, account: Account, status: int = 200, **co
 
 def dashboard_page(request: HttpRequest, form: OpenAccountForm, status: int = 200, **context: Any) -> HttpResponse:
     accounts = queries.accounts_of(request.user)
-    context = {"accounts": accounts, "totals": queries.totals(accounts), "form": form, **context}
+    context = {
+        "accounts": accounts,
+        "totals": queries.totals(accounts),
+        "in_flight": queries.in_flight_totals(accounts),
+        "form": form,
+        **context,
+    }
     return render(request, "bank/dashboard.html", context, status=status)
 
 
@@ -141,6 +149,50 @@ async def move_money(request: HttpRequest, account_id: UUID, kind: str) -> HttpR
         reverse("account", args=[account.id]),
         account=account,
         kind=kind,
+    )
+
+
+@require_POST
+async def transfer(request: HttpRequest, account_id: UUID) -> HttpResponse:
+    """Send a TransferMoney command: the first step of the saga; the processor takes it from there."""
+    user = await request.auser()
+    account, used = await queries.aowned_account_and_used(
+        user, account_id, _uuid(request.POST.get("transfer-command_id"))
+    )
+    own = await sync_to_async(queries.accounts_of)(user)
+    form = TransferForm(request.POST, source=account, own=own, prefix="transfer")
+    fragment = "bank/account.html#transfer-form"
+
+    async def page(status: int, **context: Any) -> HttpResponse:
+        posted = {"transfer_form": context.pop("form")}
+        context = {k: v for k, v in context.items() if k not in ("account", "kind", "own")}
+        return await sync_to_async(account_page)(request, account, status, **posted, **context)
+
+    invalid = {"form": form, "account": account}
+    if not form.is_valid():
+        return await _answer(request, 422, fragment, invalid, page)
+    command_id: UUID = form.cleaned_data["command_id"]
+    if used:
+        form.refuse_used_id()
+        return await _answer(request, 422, fragment, invalid, page)
+    destination: UUID = form.cleaned_data["destination"]
+    # The transfer is named by the form's command id: a double submit is one transfer.
+    command = domain.TransferMoney(account.id, command_id, destination, form.cleaned_data["amount"])
+    amount = format_money(form.cleaned_data["amount"], account.currency)
+    label = f"Transfer {amount} to {display(account_number(destination))}"
+    return await _send(
+        request,
+        user,
+        command,
+        command_id,
+        form,
+        fragment,
+        label,
+        page,
+        reverse("account", args=[account.id]),
+        account=account,
+        own=own,
+        kind="transfer",
     )
 
 
@@ -204,7 +256,10 @@ def move_accepted(kind: str, row: dict[str, Any], status: int = 202) -> HttpResp
 
 def _fresh_form_kwargs(form: Any) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"prefix": form.prefix}
-    if isinstance(form, MoveMoneyForm):
+    if isinstance(form, TransferForm):
+        kwargs["source"] = form.source
+        kwargs["own"] = list(form.own.values())
+    elif isinstance(form, MoveMoneyForm):
         kwargs["currency"] = form.currency
     return kwargs
 

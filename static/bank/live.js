@@ -40,4 +40,19 @@
       socket.send(JSON.stringify({ type: "watch", account: pair[0], command: pair[1] }), document.getElementById("live"));
     });
   });
+  // Copy an account number (the compact form, no spaces) to the clipboard.
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("[data-copy]");
+    if (!button) { return; }
+    var done = function () { button.textContent = "Copied"; setTimeout(function () { button.textContent = "Copy"; }, 1500); };
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(button.dataset.copy).then(done, function () { button.textContent = "Select and copy"; });
+    } else {
+      var range = document.createRange();
+      range.selectNodeContents(document.getElementById("account-number"));
+      window.getSelection().removeAllRanges();
+      window.getSelection().addRange(range);
+      button.textContent = "Selected: press Ctrl+C";
+    }
+  });
 })();

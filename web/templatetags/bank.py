@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+from uuid import UUID
+
 from django import template
 
+from bank import account_number as numbers
 from bank.messages import COMMANDS, EVENTS
 from bank.money import format_money
 
@@ -19,8 +23,16 @@ REASONS = {
     "balance_not_zero": "balance is not zero",
     "invalid_name": "invalid name",
     "unsupported_currency": "unsupported currency",
+    "same_account": "same account",
+    "currency_mismatch": "the account keeps another currency",
+    "unknown_transfer": "no such transfer in flight",
+    "transfer_exists": "transfer already sent",
+    "transfers_in_flight": "transfers still in flight",
     "account_quarantined": "account quarantined: an operator must release it",
 }
+
+# The source's side of a transfer: its pending row on the page is named by the transfer id.
+SOURCE_SIDE = {"TransferDebited", "TransferCompleted", "TransferRefunded"}
 
 
 @register.filter
@@ -51,3 +63,29 @@ def who(actor: str) -> str:
     """'user:alice' → 'alice', 'admin:bob' → 'bob (admin)'."""
     kind, _, name = actor.partition(":")
     return f"{name} (admin)" if kind == "admin" else name or actor
+
+
+@register.filter
+def account_number(account_id: UUID | str | None) -> str:
+    """The account number to read, in groups of four; only ever the number, never whose it is."""
+    if not account_id:
+        return ""
+    return numbers.display(numbers.account_number(UUID(str(account_id))))
+
+
+@register.filter
+def account_number_compact(account_id: UUID | str) -> str:
+    return numbers.account_number(UUID(str(account_id)))
+
+
+@register.filter
+def command_key(entry: Any) -> str:
+    """What a history entry's outcome row replaces: the pending row of the command, or of the transfer."""
+    if entry.type in SOURCE_SIDE and entry.transfer_id:
+        return str(entry.transfer_id)
+    return str(entry.command_id)
+
+
+@register.filter
+def direction(entry: Any) -> str:
+    return "to" if entry.type in SOURCE_SIDE else "from"

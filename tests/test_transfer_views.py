@@ -1,0 +1,176 @@
+"""The transfer form and the account number, with Django's test client against the real broker."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import call_command
+
+from bank.account_number import account_number, display
+from bank.config import KafkaSettings
+from projections.models import Transfer
+from tests.helpers import account_of, logged_in
+from tests.test_views import commands_sent
+
+pytestmark = pytest.mark.django_db(transaction=True)
+HTMX = {"HX-Request": "true"}
+
+
+def post_transfer(client, account, **fields):
+    data = {"transfer-command_id": str(uuid.uuid4()), "transfer-amount": "12.50", **fields}
+    return client.post(
+        f"/accounts/{account.id}/transfer", {k: v for k, v in data.items() if v is not None}, headers=HTMX
+    )
+
+
+def test_it_shows_the_account_number_to_copy(users: dict[str, User], kafka: KafkaSettings) -> None:
+    account = account_of(users["alice"])
+    page = logged_in(users["alice"]).get(f"/accounts/{account.id}/").content.decode()
+    assert display(account_number(account.id)) in page
+    assert f'data-copy="{account_number(account.id)}"' in page
+
+
+def test_it_sends_a_transfer_to_an_account_number(users: dict[str, User], kafka: KafkaSettings) -> None:
+    source = account_of(users["alice"], balance=100_00)
+    payee = account_of(users["bob"])
+    command_id = uuid.uuid4()
+    typed = display(account_number(payee.id)).lower()  # as someone might paste it
+    response = post_transfer(
+        logged_in(users["alice"]), source, **{"transfer-command_id": str(command_id), "transfer-to_number": typed}
+    )
+    assert response.status_code == 202
+    assert f'id="cmd-{source.id}-{command_id}"' in response.content.decode()
+    [sent] = [orjson.loads(v) for v in commands_sent(kafka)]
+    assert sent["type"] == "TransferMoney"
+    assert sent["command_id"] == str(command_id)
+    assert sent["account_id"] == str(source.id)
+    assert sent["data"] == {"transfer_id": str(command_id), "to_account": str(payee.id), "amount": 12_50}
+
+
+def test_it_sends_a_transfer_to_one_of_the_users_accounts(users: dict[str, User], kafka: KafkaSettings) -> None:
+    source = account_of(users["alice"], balance=100_00)
+    savings = account_of(users["alice"], name="Savings")
+    page = logged_in(users["alice"]).get(f"/accounts/{source.id}/").content.decode()
+    assert f'value="{savings.id}"' in page and f'value="{source.id}"' not in page
+    response = post_transfer(logged_in(users["alice"]), source, **{"transfer-to_own": str(savings.id)})
+    assert response.status_code == 202
+    [sent] = [orjson.loads(v) for v in commands_sent(kafka)]
+    assert sent["data"]["to_account"] == str(savings.id)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"transfer-to_number": "KB12 3456"}, "starts with KB and has 30 characters"),
+        ({"transfer-to_number": "hello"}, "starts with KB"),
+        ({"transfer-to_number": ""}, "Choose one of your accounts or type the account number"),
+        ({"transfer-amount": "0"}, "greater than zero"),
+        ({"transfer-amount": "1.234"}, "two decimals"),
+        ({"transfer-amount": ""}, "Enter an amount"),
+    ],
+)
+def test_it_refuses_bad_input_and_sends_nothing(
+    users: dict[str, User], kafka: KafkaSettings, fields: dict[str, str], message: str
+) -> None:
+    source = account_of(users["alice"], balance=100_00)
+    payee = account_of(users["bob"])
+    fields = {"transfer-to_number": account_number(payee.id), **fields}
+    response = post_transfer(logged_in(users["alice"]), source, **fields)
+    assert response.status_code == 422
+    assert message in response.content.decode()
+    assert commands_sent(kafka) == []
+
+
+def test_it_refuses_a_typo_in_the_account_number(users: dict[str, User], kafka: KafkaSettings) -> None:
+    source = account_of(users["alice"], balance=100_00)
+    number = account_number(account_of(users["bob"]).id)
+    typo = number[:10] + ("X" if number[10] != "X" else "Y") + number[11:]
+    response = post_transfer(logged_in(users["alice"]), source, **{"transfer-to_number": typo})
+    assert response.status_code == 422
+    assert "typo" in response.content.decode()
+    assert commands_sent(kafka) == []
+
+
+def test_it_refuses_a_transfer_to_the_same_account(users: dict[str, User], kafka: KafkaSettings) -> None:
+    source = account_of(users["alice"], balance=100_00)
+    response = post_transfer(logged_in(users["alice"]), source, **{"transfer-to_number": account_number(source.id)})
+    assert response.status_code == 422
+    assert "That is this account" in response.content.decode()
+    assert commands_sent(kafka) == []
+
+
+def test_it_refuses_both_an_own_account_and_a_number(users: dict[str, User], kafka: KafkaSettings) -> None:
+    source = account_of(users["alice"], balance=100_00)
+    savings = account_of(users["alice"], name="Savings")
+    response = post_transfer(
+        logged_in(users["alice"]),
+        source,
+        **{"transfer-to_own": str(savings.id), "transfer-to_number": account_number(savings.id)},
+    )
+    assert response.status_code == 422
+    assert "not both" in response.content.decode()
+    assert commands_sent(kafka) == []
+
+
+def test_it_refuses_another_users_account_from_the_own_list(users: dict[str, User], kafka: KafkaSettings) -> None:
+    source = account_of(users["alice"], balance=100_00)
+    bobs = account_of(users["bob"])
+    response = post_transfer(logged_in(users["alice"]), source, **{"transfer-to_own": str(bobs.id)})
+    assert response.status_code == 422
+    assert commands_sent(kafka) == []
+
+
+def test_it_refuses_to_send_from_someone_elses_account(users: dict[str, User], kafka: KafkaSettings) -> None:
+    bobs = account_of(users["bob"], balance=100_00)
+    response = post_transfer(
+        logged_in(users["alice"]), bobs, **{"transfer-to_number": account_number(account_of(users["alice"]).id)}
+    )
+    assert response.status_code == 404
+    assert commands_sent(kafka) == []
+
+
+def transfer_row(status: str, minutes_ago: float, **fields: object) -> Transfer:
+    at = datetime.now(UTC) - timedelta(minutes=minutes_ago)
+    return Transfer.objects.create(
+        id=uuid.uuid4(),
+        from_account=uuid.uuid4(),
+        to_account=uuid.uuid4(),
+        amount=5_00,
+        currency="EUR",
+        status=status,
+        debited_at=at,
+        completed_at=at if status == "completed" else None,
+        **fields,
+    )
+
+
+def test_it_lists_transfers_in_the_admin_and_flags_the_slow_ones(users: dict[str, User]) -> None:
+    stuck = transfer_row("sent", minutes_ago=10)
+    fresh = transfer_row("sent", minutes_ago=0)
+    done = transfer_row("completed", minutes_ago=20)
+    staff = logged_in(users["carol"])
+    flagged = staff.get("/admin/projections/transfer/?in_flight=flagged").content.decode()
+    assert str(stuck.id) in flagged and str(fresh.id) not in flagged and str(done.id) not in flagged
+    assert "in flight over 60s" in flagged
+    assert display(account_number(stuck.from_account)) in flagged
+    everything = staff.get("/admin/projections/transfer/").content.decode()
+    assert all(str(t.id) in everything for t in (stuck, fresh, done))
+    assert staff.get("/admin/projections/transfer/add/").status_code == 403
+    assert staff.post(f"/admin/projections/transfer/{stuck.id}/delete/", {"post": "yes"}).status_code == 403
+    assert logged_in(users["alice"]).get("/admin/projections/transfer/").status_code == 302
+
+
+def test_it_reports_transfers_in_flight_in_bank_status(users: dict[str, User], kafka: KafkaSettings) -> None:
+    transfer_row("sent", minutes_ago=10)
+    transfer_row("refused", minutes_ago=0, reason="account_closed")
+    transfer_row("completed", minutes_ago=20)
+    out = io.StringIO()
+    call_command("bank_status", stdout=out)
+    line = next(x for x in out.getvalue().splitlines() if x.startswith("transfers in flight"))
+    assert line.startswith("transfers in flight: 2 (1 sent, 0 credited, 1 refused); oldest debited 60")
+    assert line.endswith("; 1 flagged (in flight over 60s)")
