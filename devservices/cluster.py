@@ -207,9 +207,12 @@ class KafkaCluster:
             "transaction.state.log.min.isr": "2",
             "share.coordinator.state.topic.replication.factor": "3",
             "share.coordinator.state.topic.min.isr": "2",
-            # A dead broker is fenced (and leaves every ISR) after 3 s instead of 9 s, well inside
-            # the 5 s a view waits for a command's confirmation.
+            # Failover inside the 5 s a view waits for a command's confirmation (KAFKA_COMMAND_TIMEOUT):
+            # a dead broker is fenced, and leaves every ISR, after 2 s instead of 9 s; a dead active
+            # controller is replaced after 1 s without its fetches plus a 0.5-1 s election.
             "broker.heartbeat.interval.ms": "500",
-            "broker.session.timeout.ms": "3000",
+            "broker.session.timeout.ms": "2000",
+            "controller.quorum.fetch.timeout.ms": "1000",
+            "controller.quorum.election.timeout.ms": "500",
             **(self.extra or {}),
         }

@@ -52,10 +52,22 @@ def make_ca(common_name: str = "bank local CA") -> tuple[ec.EllipticCurvePrivate
     return key, cert
 
 
+LOCAL_HOSTS = ("localhost", "127.0.0.1")
+
+
 def make_leaf(
-    ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, common_name: str
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    common_name: str,
+    hosts: tuple[str, ...] = LOCAL_HOSTS,
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    """A certificate for 127.0.0.1 and localhost, usable as TLS server and client (the controller listener is mutual)."""
+    """A certificate for `hosts` (names or IPs), usable as TLS server and client (the controller listener is mutual)."""
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
     cert = (
@@ -67,7 +79,7 @@ def make_leaf(
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=825))
         .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            x509.SubjectAlternativeName(names),
             critical=False,
         )
         .add_extension(
@@ -90,15 +102,24 @@ def pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def ensure(directory: Path) -> TlsFiles:
-    """Make the CA and the broker's key store once; later calls reuse them."""
+def ensure(directory: Path, hosts: tuple[str, ...] = LOCAL_HOSTS) -> TlsFiles:
+    """Make the CA and the broker's key store (for `hosts`) once; later calls reuse them.
+
+    Also `client-ssl.properties`: Kafka's own tools (kafka-configs.sh, healthchecks) connecting as
+    the brokers' principal over mutual TLS, as docker-compose.yml does to create the SCRAM users.
+    """
     files = TlsFiles(directory / "ca.pem", directory / "broker.pem")
     if files.ca.exists() and files.keystore.exists():
         return files
     directory.mkdir(parents=True, exist_ok=True)
     ca_key, ca_cert = make_ca()
-    key, cert = make_leaf(ca_key, ca_cert, BROKER_CN)
+    key, cert = make_leaf(ca_key, ca_cert, BROKER_CN, hosts)
     files.keystore.write_bytes(pem_key(key) + pem_cert(cert) + pem_cert(ca_cert))
     files.keystore.chmod(0o600)
     files.ca.write_bytes(pem_cert(ca_cert))
+    (directory / "client-ssl.properties").write_text(
+        "security.protocol=SSL\n"
+        f"ssl.keystore.type=PEM\nssl.keystore.location={files.keystore}\n"
+        f"ssl.truststore.type=PEM\nssl.truststore.location={files.ca}\n"
+    )
     return files

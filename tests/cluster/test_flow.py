@@ -22,14 +22,15 @@ from tests.kafka_helpers import Worker, wait_until
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 
 
-def start_bank(secure: Secure, workers: Callable[..., Worker]) -> tuple[Worker, Worker]:
+def start_bank(secure: Secure, workers: Callable[..., Worker], name: str) -> tuple[Worker, Worker]:
+    """The processor and the projector as processes, each as its own principal; logs in var/test/logs/<name>-*.log."""
     processor = workers(
-        "cluster-processor",
+        f"{name}-processor",
         ["run_processor", "--instance", "c1"],
         secure.settings("processor"),
         **secure.env("processor"),
     )
-    projector = workers("cluster-projector", ["run_projector"], secure.settings("projector"), **secure.env("projector"))
+    projector = workers(f"{name}-projector", ["run_projector"], secure.settings("projector"), **secure.env("projector"))
     processor.wait_for_log("assigned partitions", timeout=90)
     projector.wait_for_log("projector assigned", timeout=90)
     return processor, projector
@@ -49,7 +50,7 @@ def test_it_runs_a_deposit_from_the_web_to_the_websocket_over_sasl_ssl(
 
     alice = users["alice"]
     settings.KAFKA = secure.settings("web")  # the views' command bus runs as the web principal
-    start_bank(secure, workers)
+    start_bank(secure, workers, "flow")
     account_id = uuid.uuid4()
     bus = CommandBus(settings.KAFKA)
     try:
