@@ -8,6 +8,7 @@ also commits the consumed command offsets: either both happen or neither does.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -84,17 +85,15 @@ class Processor:
         self.batch_wait = batch_wait
         group = group or kafka.group("processor")
         self.consumer: Consumer = consumer(kafka, group)
-        self.producer = Producer(
-            kafka.client_config()
-            | {
-                # Stable per instance: a restarted instance fences its predecessor's open transaction at once.
-                "transactional.id": f"{group}-{instance}",
-                "transaction.timeout.ms": transaction_timeout_ms,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 5,
-            }
-        )
+        self._producer_config = kafka.client_config() | {
+            # Stable per instance: a restarted instance fences its predecessor's open transaction at once.
+            "transactional.id": f"{group}-{instance}",
+            "transaction.timeout.ms": transaction_timeout_ms,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+        }
+        self.producer = Producer(self._producer_config)
         # Fault injection for the fencing tests: hold each transaction open this long before committing it.
         self.fault_pause = fault_pause
         self.accounts: dict[int, Accounts] = {}
@@ -173,6 +172,10 @@ class Processor:
                     "fault injection: holding a transaction of %d commands open for %.1fs", len(batch), self.fault_pause
                 )
                 time.sleep(self.fault_pause)
+            # Deliver the events first: if a broker loss made them fail, the transaction is abortable and
+            # send_offsets_to_transaction returns at once. Called while the group coordinator is gone it can
+            # block past its timeout, forever (librdkafka #5456, #5511; seen here after losing two brokers).
+            self.producer.flush(30)
             self.producer.send_offsets_to_transaction(next_offsets(batch), self.consumer.consumer_group_metadata(), 30)
             self.producer.commit_transaction(30)
         except KafkaException as exc:
@@ -180,6 +183,18 @@ class Processor:
             return len(batch)
         self.decided += decided
         return len(batch)
+
+    def _renew_producer(self, error: KafkaError) -> None:
+        """A new transactional producer with the same transactional.id: init_transactions bumps its epoch, so
+        whatever the old one left open is aborted; the caller then reloads the partitions' state."""
+        log.warning("processor %s: producer unusable (%s); making a new one", self.instance, error.str())
+        with contextlib.suppress(KafkaException):  # its queue is lost with its transaction, as it should be
+            self.producer.flush(0)
+        self.producer = Producer(self._producer_config)
+        try:
+            self.producer.init_transactions(30)
+        except KafkaException as exc:
+            raise ProcessorFailed(f"fatal Kafka error, this instance must restart: {exc.args[0].str()}") from exc
 
     def _without_errors(self, batch: list[Message]) -> list[Message]:
         good = []
@@ -226,15 +241,20 @@ class Processor:
         return 1
 
     def _recover(self, error: KafkaError, partitions: list[int]) -> None:
-        if error.fatal():
-            raise ProcessorFailed(f"fatal Kafka error, this instance must restart: {error.str()}")
         log.warning("transaction failed (%s); aborting and reloading partitions %s", error.str(), partitions)
         self.aborts += 1
-        try:
-            self.producer.abort_transaction(30)
-        except KafkaException as exc:
-            if exc.args[0].fatal():
-                raise ProcessorFailed(f"could not abort the transaction: {exc.args[0].str()}") from exc
+        fatal = error if error.fatal() else None
+        if fatal is None:
+            try:
+                self.producer.abort_transaction(30)
+            except KafkaException as exc:
+                if exc.args[0].fatal():
+                    fatal = exc.args[0]
+        if fatal is not None:
+            # Fenced (the coordinator timed the transaction out, e.g. while brokers were down) or
+            # another fatal producer error: this producer is done, the process need not be.
+            self._renew_producer(fatal)
+            partitions = sorted({*partitions, *(tp.partition for tp in self.consumer.assignment())})
         for p in partitions:
             self.accounts.pop(p, None)
         owned = {tp.partition for tp in self.consumer.assignment()}
