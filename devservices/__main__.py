@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             rows = services.status(settings.VAR_DIR, settings.DATABASE_URL, settings.REDIS_URL, bootstrap)
             for row in rows:
-                print(row.line())
+                print(row.line(), flush=True)
             if not all(row.up for row in rows):
                 print("some services are down: run `python -m devservices up`", file=sys.stderr)
                 return 1
