@@ -113,7 +113,7 @@ def secured_cluster() -> Iterator[Setup]:
 
     def prepare(prefix: str) -> None:
         acls.apply(cluster.admin(), as_user("operator", prefix))
-        ensure_topics(as_user("operator", prefix))
+        acls.retry_until_enforced(lambda: ensure_topics(as_user("operator", prefix)))
 
     try:
         yield Setup("3 brokers, RF 3, min ISR 2, SASL_SSL SCRAM-SHA-512, ACLs", as_user, prepare, cluster.env)

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from uuid import UUID
 
@@ -176,13 +176,28 @@ class Processor:
             # send_offsets_to_transaction returns at once. Called while the group coordinator is gone it can
             # block past its timeout, forever (librdkafka #5456, #5511; seen here after losing two brokers).
             self.producer.flush(30)
-            self.producer.send_offsets_to_transaction(next_offsets(batch), self.consumer.consumer_group_metadata(), 30)
-            self.producer.commit_transaction(30)
+            offsets, group = next_offsets(batch), self.consumer.consumer_group_metadata()
+            self._retrying("send the offsets", lambda: self.producer.send_offsets_to_transaction(offsets, group, 30))
+            self._retrying("commit", lambda: self.producer.commit_transaction(30))
         except KafkaException as exc:
             self._recover(exc.args[0], partitions)
             return len(batch)
         self.decided += decided
         return len(batch)
+
+    def _retrying(self, what: str, call: Callable[[], None], attempts: int = 10) -> None:
+        """A transaction call again while librdkafka says it is retriable (for a commit: it is still under way,
+        and aborting now would fail with "conflicting commit in progress", batch after batch). Bounded: the
+        last failure goes to _recover."""
+        for attempt in range(1, attempts + 1):
+            try:
+                call()
+                return
+            except KafkaException as exc:
+                error = exc.args[0]
+                if not error.retriable() or error.txn_requires_abort() or attempt == attempts:
+                    raise
+                log.warning("processor %s: %s not confirmed yet (%s); retrying", self.instance, what, error.str())
 
     def _renew_producer(self, error: KafkaError) -> None:
         """A new transactional producer with the same transactional.id: init_transactions bumps its epoch, so
@@ -246,7 +261,7 @@ class Processor:
         fatal = error if error.fatal() else None
         if fatal is None:
             try:
-                self.producer.abort_transaction(30)
+                self._retrying("abort", lambda: self.producer.abort_transaction(30))
             except KafkaException as exc:
                 if exc.args[0].fatal():
                     fatal = exc.args[0]

@@ -17,7 +17,11 @@ Every reader also gets READ on group `bank-reader`, the group id of the group-le
 
 from __future__ import annotations
 
-from confluent_kafka import KafkaException
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AclBinding,
     AclOperation,
@@ -29,6 +33,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 
 from bank.config import KafkaSettings
 
+T = TypeVar("T")
 READER_GROUP = "bank-reader"  # bank.kafka.reader's group id, never used to commit
 
 
@@ -90,3 +95,20 @@ def apply(admin: AdminClient, kafka: KafkaSettings, timeout: float = 30.0) -> in
         except KafkaException as error:
             raise KafkaException(error.args[0]) from RuntimeError(f"creating {binding}")
     return len(bindings)
+
+
+def retry_until_enforced(call: Callable[[], T], timeout: float = 30.0) -> T:
+    """`call()` again while it is refused for authorization: the controller confirms new ACLs before every
+    broker has read them from the metadata log, so an action right after `apply` can still be refused."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except KafkaException as error:
+            refused = error.args[0].code() in (
+                KafkaError.TOPIC_AUTHORIZATION_FAILED,
+                KafkaError.GROUP_AUTHORIZATION_FAILED,
+            )
+            if not refused or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

@@ -79,5 +79,5 @@ def secure(cluster: KafkaCluster) -> Secure:
     found = Secure(cluster, f"c{uuid.uuid4().hex[:10]}.")
     operator = found.settings("operator")
     acls.apply(cluster.admin(), operator)
-    ensure_topics(operator)
+    acls.retry_until_enforced(lambda: ensure_topics(operator))
     return found
