@@ -18,7 +18,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from bank import messages
 from bank.config import KafkaSettings
-from bank.kafka import producer
+from bank.kafka import STATS_INTERVAL_MS, producer
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,11 @@ class CommandBus:
         self.timeout = kafka.command_timeout
         # librdkafka gives up on the message itself at the same deadline, so a command
         # reported as failed is never delivered later behind the user's back.
-        self._producer: Producer = producer(kafka, **{"message.timeout.ms": int(self.timeout * 1000), "linger.ms": 1})
+        polled = {"statistics.interval.ms": STATS_INTERVAL_MS}  # by the poller thread below
+        self._producer: Producer = producer(
+            kafka,
+            **{"message.timeout.ms": int(self.timeout * 1000), "linger.ms": 1, "client.id": "bank-commands"} | polled,
+        )
         self._closed = threading.Event()
         self._poller = threading.Thread(target=self._serve_callbacks, name="command-bus-poller", daemon=True)
         self._poller.start()

@@ -140,6 +140,11 @@ class KafkaSettings:
     def deadletters_topic(self) -> str:
         return self.topic("deadletters")
 
+    @property
+    def state_topic(self) -> str:
+        """The processor's compacted state per account (the changelog of its in-memory state)."""
+        return self.topic("account-state")
+
     def client_config(self) -> dict[str, str | int | float | bool]:
         """librdkafka settings shared by every producer, consumer and admin client."""
         config: dict[str, str | int | float | bool] = {

@@ -45,7 +45,15 @@ class CloseAccount:
     account_id: UUID
 
 
-Command = OpenAccount | Deposit | Withdraw | CloseAccount
+@dataclass(frozen=True)
+class ReleaseAccount:
+    """An operator's word that the foreign records seen so far on the account's partition are not
+    part of its history: the processor lifts the account's quarantine (see consumers/processor.py)."""
+
+    account_id: UUID
+
+
+Command = OpenAccount | Deposit | Withdraw | CloseAccount | ReleaseAccount
 
 
 # --- events (past tense) ---
@@ -75,6 +83,11 @@ class AccountClosed:
     pass
 
 
+@dataclass(frozen=True)
+class AccountReleased:
+    """The account's quarantine was lifted by an operator; its commands are decided again."""
+
+
 class Reason(enum.StrEnum):
     INSUFFICIENT_FUNDS = "insufficient_funds"
     INVALID_AMOUNT = "invalid_amount"
@@ -85,6 +98,9 @@ class Reason(enum.StrEnum):
     BALANCE_NOT_ZERO = "balance_not_zero"
     INVALID_NAME = "invalid_name"
     UNSUPPORTED_CURRENCY = "unsupported_currency"
+    # Not decided by `decide`: the processor rejects every command of an account that a foreign
+    # or undecodable record on bank.events names, until an operator sends ReleaseAccount.
+    ACCOUNT_QUARANTINED = "account_quarantined"
 
 
 @dataclass(frozen=True)
@@ -96,7 +112,7 @@ class CommandRejected:
     amount: int | None = None
 
 
-Event = AccountOpened | MoneyDeposited | MoneyWithdrawn | AccountClosed | CommandRejected
+Event = AccountOpened | MoneyDeposited | MoneyWithdrawn | AccountClosed | AccountReleased | CommandRejected
 
 
 # --- state ---
@@ -136,8 +152,12 @@ def decide(state: Account, command: Command, max_amount: int = DEFAULT_MAX_AMOUN
     try:
         return _decide(state, command, max_amount)
     except Rejection as rejection:
-        amount = getattr(command, "amount", None)
-        return [CommandRejected(type(command).__name__, rejection.reason, amount)]
+        return reject(command, rejection.reason)
+
+
+def reject(command: Command, reason: Reason) -> list[Event]:
+    """The one event that records `command` as rejected for `reason`."""
+    return [CommandRejected(type(command).__name__, reason, getattr(command, "amount", None))]
 
 
 def _decide(state: Account, command: Command, max_amount: int) -> list[Event]:
@@ -165,6 +185,11 @@ def _decide(state: Account, command: Command, max_amount: int) -> list[Event]:
             if state.balance != 0:
                 raise Rejection(Reason.BALANCE_NOT_ZERO)
             return [AccountClosed()]
+        case ReleaseAccount():
+            # Any account that exists, open or closed: releasing is about the log, not the balance.
+            if state.status is Status.NONE:
+                raise Rejection(Reason.ACCOUNT_NOT_FOUND)
+            return [AccountReleased()]
     raise TypeError(f"unknown command {command!r}")
 
 
@@ -193,6 +218,6 @@ def evolve(state: Account, event: Event) -> Account:
             return replace(state, version=version, balance=balance)
         case AccountClosed():
             return replace(state, version=version, status=Status.CLOSED)
-        case CommandRejected():
+        case AccountReleased() | CommandRejected():
             return replace(state, version=version)
     raise TypeError(f"unknown event {event!r}")

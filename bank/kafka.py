@@ -1,25 +1,134 @@
-"""Kafka clients made in one place, and the log-reading helpers built on them: topics, offsets, dead letters."""
+"""Kafka clients made in one place, and the log-reading helpers built on them: topics, offsets, dead letters.
+
+Every client made here logs through Python logging (librdkafka's own lines under `bank.kafka.librdkafka`)
+and reports errors through `error_cb`. A broker outage is one warning when it starts and one when it ends,
+with its length (`BrokerWatch`), instead of a line per reconnect attempt of every client.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
 from bank.config import KafkaSettings
 
 log = logging.getLogger(__name__)
+librdkafka_log = logging.getLogger(f"{__name__}.librdkafka")
+
+# An outage is over once no connection has failed for this long while a broker is up: longer than
+# librdkafka's longest reconnect back-off (reconnect.backoff.max.ms, 10 s), so that a broker still
+# down among several others does not end and restart the outage between two attempts.
+QUIET_SECONDS = 12.0
+STATS_INTERVAL_MS = 1000  # how often clients report broker states: how soon a recovery is seen
+CONNECTION_ERRORS = (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE)
+
+
+class BrokerWatch:
+    """One process's view of whether the brokers of one bootstrap list can be reached, fed by every client.
+
+    1. A connection failure (librdkafka's FAIL log lines, or a transport error in `error_cb`) starts an
+       outage: one warning, with the first failure's reason; later failures are only counted.
+    2. The statistics of the process's polled clients (every STATS_INTERVAL_MS, parsed only during an
+       outage) show when a broker is UP again after the last failure.
+    3. Once no failure has come for QUIET_SECONDS since then, the outage ends: one warning with its length.
+    Callbacks run on the threads that poll the clients, hence the lock.
+    """
+
+    _watches: dict[str, BrokerWatch] = {}
+    _watches_lock = threading.Lock()
+
+    def __init__(self, servers: str) -> None:
+        self.servers = servers
+        self.since: float | None = None  # monotonic start of the outage in progress
+        self.up_at: float | None = None  # when a broker was seen UP after the last failure
+        self.last_failure = 0.0
+        self.failures = 0
+        self._lock = threading.Lock()
+
+    @classmethod
+    def of(cls, servers: str) -> BrokerWatch:
+        with cls._watches_lock:
+            return cls._watches.setdefault(servers, cls(servers))
+
+    def failed(self, client: str, reason: str) -> None:
+        with self._lock:
+            now = time.monotonic()
+            self.last_failure, self.up_at = now, None
+            if self.since is not None:
+                self.failures += 1
+                return
+            self.since, self.failures = now, 1
+        log.warning("Kafka %s unreachable (%s: %s); retrying quietly until it is back", self.servers, client, reason)
+
+    def stats(self, report: str) -> None:
+        if self.since is None:  # the common case: nothing to parse
+            return
+        now = time.monotonic()
+        with self._lock:
+            if self.since is None:
+                return
+            if self.up_at is None:
+                brokers = json.loads(report).get("brokers", {}).values()
+                if any(b.get("state") == "UP" for b in brokers):
+                    self.up_at = now
+                return
+            if now - self.last_failure < QUIET_SECONDS:
+                return
+            length, failures = self.up_at - self.since, self.failures
+            self.since = self.up_at = None
+        log.warning("Kafka %s reachable again after %.1f s (%d connection failures)", self.servers, length, failures)
+
+
+class _LibrdkafkaLog:
+    """librdkafka's `logger`: connection failures go to the BrokerWatch, every other line to Python logging."""
+
+    def __init__(self, watch: BrokerWatch, client: str) -> None:
+        self.watch, self.client = watch, client
+
+    def log(self, level: int, fmt: str, facility: str, name: str, message: str) -> None:
+        if facility == "FAIL":
+            self.watch.failed(self.client, message)
+        else:
+            librdkafka_log.log(level, "%s [%s] %s", facility, name, message)
+
+
+def _config(kafka: KafkaSettings, client: str, polled: bool) -> dict[str, Any]:
+    """What every client shares: connection settings, client.id, logging and error reporting.
+
+    Statistics (how an outage is seen to end) only for `polled` clients: librdkafka queues them until
+    the next poll, and a producer that is only flushed now and then would pile them up.
+    """
+    watch = BrokerWatch.of(kafka.bootstrap_servers)
+
+    def on_error(error: KafkaError) -> None:
+        if error.code() in CONNECTION_ERRORS:
+            watch.failed(client, error.str())
+        else:
+            log.log(logging.ERROR if error.fatal() else logging.WARNING, "Kafka client %s: %s", client, error.str())
+
+    return kafka.client_config() | {
+        "client.id": client,
+        "logger": _LibrdkafkaLog(watch, client),
+        "error_cb": on_error,
+        "stats_cb": watch.stats,
+        "statistics.interval.ms": STATS_INTERVAL_MS if polled else 0,
+        "log.connection.close": False,  # the broker closing an idle connection is no news
+    }
 
 
 def consumer(kafka: KafkaSettings, group: str, **extra: Any) -> Consumer:
     """A consumer that sees only committed transactions and never commits on its own."""
     return Consumer(
-        kafka.client_config()
+        _config(kafka, group, polled=True)
         | {
             "group.id": group,
             "enable.auto.commit": False,
@@ -37,7 +146,7 @@ def consumer(kafka: KafkaSettings, group: str, **extra: Any) -> Consumer:
 def reader(kafka: KafkaSettings, **extra: Any) -> Consumer:
     """A group-less read_committed consumer for reading partitions from the start (rebuilds, inspection)."""
     return Consumer(
-        kafka.client_config()
+        _config(kafka, "bank-reader", polled=True)
         | {
             "group.id": "bank-reader",  # required by librdkafka, never used to commit
             "enable.auto.commit": False,
@@ -50,10 +159,21 @@ def reader(kafka: KafkaSettings, **extra: Any) -> Consumer:
     )
 
 
+@contextmanager
+def reading(kafka: KafkaSettings, **extra: Any) -> Iterator[Consumer]:
+    """A `reader`, closed on the way out."""
+    with reader(kafka, **extra) as opened:
+        yield opened
+
+
 def producer(kafka: KafkaSettings, **extra: Any) -> Producer:
-    """An idempotent producer that waits for all in-sync replicas."""
+    """An idempotent producer that waits for all in-sync replicas (`client.id` in `extra` names it in the logs).
+
+    Give a producer that is polled all the time (the command bus) `statistics.interval.ms` = STATS_INTERVAL_MS
+    in `extra`, so that it too sees an outage end; others leave that to the consumers of their process.
+    """
     return Producer(
-        kafka.client_config()
+        _config(kafka, str(extra.get("client.id", "bank-producer")), polled=False)
         | {
             "enable.idempotence": True,
             "acks": "all",
@@ -63,6 +183,20 @@ def producer(kafka: KafkaSettings, **extra: Any) -> Producer:
         }
         | extra
     )
+
+
+def transactional_producer(kafka: KafkaSettings, transactional_id: str, timeout_ms: int, **extra: Any) -> Producer:
+    """A producer whose writes are Kafka transactions; a stable `transactional_id` fences a predecessor at once."""
+    settings = {
+        "client.id": transactional_id,
+        "transactional.id": transactional_id,
+        "transaction.timeout.ms": timeout_ms,
+    }
+    return producer(kafka, **settings | {"linger.ms": 5} | extra)
+
+
+def admin(kafka: KafkaSettings) -> AdminClient:
+    return AdminClient(_config(kafka, "bank-admin", polled=False))
 
 
 def consume_batch(consumer: Consumer, size: int, wait: float) -> list[Message]:
@@ -100,36 +234,68 @@ def next_offsets(messages: Iterable[Message]) -> list[TopicPartition]:
     return [TopicPartition(topic, partition, offset + 1) for (topic, partition), offset in last.items()]
 
 
-@retry(
-    retry=retry_if_exception(lambda e: isinstance(e, KafkaException) and e.args[0].retriable()),
+# Leadership settling (a fresh topic, a restarted broker) is transient even when librdkafka does not say so.
+_SETTLING = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._TIMED_OUT,
+}
+_retry_while_settling = retry(
+    retry=retry_if_exception(
+        lambda e: isinstance(e, KafkaException) and (e.args[0].retriable() or e.args[0].code() in _SETTLING)
+    ),
     wait=wait_exponential(multiplier=0.05, max=1.0),
     stop=stop_after_delay(15),
     reraise=True,
 )
+
+
+@_retry_while_settling
 def high_watermark(consumer: Consumer, topic: str, partition: int) -> int:
-    """The end of a partition; retried while leadership settles (a fresh topic, a restarted broker)."""
+    """The end of a partition; retried while leadership settles (a fresh topic, a restarted broker).
+
+    For a read_committed consumer this is the last stable offset: open transactions are not counted.
+    """
     return int(consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1])
 
 
-def end_offsets(kafka: KafkaSettings, topic: str) -> dict[int, int]:
-    """The current end (high watermark) of every partition of `topic`."""
-    c = reader(kafka)
-    try:
-        partitions = c.list_topics(topic, timeout=10).topics[topic].partitions
+@_retry_while_settling
+def watermarks(consumer: Consumer, topic: str, partition: int) -> tuple[int, int]:
+    """(log start, end) of a partition: records before the start were deleted (retention, delete-records)."""
+    low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+    return int(low), int(high)
+
+
+def log_ends(kafka: KafkaSettings, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+    """The true end of each partition, open transactions included (a read_uncommitted view): a reader
+    that goes that far has waited out every transaction open now, so nothing decided before can still change."""
+    with reading(kafka, **{"isolation.level": "read_uncommitted"}) as c:
         return {p: high_watermark(c, topic, p) for p in partitions}
-    finally:
-        c.close()
+
+
+def end_offsets(kafka: KafkaSettings, topic: str, partitions: Iterable[int] | None = None) -> dict[int, int]:
+    """The current end (high watermark) of `partitions` of `topic` (default: all)."""
+    with reading(kafka) as c:
+        if partitions is None:
+            partitions = c.list_topics(topic, timeout=10).topics[topic].partitions
+        return {p: high_watermark(c, topic, p) for p in partitions}
 
 
 def offsets_at(kafka: KafkaSettings, topic: str, moment_ms: int) -> dict[int, int]:
     """Per partition, the first offset whose timestamp is at or after `moment_ms` (the end if none is)."""
     ends = end_offsets(kafka, topic)
-    c = reader(kafka)
-    try:
+    with reading(kafka) as c:
         found = c.offsets_for_times([TopicPartition(topic, p, moment_ms) for p in ends], timeout=10)
-    finally:
-        c.close()
     return {tp.partition: tp.offset if tp.offset >= 0 else ends[tp.partition] for tp in found}
+
+
+class LogStalled(RuntimeError):
+    """A read of the log made no progress for longer than its bound (an open transaction held it back)."""
+
+
+class ReadInterrupted(Exception):
+    """A read of the log was stopped by its `stop` callable (the worker received SIGTERM)."""
 
 
 def read_to_end(
@@ -139,80 +305,113 @@ def read_to_end(
     ends: dict[int, int] | None = None,
     say_every: float = 5.0,
     batch_size: int = 10_000,
+    starts: dict[int, int] | None = None,
+    stop: Callable[[], bool] | None = None,
+    max_stall: float = 120.0,
 ) -> Iterator[list[Message]]:
-    """Batches of the committed messages of `topic` from the start up to `ends` (default: the current end).
+    """Batches of the committed messages of `topic` from `starts` (default: the log start) up to `ends`
+    (default: the current end).
 
     `partitions` defaults to all of them, or to the keys of `ends`. If a transaction is still
     open near the end, this waits until it commits or aborts: read_committed readers cannot
-    pass it, and the end is only known after it.
+    pass it, and the end is only known after it. Every wait is bounded: `stop()` is checked
+    several times a second (ReadInterrupted), and `max_stall` seconds without progress raise
+    LogStalled. A partition whose records were all deleted (log start = end) or whose last
+    offsets are transaction markers or compacted away is done at once: it is judged by the
+    broker's watermarks and the consumer's position, never by waiting for a record.
     """
-    events = reader(kafka)
-    try:
+    with reading(kafka) as events:
         if partitions is None:
             partitions = (
                 ends.keys() if ends is not None else events.list_topics(topic, timeout=10).topics[topic].partitions
             )
         wanted = sorted(set(partitions))
+        marks = {p: watermarks(events, topic, p) for p in wanted}
         if ends is None:
-            ends = {p: high_watermark(events, topic, p) for p in wanted}
-        events.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in wanted])
-        remaining = {p for p in wanted if ends[p] > 0}
+            ends = log_ends(kafka, topic, wanted)
+        first = {p: max(marks[p][0], (starts or {}).get(p, 0)) for p in wanted}
+        remaining = {p for p in wanted if first[p] < ends[p]}
+        if not remaining:
+            return
+        events.assign([TopicPartition(topic, p, first[p]) for p in sorted(remaining)])
         last_said = last_progress = time.monotonic()
         while remaining:
+            if stop is not None and stop():
+                raise ReadInterrupted(f"stopped while reading {topic} partitions {sorted(remaining)}")
             batch = [
                 m
-                for m in events.consume(batch_size, 0.2)
+                for m in events.consume(batch_size, 0.05)
                 if m.error() is None and (m.offset() or 0) < ends[m.partition() or 0]
             ]
             if batch:
                 last_progress = time.monotonic()
                 yield batch
+            positions = {}
             for tp in events.position([TopicPartition(topic, p) for p in remaining]):
+                positions[tp.partition] = tp.offset
                 if tp.offset >= ends[tp.partition]:
                     remaining.discard(tp.partition)
+                    last_progress = time.monotonic()
             now = time.monotonic()
+            if remaining and now - last_progress > max_stall:
+                raise LogStalled(
+                    f"{topic} partitions {sorted(remaining)} made no progress for {max_stall:.0f}s "
+                    f"(positions {positions}, ends { {p: ends[p] for p in sorted(remaining)} }): "
+                    "an open transaction of another producer holds them back"
+                )
             if remaining and now - last_progress > say_every and now - last_said > say_every:
                 last_said = now
                 log.info(
-                    "waiting on %s partitions %s: an open transaction may hold them back", topic, sorted(remaining)
+                    "waiting on %s partitions %s (positions %s, ends %s): an open transaction may hold them back",
+                    topic,
+                    sorted(remaining),
+                    {p: positions.get(p) for p in sorted(remaining)},
+                    {p: ends[p] for p in sorted(remaining)},
                 )
-    finally:
-        events.close()
 
 
 def ensure_topics(kafka: KafkaSettings, timeout: float = 30.0) -> list[str]:
     """Create the bank's topics if they are missing. Returns the names created now."""
-    admin = AdminClient(kafka.client_config())
-    existing = admin.list_topics(timeout=timeout).topics
     rf = kafka.replication_factor
     wanted = {
         kafka.commands_topic: {"retention.ms": str(7 * 24 * 3600 * 1000)},
         kafka.events_topic: {"retention.ms": "-1", "retention.bytes": "-1"},
         kafka.deadletters_topic: {"retention.ms": "-1", "retention.bytes": "-1"},
+        # The processor's state per account, read on every assignment. Kafka compacts only closed
+        # segments, so segments roll often (by time and size) and the cleaner starts early, keeping
+        # what recovery reads near one record per account (bench/recovery.py measures it).
+        kafka.state_topic: {
+            "cleanup.policy": "compact",
+            "segment.ms": str(60_000),
+            "segment.bytes": str(8 * 1024 * 1024),
+            "min.cleanable.dirty.ratio": "0.1",
+            "max.compaction.lag.ms": str(120_000),
+            "retention.ms": "-1",
+        },
     }
     if rf > 1:
         for config in wanted.values():
             config["min.insync.replicas"] = str(min(2, rf))
-    missing = [
-        NewTopic(name, kafka.partitions, rf, config=config) for name, config in wanted.items() if name not in existing
-    ]
     created = []
-    for name, future in (admin.create_topics(missing, operation_timeout=timeout) if missing else {}).items():
-        try:
-            future.result()
-            created.append(name)
-        except KafkaException as error:
-            if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
-    _wait_for_leaders(admin, list(wanted), timeout)
+    with admin(kafka) as client:
+        existing = client.list_topics(timeout=timeout).topics
+        missing = [NewTopic(name, kafka.partitions, rf, config=c) for name, c in wanted.items() if name not in existing]
+        for name, future in (client.create_topics(missing, operation_timeout=timeout) if missing else {}).items():
+            try:
+                future.result()
+                created.append(name)
+            except KafkaException as error:
+                if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+        _wait_for_leaders(client, list(wanted), timeout)
     return created
 
 
-def _wait_for_leaders(admin: AdminClient, topics: list[str], timeout: float) -> None:
+def _wait_for_leaders(client: AdminClient, topics: list[str], timeout: float) -> None:
     """A created topic is usable only once every partition has a leader the brokers know of."""
     deadline = time.monotonic() + timeout
     while True:
-        metadata = admin.list_topics(timeout=timeout).topics
+        metadata = client.list_topics(timeout=timeout).topics
         if all(
             name in metadata
             and metadata[name].partitions

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 SYMBOLS = {"EUR": "€", "USD": "$", "GBP": "£", "CHF": "CHF "}
-_AMOUNT = re.compile(r"^(\d{1,15})(?:\.(\d{1,}))?$")
+# ASCII digits only: `\d` and int() would also take Arabic-Indic or full-width digits. No sign, no inner spaces.
+_AMOUNT = re.compile(r"([0-9]{1,15})(?:\.([0-9]+))?")
 
 
 class AmountError(ValueError):
@@ -13,13 +14,17 @@ class AmountError(ValueError):
 
 
 def parse_amount(text: str, limit: int, currency: str = "EUR") -> int:
-    """'25', '25.5' or '25.50' → 2550 cents; anything else raises AmountError with a human message."""
-    text = text.strip().replace(" ", "")
+    """'25', '25.5' or '25.50' → 2550 cents; anything else raises AmountError with a human message.
+
+    Only ASCII digits and one dot, surrounding spaces ignored: "+5", "1 2" and non-ASCII digits are refused
+    rather than guessed at (an amount is not a formula, and a digit the user cannot read is a risk).
+    """
+    text = text.strip()
     if not text:
         raise AmountError("Enter an amount.")
     if text.startswith("-"):
         raise AmountError("Enter an amount greater than zero.")
-    match = _AMOUNT.match(text.lstrip("+"))
+    match = _AMOUNT.fullmatch(text)
     if match is None:
         raise AmountError("Enter a number, like 25 or 25.50.")
     whole, fraction = match.group(1), match.group(2) or ""

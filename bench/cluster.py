@@ -11,7 +11,7 @@ Both run in the same run, on the same machine, each started here on free ports (
   Redis and websocket clients on top and was too heavy to run twice on 2 cores; the web and
   websocket hops do not touch Kafka, so the ratio is the Kafka part of it.
 
-    .venv/bin/python bench/cluster.py [--commands 20000] [--rate 50] [--seconds 20]
+    .venv/bin/python -m bench.cluster [--commands 20000] [--rate 50] [--seconds 20]
 
 Writes bench/results/cluster.json. Timings on a shared 2-core machine are noisy: compare the ratios.
 """
@@ -32,20 +32,14 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from common import ROOT, table, use_bench_database, write_results
-from processor import make_commands, produce_all, run_loop
-
 from bank import domain, messages
-from bank.command_bus import CommandBus
 from bank.config import KafkaSettings
 from bank.kafka import ensure_topics
-from consumers.processor import Processor
-from consumers.projector import Projector
+from bench.harness import ROOT, scratch_name, setup_django, table, use_bench_database, write_results
 from devservices import acls
 from devservices.cluster import KafkaCluster
 from devservices.kafka import KafkaNode
 from devservices.process import free_port
-from projections import live, store
 
 VAR = ROOT / "var" / "bench"
 
@@ -123,6 +117,9 @@ def secured_cluster() -> Iterator[Setup]:
 
 def processor_rate(setup: Setup, commands: int, accounts: int) -> float:
     """Commands/s the processor decides, from pre-produced commands (group joining excluded)."""
+    from bench.processor import make_commands, produce_all, run_loop
+    from consumers.processor import Processor
+
     kafka = setup.fresh()
     payload = make_commands(accounts, commands)
     produce_all(kafka("web"), kafka("web").commands_topic, payload)
@@ -132,6 +129,10 @@ def processor_rate(setup: Setup, commands: int, accounts: int) -> float:
 
 def latencies(setup: Setup, database_url: str, rate: float, seconds: float) -> list[float]:
     """Seconds from CommandBus.send to the projector's commit, per command, at a steady `rate`."""
+    from bank.command_bus import CommandBus
+    from consumers.projector import Projector
+    from projections import live, store
+
     on = setup.fresh()
     kafka = on("web")
     env = {
@@ -153,7 +154,9 @@ def latencies(setup: Setup, database_url: str, rate: float, seconds: float) -> l
     sent: dict[uuid.UUID, float] = {}
     done: dict[uuid.UUID, float] = {}
 
-    def record(outcome: store.Outcome) -> int:  # stands in for live.push: called right after the commit
+    def record(
+        outcome: store.Outcome, *args: object, **kwargs: object
+    ) -> int:  # stands in for live.push: called right after the commit
         now = time.perf_counter()
         for rows in outcome.audit.values():
             for row in rows:
@@ -218,8 +221,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0, help="commands/s for the latency part")
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args()
+    setup_django()
     logging.basicConfig(level=logging.WARNING)
-    database_url = use_bench_database("bank_bench_cluster")
+    database_url = use_bench_database(scratch_name("bench_cluster"))
     figures: dict[str, dict[str, float | str]] = {}
     for key, setup_of in (("single", single_broker), ("cluster", secured_cluster)):
         with setup_of() as setup:

@@ -20,62 +20,38 @@ expected balances, two ways:
    page's balances with one tracking row in one transaction: the fastest rebuild the library's
    API allows without leaving it.
 
-A read-only pass (select_notifications + to_domain_event, no writes) gives the library's ceiling.
 The faster of the two rebuilds is the baseline that `manage.py replay` (bench/projection.py) is held
 against: the goal is replay >= 10x it.
 
-The library is installed into the running venv when missing (benchmark only, not a requirement).
-It writes to a database of its own (`--database bank_bench_es`, created with the DATABASE_URL role;
+The library is in requirements.txt (`eventsourcing[postgres]`, for this benchmark only). It writes to a database of its own (`--database`, default `bank_bench_es` beside `bank`, created with the DATABASE_URL role;
 other sizes default to `bank_bench_es_EVENTS_ACCOUNTS`, so a smoke test keeps the stored 1,000,000).
 
-    .venv/bin/python bench/eventsourcing_baseline.py [--events 1000000] [--accounts 10000] [--reuse]
+    .venv/bin/python -m bench.eventsourcing_baseline [--events 1000000] [--accounts 10000] [--reuse]
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
-import subprocess
-import sys
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
 
-LIBRARY = "eventsourcing[postgres]"
+from eventsourcing.application import Application
+from eventsourcing.dispatch import singledispatchmethod
+from eventsourcing.domain import Aggregate, DomainEventProtocol
+from eventsourcing.persistence import Tracking
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore, PostgresTrackingRecorder
+from eventsourcing.projection import Projection, ProjectionRunner
+from eventsourcing.utils import get_topic
+from psycopg.sql import SQL, Identifier
 
+from bank import domain, messages
+from bench import harness
+from bench.harness import Expected, generate, table
 
-def ensure_library() -> str:
-    """The installed eventsourcing version, pip-installing the library (with psycopg_pool) if missing."""
-    try:
-        import eventsourcing.postgres  # noqa: F401
-    except ImportError:
-        print(f"installing {LIBRARY} into {sys.prefix} for this benchmark ...", flush=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", LIBRARY], check=True)
-        importlib.invalidate_caches()
-    return importlib.metadata.version("eventsourcing")
-
-
-ES_VERSION = ensure_library()
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-from typing import Any  # noqa: E402
-
-import psycopg  # noqa: E402
-from common import RESULTS, table, write_results  # noqa: E402
-from django.conf import settings  # noqa: E402
-from eventsourcing.application import Application  # noqa: E402
-from eventsourcing.dispatch import singledispatchmethod  # noqa: E402
-from eventsourcing.domain import Aggregate, DomainEventProtocol  # noqa: E402
-from eventsourcing.persistence import Tracking  # noqa: E402
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore, PostgresTrackingRecorder  # noqa: E402
-from eventsourcing.projection import Projection, ProjectionRunner  # noqa: E402
-from eventsourcing.utils import get_topic  # noqa: E402
-from projection import Expected, generate  # noqa: E402
-from psycopg import sql  # noqa: E402
-from psycopg.sql import SQL, Identifier  # noqa: E402
-
-from bank import domain, messages  # noqa: E402
+ES_VERSION = importlib.metadata.version("eventsourcing")
 
 # --- the write model, as a user of the library would declare it ---
 
@@ -265,29 +241,20 @@ class Balances(Projection[BalancesView]):
 
 def database_env(name: str) -> dict[str, str]:
     """The library's settings for database `name` (created if missing), with the DATABASE_URL role."""
-    db = settings.DATABASES["default"]
-    if name == db["NAME"]:
-        raise SystemExit(f"refusing to benchmark in {name!r}, the DATABASE_URL database")
-    host, port = db["HOST"] or "127.0.0.1", str(db["PORT"] or 5432)
-    params = {"host": host, "port": port, "user": db["USER"], "password": db["PASSWORD"] or ""}
-    with psycopg.connect(dbname=db["NAME"], autocommit=True, **params) as admin:
-        if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is None:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    params = harness.bench_database(name)
     return {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        **{f"POSTGRES_{key.upper()}": params[key] for key in ("host", "port", "user", "password")},
         "POSTGRES_DBNAME": name,
-        "POSTGRES_HOST": host,
-        "POSTGRES_PORT": port,
-        "POSTGRES_USER": params["user"],
-        "POSTGRES_PASSWORD": params["password"],
         # A few connections per pool (the defaults open 5, up to 15): other benchmarks share the server.
         "POSTGRES_POOL_SIZE": "2",
         "POSTGRES_MAX_OVERFLOW": "2",
     }
 
 
+# What the events table holds; "_decided" since the generator runs the domain's decide (older sets differ).
 META = SQL(
-    "CREATE TABLE IF NOT EXISTS bench_meta "
+    "CREATE TABLE IF NOT EXISTS bench_meta_decided "
     "(events bigint NOT NULL, accounts bigint NOT NULL, seed bigint NOT NULL, store_seconds float8 NOT NULL)"
 )
 
@@ -296,7 +263,7 @@ def stored_run(recorder: PostgresApplicationRecorder) -> tuple[int, int, int, fl
     """(events, accounts, seed, store seconds) of what the events table holds, if it is complete."""
     with recorder.datastore.transaction(commit=True) as curs:
         curs.execute(META)
-        curs.execute("SELECT events, accounts, seed, store_seconds FROM bench_meta")
+        curs.execute("SELECT events, accounts, seed, store_seconds FROM bench_meta_decided")
         row = curs.fetchone()
         curs.execute(SQL("SELECT count(*) AS n FROM {0}").format(Identifier(recorder.events_table_name)))
         count = curs.fetchone()["n"]  # type: ignore[index]
@@ -314,7 +281,7 @@ def store(app: BankAccounts, events: int, accounts: int, seed: int, chunk: int) 
     assert isinstance(recorder, PostgresApplicationRecorder)
     with recorder.datastore.transaction(commit=True) as curs:
         curs.execute(META)
-        curs.execute("TRUNCATE bench_meta")
+        curs.execute("TRUNCATE bench_meta_decided")
         curs.execute(SQL("TRUNCATE {0} RESTART IDENTITY").format(Identifier(recorder.events_table_name)))
     expected = Expected()
     started = time.perf_counter()
@@ -333,7 +300,7 @@ def store(app: BankAccounts, events: int, accounts: int, seed: int, chunk: int) 
     seconds = time.perf_counter() - started
     with recorder.datastore.transaction(commit=True) as curs:
         curs.execute(
-            "INSERT INTO bench_meta (events, accounts, seed, store_seconds) VALUES (%s, %s, %s, %s)",
+            "INSERT INTO bench_meta_decided (events, accounts, seed, store_seconds) VALUES (%s, %s, %s, %s)",
             (events, accounts, seed, seconds),
         )
         curs.execute(SQL("ANALYZE {0}").format(Identifier(recorder.events_table_name)))
@@ -359,18 +326,6 @@ def notifications(app: BankAccounts, page: int) -> Iterator[list[Any]]:
             return
         yield list(got)
         last = got[-1].id
-
-
-def read_only(app: BankAccounts, page: int) -> tuple[float, int]:
-    """(seconds, events) to select every notification and map it to its domain event: no writes."""
-    to_domain_event = app.mapper.to_domain_event
-    seen = 0
-    started = time.perf_counter()
-    for got in notifications(app, page):
-        for notification in got:
-            to_domain_event(notification)
-        seen += len(got)
-    return time.perf_counter() - started, seen
 
 
 def paged_rebuild(app: BankAccounts, view: PagedBalancesView, page: int) -> float:
@@ -424,10 +379,7 @@ def check(view: BalancesView, expected: Expected, what: str) -> None:
 
 def our_replay(events: int) -> int | None:
     """replay_per_s from bench/results/projection.json, when it was measured on as many events."""
-    try:
-        ours = json.loads((RESULTS / "projection.json").read_text())
-    except (OSError, ValueError):
-        return None
+    ours = harness.read_results("projection") or {}
     return ours.get("replay_per_s") if ours.get("events") == events else None
 
 
@@ -438,28 +390,19 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
         "--database",
-        help="scratch database of its own (default bank_bench_es, or bank_bench_es_EVENTS_ACCOUNTS for other sizes, "
-        "so that a smoke test keeps the stored 1,000,000)",
+        help="scratch database of its own (default: DATABASE_URL's + _bench_es, or + _bench_es_EVENTS_ACCOUNTS for "
+        "other sizes, so that a smoke test keeps the stored 1,000,000)",
     )
     parser.add_argument("--reuse", action="store_true", help="keep the stored events if they are this run's")
     parser.add_argument("--chunk", type=int, default=10_000, help="events per app.save() when storing")
     parser.add_argument("--page", type=int, default=10_000, help="events per page (and transaction) when paged")
-    parser.add_argument("--modes", default="paged,runner", help="rebuilds to measure, comma-separated: paged, runner")
     parser.add_argument("--timeout", type=float, default=7200, help="seconds the runner may take")
-    parser.add_argument(
-        "--runner-budget",
-        type=float,
-        default=None,
-        help="stop the runner after this many seconds; rate over what it did",
-    )
+    parser.add_argument("--runner-budget", type=float, help="stop the runner after this many seconds; rate over those")
     args = parser.parse_args()
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    if not modes or set(modes) - {"paged", "runner"}:
-        raise SystemExit("--modes takes paged and/or runner")
+    harness.setup_django()
     if args.database is None:
         default = (args.events, args.accounts) == (parser.get_default("events"), parser.get_default("accounts"))
-        args.database = "bank_bench_es" if default else f"bank_bench_es_{args.events}_{args.accounts}"
-    logging.getLogger().setLevel(logging.WARNING)  # Django's LOGGING set the root to INFO: keep the table readable
+        args.database = harness.scratch_name("bench_es" if default else f"bench_es_{args.events}_{args.accounts}")
     run_started = time.perf_counter()
 
     env = database_env(args.database)
@@ -483,30 +426,23 @@ def main() -> None:
     if account.balance != next(iter(expected.balances.values())):
         raise SystemExit("an aggregate rebuilt by the repository does not have its expected balance")
 
-    read_only(app, args.page)  # warm-up: the first pass after storing reads cold pages
-    read_seconds, read = read_only(app, args.page)
-    if read != args.events:
-        raise SystemExit(f"read {read} notifications, not {args.events}")
-
     seconds: dict[str, float] = {}
     runner_events = args.events
-    if "paged" in modes:
-        view = PagedBalancesView(app.factory.datastore, tracking_table_name="balances_tracking")  # type: ignore[attr-defined]
-        view.create_table()
-        view.reset(app.name)
-        seconds["paged"] = paged_rebuild(app, view, args.page)
-        check(view, expected, "paged")
-    if "runner" in modes:
-        view = BalancesView(app.factory.datastore, tracking_table_name="balances_tracking")  # type: ignore[attr-defined]
-        view.create_table()
-        view.reset(app.name)
-        print("runner: one transaction per event ...", flush=True)
-        done, seconds["runner"] = runner_rebuild(env, last_id, args.timeout, args.runner_budget)
-        if done >= last_id:
-            check(view, expected, "runner")
-        else:
-            runner_events = done  # a rate over the first `done` events, within the budget
-            print(f"runner: {done:,} events in its {args.runner_budget:.0f}s budget; rate measured over those")
+    datastore = app.factory.datastore  # type: ignore[attr-defined]
+    paged = PagedBalancesView(datastore, tracking_table_name="balances_tracking")
+    paged.create_table()
+    paged.reset(app.name)
+    seconds["paged"] = paged_rebuild(app, paged, args.page)
+    check(paged, expected, "paged")
+    runner_view = BalancesView(datastore, tracking_table_name="balances_tracking")  # the same tables
+    runner_view.reset(app.name)
+    print("runner: one transaction per event ...", flush=True)
+    done, seconds["runner"] = runner_rebuild(env, last_id, args.timeout, args.runner_budget)
+    if done >= last_id:
+        check(runner_view, expected, "runner")
+    else:
+        runner_events = done  # a rate over the first `done` events, within the budget
+        print(f"runner: {done:,} events in its {args.runner_budget:.0f}s budget; rate measured over those")
     app.close()
 
     counted = {"paged": args.events, "runner": runner_events}
@@ -523,11 +459,10 @@ def main() -> None:
         "store_seconds": round(store_seconds, 1),
         "store_per_s": round(args.events / store_seconds),
         "store_chunk": args.chunk,
-        "read_decode_per_s": round(args.events / read_seconds),
         "page": args.page,
         **{f"{mode}_rebuild_seconds": round(s, 2) for mode, s in seconds.items()},
         **{f"{mode}_rebuild_per_s": rate for mode, rate in rates.items()},
-        "runner_events_measured": runner_events if "runner" in seconds else None,
+        "runner_events_measured": runner_events,
         "baseline": baseline_mode,
         "baseline_per_s": rates[baseline_mode],
         "our_replay_per_s": ours,
@@ -538,28 +473,10 @@ def main() -> None:
     print(
         f"eventsourcing {ES_VERSION}, {args.events:,} events over {args.accounts:,} accounts, database {args.database}"
     )
-    rows = [
-        ("events", f"{args.events:>9,}"),
-        (
-            "store: app.save() in chunks (set-up, not a figure)",
-            f"{figures['store_per_s']:>9,} events/s ({store_seconds:.1f}s{', earlier run' if reused else ''})",
-        ),
-        ("ceiling: select_notifications + to_domain_event", f"{figures['read_decode_per_s']:>9,} events/s"),
-    ]
-    if "paged" in seconds:
-        rows.append(
-            (
-                f"rebuild, paged ({args.page:,} events per transaction)",
-                f"{rates['paged']:>9,} events/s ({seconds['paged']:.1f}s)",
-            )
-        )
-    if "runner" in seconds:
-        rows.append(
-            (
-                "rebuild, ProjectionRunner (a transaction per event)",
-                f"{rates['runner']:>9,} events/s ({seconds['runner']:.1f}s)",
-            )
-        )
+    stored = f"{figures['store_per_s']:>9,} events/s ({store_seconds:.1f}s{', earlier run' if reused else ''})"
+    rows = [("events", f"{args.events:>9,}"), ("store: app.save() in chunks (set-up, not a figure)", stored)]
+    rows.append((f"rebuild, paged ({args.page:,} events per transaction)", f"{rates['paged']:>9,} events/s"))
+    rows.append(("rebuild, ProjectionRunner (a transaction per event)", f"{rates['runner']:>9,} events/s"))
     if ours:
         rows.append(("our replay (bench/results/projection.json)", f"{ours:>9,} events/s"))
         for mode in rates:
@@ -567,7 +484,7 @@ def main() -> None:
             rows.append((f"our replay / {mode} rebuild{goal}", f"{figures[f'replay_vs_{mode}']:.2f}x"))
     print(table(rows))
     print(f"  (whole run {figures['run_seconds']:.0f}s)")
-    write_results("eventsourcing", figures)
+    harness.write_results("eventsourcing", figures)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Runs the whole bank as real processes (`manage.py run_processor`, `manage.py run_projector`,
 `python -m daphne ... server.asgi:application`, DEBUG off) on fresh topics, a scratch database
-(`--database`, default `bank_bench`, created and migrated) and a channel-layer prefix of its own,
+(`--database`, default `bank_bench` beside DATABASE_URL's `bank`, created and migrated) and a channel-layer prefix of its own,
 so that nothing mixes with the dev server. This process is the browser: it logs in through
 POST /login/, opens `--accounts` accounts through POST /accounts/open, opens the websocket
 /ws/live/ with the session cookie, says hello as the page does, then POSTs deposits at a fixed
@@ -15,26 +15,25 @@ connections) and measures, per command:
 
 It also records the HTTP answer time (from the scheduled send), every answer other than 202,
 and where the time goes: the command's `issued_at` (the view), its event's `occurred_at` (the
-processor's decision), both read back from Kafka, and when the projector's push reached the
-channel layer (a listener of its own on the account groups); plus the CPU the processes used
-and the PostgreSQL connections of the database. The websocket reconnects as the page does
+processor's decision), both read back from Kafka; plus the CPU the processes used (psutil).
+The websocket reconnects as the page does
 (its hello lists the commands still pending; their outcomes then come from the catch-up).
 
 A rate is *held* when every command is answered 202 and its outcome reaches the websocket within
 `--drain` seconds of the last send, the last third of the run is not much slower than the first
 (end to end, from the scheduled send), the last update comes at most 1 s after the last send,
 the websocket stays up, the generator keeps its schedule and p99 stays under `--held-p99-ms`.
-With `--find-max` it then steps up (x1.5) from the highest held rate and bisects, within
-`--budget` seconds for the whole script.
+The highest held rate of the ladder `--rates` is the capacity figure (a rate not held gets up to
+15 s to clear its backlog before the next).
 
 aiohttp (in requirements.txt) is the load generator. Worker settings can be tried through
 the environment, which the workers inherit: `PROJECTOR_BATCH_WAIT=0.005 DATABASE_POOL_SIZE=40
-.venv/bin/python bench/latency.py`. Runs of other benchmarks that use the same `--database` at
+.venv/bin/python -m bench.latency`. Runs of other benchmarks that use the same `--database` at
 the same time (bench/projection.py truncates its projections) disturb each other: give one of
 them another database.
 
-    .venv/bin/python bench/latency.py [--rates 50,200,500] [--seconds 10] [--find-max|--no-find-max]
-    .venv/bin/python bench/latency.py --rates 20 --seconds 2 --no-find-max     # smoke test
+    .venv/bin/python -m bench.latency [--rates 50,100,150,200,300] [--seconds 10]
+    .venv/bin/python -m bench.latency --rates 20 --seconds 2     # smoke test
 """
 
 from __future__ import annotations
@@ -42,40 +41,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
-import logging
 import os
 import re
 import secrets
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg
-from common import ROOT, fresh_kafka, table, use_bench_database, write_results
-from django.conf import settings
+import aiohttp
 
 from bank import messages
 from bank.config import KafkaSettings
 from bank.kafka import read_to_end
+from bench import harness
+from bench.harness import ROOT, table
 from devservices.process import free_port
-from projections.live import account_group
-
-try:
-    import aiohttp
-except ImportError:  # pragma: no cover - a hint, not a feature
-    raise SystemExit("bench/latency.py needs aiohttp: .venv/bin/pip install aiohttp") from None
 
 LOGS = ROOT / "var" / "bench" / "latency"
 PASSWORD = "latency-bench-2026"
 ORIGIN = "http://127.0.0.1"
-CMD_ID = re.compile(r'id="cmd-([0-9a-f-]{36})"')
+CMD_ID = re.compile(r'id="cmd-[0-9a-f-]{36}-([0-9a-f-]{36})"')  # cmd-<account id>-<command id>
 TARGET_RATE, TARGET_P99_MS = 200, 100.0
 SETTLE = 15.0  # seconds a rate that was not held may take to clear its backlog before the next one
 # Worker settings worth trying through the environment (passed on to the workers as they are).
@@ -90,84 +79,17 @@ TUNABLES = (
 WALL = time.time() - time.perf_counter()
 
 
-# --- the scratch database ---
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM if the benchmark dies, so that no worker outlives it."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-class Process:
-    """One of the bank's processes, its output in var/bench/latency/<name>.log."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
-        LOGS.mkdir(parents=True, exist_ok=True)
-        self.name = name
-        self.log_path = LOGS / f"{name}.log"
-        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            argv, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
-        )
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def tail(self, chars: int = 3000) -> str:
-        return self.log_path.read_text(errors="replace")[-chars:]
-
-    def tracebacks(self) -> int:
-        return self.log_path.read_text(errors="replace").count("Traceback")
-
-    def stop(self, timeout: float = 20.0) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-
-
-def worker_env(
-    kafka: KafkaSettings, database_url: str, channels_prefix: str, redis_socket_timeout: float | None
-) -> dict[str, str]:
-    redis_url = settings.REDIS_URL
-    if redis_socket_timeout is not None:
-        redis_url += ("&" if "?" in redis_url else "?") + f"socket_timeout={redis_socket_timeout:g}"
-    return {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "server.settings",
-        "DATABASE_URL": database_url,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-        "KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
-        "KAFKA_PARTITIONS": str(kafka.partitions),
-        "REDIS_URL": redis_url,
-        "CHANNELS_PREFIX": channels_prefix,
-        "DJANGO_DEBUG": "false",
-        "DJANGO_SECRET_KEY": secrets.token_hex(32),
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "LOG_LEVEL": "WARNING",
-        "PYTHONUNBUFFERED": "1",
-    }
-
-
 # --- one command's measurements (perf_counter seconds) ---
 
 
 @dataclass(slots=True)
 class Record:
     rate: int
-    index: int
     account: str
     command_id: str
     scheduled: float
-    sent: float = 0.0
     accepted: float | None = None
     status: str = ""
-    push: float | None = None
     update: float | None = None
     issued_at: float | None = None  # wall clock, from the command on Kafka
     occurred_at: float | None = None  # wall clock, from the event on Kafka
@@ -184,35 +106,9 @@ class RateRun:
     settled_s: float = 0.0
     late: int = 0
     ws_closes: list[int | None] = field(default_factory=list)
-    db_sessions: int | None = None
-    db_connections_peak: int | None = None
     cpu: dict[str, float] = field(default_factory=dict)
     load_average: float = 0.0
     figures: dict[str, Any] = field(default_factory=dict)
-
-
-class CpuMeter:
-    """CPU time of the bank's processes and of this one, from /proc: cores busy over a stretch of time."""
-
-    def __init__(self, pids: dict[str, int]) -> None:
-        self.pids = {**pids, "load generator": os.getpid()}
-        self.tick = os.sysconf("SC_CLK_TCK")
-
-    def sample(self) -> tuple[float, dict[str, float]]:
-        times = {}
-        for name, pid in self.pids.items():
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                times[name] = (int(fields[11]) + int(fields[12])) / self.tick  # utime + stime
-            except (OSError, IndexError, ValueError):
-                continue
-        return time.perf_counter(), times
-
-    def per_second(self, before: tuple[float, dict[str, float]]) -> dict[str, float]:
-        t0, first = before
-        t1, second = self.sample()
-        return {n: round((second[n] - first[n]) / (t1 - t0), 2) for n in second if n in first and t1 > t0}
 
 
 # --- the browser ---
@@ -224,32 +120,17 @@ class Browser:
         self.session = session
         self.records: dict[str, Record] = {}
         self.ws_messages = 0
-        self.pushes = 0
         self.ws_closes: list[tuple[float, int | None]] = []
         self.ws_ready = asyncio.Event()
-        self.layer_errors = 0
-
-    def csrf(self) -> str:
-        for cookie in self.session.cookie_jar:
-            if cookie.key == "csrftoken":
-                return cookie.value
-        raise RuntimeError("no csrftoken cookie")
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
 
     async def login(self, username: str) -> None:
-        async with self.session.get(f"{self.base}/login/") as response:
-            await response.read()
-        data = {"username": username, "password": PASSWORD, "csrfmiddlewaretoken": self.csrf()}
-        async with self.session.post(f"{self.base}/login/", data=data, allow_redirects=False) as response:
-            await response.read()
-            if response.status != 302:
-                raise RuntimeError(f"login answered {response.status}, not 302")
-        if not any(c.key == "sessionid" for c in self.session.cookie_jar):
-            raise RuntimeError("login set no sessionid cookie")
+        self.csrf = await harness.log_in(self.session, self.base, username, PASSWORD)
 
     async def open_account(self, name: str) -> str:
         command_id = uuid.uuid4()
         data = {"command_id": str(command_id), "name": name, "currency": "EUR"}
-        headers = {"X-CSRFToken": self.csrf(), "HX-Request": "true"}
+        headers = {"X-CSRFToken": self.csrf, "HX-Request": "true"}
         async with self.session.post(f"{self.base}/accounts/open", data=data, headers=headers) as response:
             body = await response.text()
             if response.status != 202:
@@ -259,8 +140,7 @@ class Browser:
 
     async def deposit(self, record: Record) -> None:
         data = {"deposit-amount": "1.00", "deposit-command_id": record.command_id}
-        headers = {"X-CSRFToken": self.csrf(), "HX-Request": "true"}
-        record.sent = time.perf_counter()
+        headers = {"X-CSRFToken": self.csrf, "HX-Request": "true"}
         try:
             async with self.session.post(
                 f"{self.base}/accounts/{record.account}/deposit", data=data, headers=headers
@@ -271,6 +151,12 @@ class Browser:
         except (aiohttp.ClientError, TimeoutError) as error:
             record.accepted = time.perf_counter()
             record.status = type(error).__name__
+        if record.status == "202" and self.ws is not None and not self.ws.closed:
+            # As the page does for its new pending row: outcomes come only for commands a page waits for
+            # (one lost with a closing socket comes with the next hello's catch-up).
+            watch = {"type": "watch", "account": record.account, "command": record.command_id}
+            with contextlib.suppress(aiohttp.ClientError, ConnectionError):
+                await self.ws.send_str(json.dumps(watch))
 
     async def listen(self, url: str) -> None:
         """Stamp each command when the websocket brings its outcome row; reconnect as the page does.
@@ -286,8 +172,9 @@ class Browser:
                 print(f"  websocket: cannot connect ({error}); retrying", flush=True)
                 await asyncio.sleep(0.5)
                 continue
-            waiting = [c for c, r in self.records.items() if r.status == "202" and r.update is None]
-            await ws.send_str(json.dumps({"type": "hello", "account": None, "pending": waiting[:200]}))
+            waiting = [[r.account, c] for c, r in self.records.items() if r.status == "202" and r.update is None]
+            await ws.send_str(json.dumps({"type": "hello", "page": None, "pending": waiting[:100]}))
+            self.ws = ws
             self.ws_ready.set()
             async for message in ws:
                 now = time.perf_counter()
@@ -302,29 +189,11 @@ class Browser:
             print(f"  websocket closed (code {ws.close_code}); reconnecting", flush=True)
             await asyncio.sleep(0.2)
 
-    async def listen_layer(self, layer: Any, channel: str) -> None:
-        """Stamp each command when the projector's push for it reaches the channel layer."""
-        while True:
-            try:
-                message = await layer.receive(channel)
-            except Exception as error:  # a timing aid: never stop the benchmark for it
-                self.layer_errors += 1
-                if self.layer_errors <= 3:
-                    print(f"  channel-layer listener: {type(error).__name__}: {error}; going on", flush=True)
-                await asyncio.sleep(0.1)
-                continue
-            now = time.perf_counter()
-            self.pushes += 1
-            for command_id in message.get("command_ids", []):
-                record = self.records.get(command_id)
-                if record is not None and record.push is None:
-                    record.push = now
-
     def pending(self, records: list[Record]) -> int:
         return sum(1 for r in records if r.status == "202" and r.update is None)
 
     async def run_rate(
-        self, rate: int, seconds: float, accounts: list[str], drain: float, cpu: CpuMeter | None = None
+        self, rate: int, seconds: float, accounts: list[str], drain: float, cpu: harness.CpuMeter | None = None
     ) -> RateRun:
         """Deposits at `rate`/s for `seconds`, open loop; then wait for answers and updates.
 
@@ -337,19 +206,20 @@ class Browser:
         tasks: list[asyncio.Task[None]] = []
         lag: list[float] = []
         start = time.perf_counter() + 0.05
-        cpu_before = cpu.sample() if cpu else None
+        if cpu:
+            cpu.restart()
         for i in range(count):
             scheduled = start + i / rate
             delay = scheduled - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
             lag.append((time.perf_counter() - scheduled) * 1000)
-            record = Record(rate, i, accounts[i % len(accounts)], str(uuid.uuid4()), scheduled)
+            record = Record(rate, accounts[i % len(accounts)], str(uuid.uuid4()), scheduled)
             self.records[record.command_id] = record
             records.append(record)
             tasks.append(asyncio.create_task(self.deposit(record)))
         last_scheduled = start + (count - 1) / rate
-        cpu_per_s = cpu.per_second(cpu_before) if cpu and cpu_before else {}
+        cpu_per_s = cpu.busy() if cpu else {}
         deadline = last_scheduled + drain
         _, unanswered = await asyncio.wait(tasks, timeout=max(0.0, deadline - time.perf_counter()))
         for task in unanswered:
@@ -406,12 +276,7 @@ def evaluate(run: RateRun, held_p99_ms: float) -> dict[str, Any]:
     accepted = [r for r in records if r.status == "202"]
     errors = Counter(r.status for r in records if r.status != "202")
     done = [r for r in accepted if r.update is not None and r.accepted is not None and r.update <= run.deadline]
-    done_set = {id(r) for r in done}
     missing = len(accepted) - len(done)
-    # The projector pushed them (the channel layer saw their command ids) but no outcome row came over the websocket.
-    pushed_not_shown = sum(
-        1 for r in accepted if r.push is not None and r.push <= run.deadline and id(r) not in done_set
-    )
     latency = [(r.update - r.accepted) * 1000 for r in done if r.update is not None and r.accepted is not None]
     http = [(r.accepted - r.scheduled) * 1000 for r in records if r.accepted is not None]
     third = max(1, len(done) // 3)
@@ -446,7 +311,6 @@ def evaluate(run: RateRun, held_p99_ms: float) -> dict[str, Any]:
         "errors": dict(errors),
         "updates_missing": missing,
         "updates_late": run.late,
-        "pushed_but_not_on_websocket": pushed_not_shown,
         "latency_ms": rounded(summary(latency)),
         "http_ms": rounded(summary(http)),
         "end_to_end_p50_first_third_ms": None if total_first is None else round(total_first, 1),
@@ -455,8 +319,6 @@ def evaluate(run: RateRun, held_p99_ms: float) -> dict[str, Any]:
         "backlog_cleared_after_s": round(run.settled_s, 2),
         "send_lag_p99_ms": round(pct(run.send_lag_ms, 99) or 0.0, 1),
         "websocket_closes": run.ws_closes,
-        "db_sessions_opened": run.db_sessions,
-        "db_connections_peak": run.db_connections_peak,
         "load_average_1m": round(run.load_average, 2),
         "cpu_cores_busy": run.cpu,
         "held": not reasons,
@@ -468,8 +330,7 @@ STAGES = (
     ("send→view", "client request until the view built the command (issued_at)"),
     ("view→202", "Kafka confirmation, render, answer"),
     ("202→decided", "processor: consume, decide (the event's occurred_at)"),
-    ("decided→pushed", "transaction commit, projector fetch, batch, DB commit, channel-layer push"),
-    ("pushed→ws", "daphne: channel layer to consumer, queries, render, websocket frame"),
+    ("decided→ws", "commit, projector batch and DB commit, channel layer, daphne: render, websocket frame"),
 )
 
 
@@ -477,15 +338,12 @@ def stages(records: list[Record]) -> dict[str, dict[str, float | None]]:
     """Where the time goes, per stage, over the commands whose every timestamp is known."""
     parts: dict[str, list[float]] = {name: [] for name, _ in STAGES}
     for r in records:
-        if None in (r.accepted, r.update, r.push, r.issued_at, r.occurred_at):
+        if r.accepted is None or r.update is None or r.issued_at is None or r.occurred_at is None:
             continue
-        assert r.accepted is not None and r.update is not None and r.push is not None
-        assert r.issued_at is not None and r.occurred_at is not None
         parts["send→view"].append((r.issued_at - (r.scheduled + WALL)) * 1000)
         parts["view→202"].append((r.accepted + WALL - r.issued_at) * 1000)
         parts["202→decided"].append((r.occurred_at - (r.accepted + WALL)) * 1000)
-        parts["decided→pushed"].append((r.push + WALL - r.occurred_at) * 1000)
-        parts["pushed→ws"].append((r.update - r.push) * 1000)
+        parts["decided→ws"].append((r.update + WALL - r.occurred_at) * 1000)
     return {name: rounded({"p50": pct(v, 50), "p99": pct(v, 99)}) for name, v in parts.items()}
 
 
@@ -508,7 +366,7 @@ def stamp_from_kafka(kafka: KafkaSettings, records: dict[str, Record]) -> None:
 # --- the run ---
 
 
-async def wait_for_accounts(account_ids: list[str], workers: list[Process], timeout: float) -> None:
+async def wait_for_accounts(account_ids: list[str], workers: list[harness.Process], timeout: float) -> None:
     """Until every account is projected: the processor and the projector are both up and working."""
     from projections.models import Account
 
@@ -528,42 +386,16 @@ async def wait_for_accounts(account_ids: list[str], workers: list[Process], time
         await asyncio.sleep(0.1)
 
 
-async def wait_for_http(base: str, web: Process, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as session:
-        while True:
-            if not web.alive():
-                raise SystemExit(f"daphne exited:\n{web.tail()}")
-            with contextlib.suppress(aiohttp.ClientError, OSError):
-                async with session.get(f"{base}/healthz") as response:
-                    if response.status == 200:
-                        return
-            if time.monotonic() > deadline:
-                raise SystemExit(f"daphne not answering /healthz after {timeout:.0f}s:\n{web.tail()}")
-            await asyncio.sleep(0.1)
-
-
-def next_probe(lo: int, hi: int | None) -> int | None:
-    """The next rate to try between the highest held rate `lo` and the lowest failed `hi`, or None when close enough."""
-    if hi is None:
-        return max(50, int(round(lo * 1.5 / 50) * 50))
-    if hi - lo <= max(50, lo // 10):
-        return None
-    return int(round((lo + hi) / 2 / 25) * 25)
-
-
 async def measure(
-    args: argparse.Namespace, env: dict[str, str], port: int, workers: list[Process], started: float
+    args: argparse.Namespace, env: dict[str, str], port: int, workers: list[harness.Process]
 ) -> dict[str, Any]:
-    from channels_redis.core import RedisChannelLayer
     from django.contrib.auth.models import User
 
     measuring = time.monotonic()
     base = f"http://127.0.0.1:{port}"
     username = f"latency-{uuid.uuid4().hex[:8]}"
     await asyncio.to_thread(User.objects.create_user, username, password=PASSWORD)
-    db = DatabaseStats(args.database)
-    cpu = CpuMeter({w.name: w.process.pid for w in workers})
+    cpu = harness.CpuMeter({w.name: w.pid for w in workers} | {"load generator": os.getpid()})
     connector = aiohttp.TCPConnector(limit=args.connections)
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(
@@ -575,30 +407,13 @@ async def measure(
         await wait_for_accounts(accounts, workers, timeout=120)
         ready_s = time.monotonic() - measuring
 
-        # No socket timeout: redis-py 8 reads with a 5 s one by default, which the layer's 5 s BZPOPMIN outlasts.
-        layer = RedisChannelLayer(
-            hosts=[{"address": settings.REDIS_URL, "socket_timeout": None}], prefix=env["CHANNELS_PREFIX"]
-        )
-        channel = await layer.new_channel()
-        for account in accounts:
-            await layer.group_add(account_group(account), channel)
-        listeners = [
-            asyncio.create_task(browser.listen(f"ws://127.0.0.1:{port}/ws/live/")),
-            asyncio.create_task(browser.listen_layer(layer, channel)),
-        ]
+        listener = asyncio.create_task(browser.listen(f"ws://127.0.0.1:{port}/ws/live/"))
         await asyncio.wait_for(browser.ws_ready.wait(), 30)
 
         async def rate_run(rate: int, seconds: float) -> RateRun:
-            before = await asyncio.to_thread(db.sessions)
-            peak = asyncio.create_task(db.peak_connections())
             run = await browser.run_rate(rate, seconds, accounts, args.drain, cpu)
-            peak.cancel()
-            run.db_connections_peak = db.peak
-            await asyncio.sleep(0.6)  # PostgreSQL publishes its session counts about once a second
-            after = await asyncio.to_thread(db.sessions)
-            run.db_sessions = None if before is None or after is None else after - before
             run.figures = evaluate(run, args.held_p99_ms)
-            say(run.figures, probe=rate not in args.rates)
+            say(run.figures)
             return run
 
         try:
@@ -607,87 +422,26 @@ async def measure(
             runs: list[RateRun] = []
             for rate in args.rates:
                 runs.append(await rate_run(rate, args.seconds))
-            probes: list[RateRun] = []
-            if args.find_max:
-                held = [r.rate for r in runs if r.figures["held"]]
-                failed = [r.rate for r in runs if not r.figures["held"]]
-                lo = max(held, default=0)
-                above = [f for f in failed if f > lo]
-                hi = min(above) if above else None
-                while (rate := next_probe(lo, hi)) is not None:
-                    if time.monotonic() - started + args.probe_seconds + args.drain + SETTLE + 10 > args.budget:
-                        print(f"  (time budget of {args.budget:.0f}s reached)", flush=True)
-                        break
-                    run = await rate_run(rate, args.probe_seconds)
-                    probes.append(run)
-                    if run.figures["held"]:
-                        lo = max(lo, rate)
-                    else:
-                        hi = rate if hi is None else min(hi, rate)
-            for listener in listeners:
-                if listener.done():
-                    listener.result()  # raises what stopped it
+            if listener.done():
+                listener.result()  # raises what stopped it
         finally:
-            for listener in listeners:
-                listener.cancel()
-            await asyncio.gather(*listeners, return_exceptions=True)
-            db.close()
-            with contextlib.suppress(Exception):
-                await layer.flush()  # only this run's prefix
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
     return {
         "username": username,
         "accounts": accounts,
         "ready_s": ready_s,
         "runs": runs,
-        "probes": probes,
         "records": browser.records,
         "ws_messages": browser.ws_messages,
-        "pushes": browser.pushes,
-        "layer_errors": browser.layer_errors,
         "ws_closes": browser.ws_closes,
     }
 
 
-class DatabaseStats:
-    """Connections to the bench database: opened so far (PostgreSQL 14+), and open now (peak while sampling)."""
-
-    def __init__(self, name: str) -> None:
-        db = settings.DATABASES["default"]
-        params = {"host": db["HOST"] or "127.0.0.1", "port": db["PORT"] or 5432, "user": db["USER"]}
-        if db["PASSWORD"]:
-            params["password"] = db["PASSWORD"]
-        self.connection = psycopg.connect(dbname=name, autocommit=True, **params)
-        self.peak: int | None = None
-
-    def _one(self, query: str) -> int | None:
-        try:
-            row = self.connection.execute(query).fetchone()
-        except psycopg.Error:  # a statistic, never a reason to stop the benchmark
-            return None
-        return None if row is None else int(row[0])
-
-    def sessions(self) -> int | None:
-        return self._one("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
-
-    def open_now(self) -> int | None:
-        return self._one("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
-
-    async def peak_connections(self) -> None:
-        self.peak = None
-        while True:
-            now = await asyncio.to_thread(self.open_now)
-            if now is not None:
-                self.peak = max(self.peak or 0, now)
-            await asyncio.sleep(0.25)
-
-    def close(self) -> None:
-        self.connection.close()
-
-
-def say(figures: dict[str, Any], probe: bool = False) -> None:
+def say(figures: dict[str, Any]) -> None:
     lat = figures["latency_ms"]
     print(
-        f"  {'probe ' if probe else ''}{figures['rate']:>5}/s: latency p50 {ms(lat['p50'])} p99 {ms(lat['p99'])} ms, "
+        f"  {figures['rate']:>5}/s: latency p50 {ms(lat['p50'])} p99 {ms(lat['p99'])} ms, "
         f"{'held' if figures['held'] else 'NOT held: ' + '; '.join(figures['not_held_because'])}",
         flush=True,
     )
@@ -711,78 +465,54 @@ def row(figures: dict[str, Any]) -> str:
     )
 
 
-def parse_rates(text: str) -> list[int]:
-    try:
-        rates = [int(r) for r in text.split(",") if r.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from None
-    if not rates or min(rates) < 1:
-        raise argparse.ArgumentTypeError("rates must be positive")
-    return rates
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rates", type=parse_rates, default=[50, 200, 500], help="commands/s, comma-separated")
-    parser.add_argument("--seconds", type=float, default=10.0, help="seconds of load per rate")
-    parser.add_argument("--find-max", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--probe-seconds", type=float, default=6.0, help="seconds of load per --find-max probe")
-    parser.add_argument("--budget", type=float, default=180.0, help="seconds the whole script may take (probes stop)")
-    parser.add_argument("--drain", type=float, default=5.0, help="seconds after the last send an update may take")
     parser.add_argument(
-        "--held-p99-ms",
-        type=float,
-        default=1000.0,
-        help="a rate whose p99 is above this is not held either, even if it does not grow (a queue near saturation)",
+        "--rates", type=lambda t: [int(r) for r in t.split(",")], default=[50, 100, 150, 200, 300], help="1/s, a,b,c"
     )
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds of load per rate")
+    parser.add_argument("--drain", type=float, default=5.0, help="seconds after the last send an update may take")
+    parser.add_argument("--held-p99-ms", type=float, default=1000.0, help="a higher p99 is not held (near saturation)")
     parser.add_argument("--accounts", type=int, default=1, help="accounts the deposits go to, round robin")
     parser.add_argument("--connections", type=int, default=32, help="HTTP keep-alive connections of the client")
-    parser.add_argument("--database", default="bank_bench", help="scratch database (created and migrated)")
-    parser.add_argument(
-        "--redis-socket-timeout",
-        type=float,
-        default=None,
-        help="give the workers' REDIS_URL ?socket_timeout=S (default: as deployed, redis-py's own default)",
-    )
+    parser.add_argument("--database", help="scratch database, made and migrated (default: DATABASE_URL's + _bench)")
+    parser.add_argument("--redis-socket-timeout", type=float, help="the workers' REDIS_URL gets ?socket_timeout=S")
     args = parser.parse_args()
-    logging.getLogger().setLevel(logging.WARNING)
+    harness.setup_django()
+    args.database = args.database or harness.scratch_name("bench")
+    from django.conf import settings
 
     def interrupted(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupted)
     started = time.monotonic()
-    kafka = fresh_kafka("latency")
-    database_url = use_bench_database(args.database)
-    env = worker_env(kafka, database_url, f"bench-latency-{uuid.uuid4().hex[:8]}", args.redis_socket_timeout)
-    subprocess.run([sys.executable, "manage.py", "migrate", "--verbosity", "0"], env=env, cwd=ROOT, check=True)
+    kafka = harness.fresh_kafka("latency")
+    database_url = harness.use_bench_database(args.database)
+    redis_url = settings.REDIS_URL
+    if args.redis_socket_timeout is not None:
+        redis_url += ("&" if "?" in redis_url else "?") + f"socket_timeout={args.redis_socket_timeout:g}"
+    env = harness.worker_env(kafka, database_url, redis_url, CHANNELS_PREFIX=f"bench-latency-{uuid.uuid4().hex[:8]}")
+    env |= {"DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": secrets.token_hex(32), "LOG_LEVEL": "WARNING"}
     port = free_port()
-    manage = [sys.executable, str(ROOT / "manage.py")]
-    workers: list[Process] = []
+    workers: list[harness.Process] = []
     try:
-        workers.append(Process("processor", [*manage, "run_processor", "--instance", f"latency-{port}"], env))
-        workers.append(Process("projector", [*manage, "run_projector"], env))
-        web = Process(
-            "daphne",
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "server.asgi:application"],
-            env,
-        )
-        workers.append(web)
-        asyncio.run(wait_for_http(f"http://127.0.0.1:{port}", web))
-        print(
-            "  workers: "
-            + ", ".join(f"{w.name} pid {w.process.pid}" for w in workers)
-            + f"; port {port}; logs in {LOGS}",
-            flush=True,
-        )
-        result = asyncio.run(measure(args, env, port, workers, started))
+        for name, argv in (
+            ("processor", harness.manage("run_processor", "--instance", f"latency-{port}")),
+            ("projector", harness.manage("run_projector")),
+            ("daphne", harness.daphne(port)),
+        ):
+            workers.append(harness.Process(name, argv, env, LOGS))
+        harness.serving(f"http://127.0.0.1:{port}", workers[-1])
+        print("  workers: " + ", ".join(f"{w.name} pid {w.pid}" for w in workers) + f"; port {port}; logs in {LOGS}")
+        result = asyncio.run(measure(args, env, port, workers))
         stamp_from_kafka(kafka, result["records"])
     finally:
         for worker in workers:
             worker.stop()
-    crashed = {w.name: w.tracebacks() for w in workers if w.tracebacks()}
+    crashed = {w.name: n for w in workers if (n := w.log().count("Traceback"))}
 
-    runs: list[RateRun] = result["runs"] + result["probes"]
+    runs: list[RateRun] = result["runs"]
     for run in runs:
         run.figures["stages_ms"] = stages(run.records)
     held = [r.rate for r in runs if r.figures["held"]]
@@ -798,46 +528,33 @@ def main() -> None:
         f"end-to-end latency, 202 from the view → outcome on the websocket ({args.accounts} accounts, "
         f"{kafka.partitions} partitions, database {args.database}, load average {os.getloadavg()[0]:.1f})"
     )
-    label = 16
-    print(table([("".ljust(label), GROUPS), ("rate".ljust(label), COLUMNS)]))
-    print(
-        table([(f"{r.rate}/s{' (probe)' if r in result['probes'] else ''}".ljust(label), row(r.figures)) for r in runs])
-    )
+    print(table([("", GROUPS), ("rate", COLUMNS)] + [(f"{r.rate}/s", row(r.figures)) for r in runs]))
     print("CPU while sending, in cores busy (the GIL keeps the Python code of one process to about one core):")
     print(
         table(
-            [
-                (f"{r.rate}/s", "  ".join(f"{name} {busy:.2f}" for name, busy in r.figures["cpu_cores_busy"].items()))
-                for r in runs
-            ]
+            [(f"{r.rate}/s", "  ".join(f"{n} {b:.2f}" for n, b in r.figures["cpu_cores_busy"].items())) for r in runs]
         )
     )
     print("where the time goes (p50 / p99 ms):")
+    stage = "  ".join
     print(
         table(
             [
-                (
-                    f"{r.rate}/s",
-                    "  ".join(f"{name} {ms(v['p50'])}/{ms(v['p99'])}" for name, v in r.figures["stages_ms"].items()),
-                )
+                (f"{r.rate}/s", stage(f"{n} {ms(v['p50'])}/{ms(v['p99'])}" for n, v in r.figures["stages_ms"].items()))
                 for r in runs
             ]
         )
     )
-    verdict = (
-        f"highest rate held: {max_held}/s"
-        + (f" (first not held: {first_failed}/s)" if first_failed else " (no higher rate tried or none failed)")
-        + (
-            ""
-            if target_met is None
-            else f"; target p99 < {TARGET_P99_MS:.0f} ms at {TARGET_RATE}/s: {'met' if target_met else 'NOT met'}"
-        )
+    target_text = (
+        ""
+        if target_met is None
+        else f"; p99 < {TARGET_P99_MS:.0f} ms at {TARGET_RATE}/s: {'met' if target_met else 'NOT met'}"
     )
-    print(verdict)
+    print(f"highest rate held: {max_held}/s (first not held: {first_failed or '-'}/s){target_text}")
     if crashed:
         print(f"tracebacks in the workers' logs ({LOGS}): {crashed}")
 
-    write_results(
+    harness.write_results(
         "latency",
         {
             "accounts": args.accounts,
@@ -851,13 +568,10 @@ def main() -> None:
             "ready_s": round(result["ready_s"], 1),
             "total_s": round(time.monotonic() - started, 1),
             "rates": [r.figures for r in result["runs"]],
-            "probes": [r.figures for r in result["probes"]],
             "max_held_rate": max_held,
             "first_rate_not_held": first_failed,
             "target": {"rate": TARGET_RATE, "p99_ms": TARGET_P99_MS, "met": target_met},
             "ws_messages": result["ws_messages"],
-            "channel_layer_pushes": result["pushes"],
-            "channel_layer_listener_errors": result["layer_errors"],
             "worker_tracebacks": crashed,
             "stages": dict(STAGES),
         },

@@ -8,22 +8,21 @@ Prints, for the same commands on the same broker in the same run:
   write without exactly-once);
 - raw Kafka: produce the messages, then consume them, no decoding (the client's ceiling).
 
-    .venv/bin/python bench/processor.py [--commands 20000] [--accounts 500]
+    .venv/bin/python -m bench.processor [--commands 20000] [--accounts 500]
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import time
 import uuid
 
-from common import create_topic, fresh_kafka, table, write_results
-from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
 from bank import domain, messages
 from bank.config import KafkaSettings
-from bank.kafka import consume_batch, next_offsets, producer
+from bank.kafka import admin, consume_batch, consumer, next_offsets, producer
+from bench.harness import fresh_kafka, setup_django, table, write_results
 from consumers.processor import Processor
 
 
@@ -41,27 +40,26 @@ def make_commands(accounts: int, commands: int) -> list[tuple[bytes, bytes, mess
 
 
 def produce_all(kafka: KafkaSettings, topic: str, payload: list[tuple[bytes, bytes, messages.Headers]]) -> None:
-    producer = Producer(kafka.client_config() | {"linger.ms": 5, "partitioner": "murmur2_random", "acks": "all"})
+    out = producer(kafka, **{"linger.ms": 5})
     for key, value, headers in payload:
         while True:
             try:
-                producer.produce(topic, key=key, value=value, headers=headers)
+                out.produce(topic, key=key, value=value, headers=headers)
                 break
             except BufferError:
-                producer.poll(0.05)
-    producer.flush(60)
+                out.poll(0.05)
+    out.flush(60)
 
 
 def raw_round_trip(kafka: KafkaSettings, payload: list[tuple[bytes, bytes, messages.Headers]]) -> float:
     """Seconds to produce the messages and consume them all back, plain Kafka."""
     started = time.perf_counter()
     produce_all(kafka, kafka.topic("raw"), payload)
-    consumer = Consumer(kafka.client_config() | {"group.id": f"raw-{uuid.uuid4()}", "auto.offset.reset": "earliest"})
-    consumer.subscribe([kafka.topic("raw")])
-    seen = 0
-    while seen < len(payload):
-        seen += sum(1 for m in consumer.consume(1000, 0.5) if m.error() is None)
-    consumer.close()
+    with consumer(kafka, f"raw-{uuid.uuid4()}") as raw:
+        raw.subscribe([kafka.topic("raw")])
+        seen = 0
+        while seen < len(payload):
+            seen += sum(1 for m in raw.consume(1000, 0.5) if m.error() is None)
     return time.perf_counter() - started
 
 
@@ -104,9 +102,12 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=500)
     parser.add_argument("--batch-size", type=int, default=500)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    setup_django()
     kafka = fresh_kafka("processor")
-    create_topic(kafka, kafka.topic("raw"))
+    with admin(kafka) as client:
+        client.create_topics([NewTopic(kafka.topic("raw"), kafka.partitions, kafka.replication_factor)])[
+            kafka.topic("raw")
+        ].result()
     payload = make_commands(args.accounts, args.commands)
     raw = raw_round_trip(kafka, payload)
     produce_all(kafka, kafka.commands_topic, payload)

@@ -1,8 +1,7 @@
 """Read-side throughput: the live projector and replay against the raw consume-and-decode ceiling.
 
-Produces `--events` valid event envelopes (AccountOpened first, then deposits, withdrawals
-with correct running balances and some CommandRejected, sequences 1..n per account, keyed
-by account) straight to a fresh events topic, then measures on that same topic:
+Produces `--events` event envelopes, decided by the domain from random commands (`bench.harness.generate`:
+openings, deposits, withdrawals, some rejected), straight to a fresh events topic, then measures on it:
 
 1. ceiling: a plain read_committed consumer reading every event from offset 0 and decoding
    it with `messages.decode_event` (no database);
@@ -15,102 +14,36 @@ database side. `--push` turns live updates on (through Redis); it needs a batch 
 most ~100 accounts (the channel layer's Redis pool), so use it with few `--accounts`.
 
 The projector and replay write the projection tables, so by default they run in a database
-of their own (`--database bank_bench_projection`, created with the DATABASE_URL role and migrated).
+of their own (`--database`, default `bank_bench_projection` beside `bank`, created with the DATABASE_URL role and migrated).
 
-    .venv/bin/python bench/projection.py [--events 1000000] [--accounts 10000] [--push]
+    .venv/bin/python -m bench.projection [--events 1000000] [--accounts 10000] [--push]
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import random
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
 from typing import Any
 
-from common import fresh_kafka, table, use_bench_database, write_results
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
-from django.conf import settings
-from django.db import connection
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartition
 
-from bank import domain, messages
+from bank import messages
 from bank.config import KafkaSettings
-from bank.kafka import end_offsets, producer
-from consumers.projector import Projector
-from projections.replay import replay
+from bank.kafka import end_offsets, producer, reading
+from bench.harness import (
+    Expected,
+    fresh_kafka,
+    generate,
+    scratch_name,
+    setup_django,
+    table,
+    use_bench_database,
+    write_results,
+)
 
 PROJECTION_TABLES = "projections_account, projections_auditentry, projections_checkpoint, projections_deadletter"
-
-
-# --- the events ---
-
-
-@dataclass
-class Expected:
-    """What the projections must hold once every produced event is applied."""
-
-    balances: dict[uuid.UUID, int] = field(default_factory=dict)
-    types: dict[str, int] = field(default_factory=dict)
-
-
-def generate(events: int, accounts: int, expected: Expected, seed: int = 42) -> Iterator[messages.EventEnvelope]:
-    """`events` envelopes over `accounts` accounts, opened spread over the first half of the stream.
-
-    Every account's first event is AccountOpened and its sequences run 1..n without gaps; balances
-    follow the events; a withdrawal above the balance, an amount above the limit or a zero amount
-    becomes a CommandRejected, as the command processor would have decided. Owners are user ids
-    as the web app writes them (`str(user.pk)`), actors "user:<id>".
-    """
-    if accounts < 1 or events < accounts:
-        raise SystemExit("need at least one account and at least as many events as accounts")
-    rng = random.Random(seed)
-    ids = [uuid.UUID(int=rng.getrandbits(128), version=4) for _ in range(accounts)]
-    sequences: dict[uuid.UUID, int] = {}
-    balances = expected.balances
-    opened: list[uuid.UUID] = []
-    stride = max(1, events // (2 * accounts))  # one opening every `stride` events until all are open
-    start = datetime(2026, 1, 1, tzinfo=UTC)
-    for i in range(events):
-        if len(opened) < accounts and (i % stride == 0 or events - i <= accounts - len(opened)):
-            account_id = ids[len(opened)]
-            opened.append(account_id)
-            balances[account_id] = 0
-            event: domain.Event = domain.AccountOpened(str(len(opened) % 997 + 1), f"Account {len(opened)}", "EUR")
-        else:
-            account_id = opened[rng.randrange(len(opened))]
-            balance = balances[account_id]
-            roll = rng.random()
-            if roll < 0.55:
-                amount = rng.randrange(1, 50_000)
-                balances[account_id] = balance + amount
-                event = domain.MoneyDeposited(amount, balance + amount)
-            elif roll < 0.95:
-                amount = rng.randrange(1, 40_000)
-                if amount <= balance:
-                    balances[account_id] = balance - amount
-                    event = domain.MoneyWithdrawn(amount, balance - amount)
-                else:
-                    event = domain.CommandRejected("Withdraw", domain.Reason.INSUFFICIENT_FUNDS, amount)
-            elif roll < 0.98:
-                event = domain.CommandRejected("Deposit", domain.Reason.INVALID_AMOUNT, 0)
-            else:
-                event = domain.CommandRejected("Withdraw", domain.Reason.AMOUNT_ABOVE_LIMIT, 200_000_000)
-        sequence = sequences[account_id] = sequences.get(account_id, 0) + 1
-        name = type(event).__name__
-        expected.types[name] = expected.types.get(name, 0) + 1
-        yield messages.EventEnvelope(
-            event=event,
-            event_id=uuid.uuid4(),
-            account_id=account_id,
-            sequence=sequence,
-            occurred_at=start + timedelta(milliseconds=i),
-            command_id=uuid.uuid4(),
-            actor=f"user:{sequence % 997}",
-        )
 
 
 def produce_events(kafka: KafkaSettings, events: int, accounts: int) -> tuple[Expected, float]:
@@ -145,12 +78,16 @@ def produce_events(kafka: KafkaSettings, events: int, accounts: int) -> tuple[Ex
 
 
 def empty_projections() -> None:
+    from django.db import connection
+
     with connection.cursor() as cursor:
         cursor.execute(f"TRUNCATE {PROJECTION_TABLES}")
 
 
 def check_projections(expected: Expected, what: str) -> None:
     """The projections hold exactly the produced events: row counts, per-type counts, balances."""
+    from django.db import connection
+
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*), coalesce(sum(balance), 0) FROM projections_account")
         accounts, total = cursor.fetchone()
@@ -173,36 +110,30 @@ class Ceiling:
 def ceiling(kafka: KafkaSettings, events: int) -> Ceiling:
     """Seconds for a plain read_committed consumer to read and decode every event from offset 0."""
     topic = kafka.events_topic
-    reader = Consumer(
-        kafka.client_config()
-        | {
-            "group.id": f"bench-ceiling-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "auto.offset.reset": "earliest",
-        }
-    )
-    partitions = reader.list_topics(topic, timeout=10).topics[topic].partitions
-    reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-    seen = 0
-    decoding = 0.0
-    decode = messages.decode_event
-    started = time.perf_counter()
-    while seen < events:
-        batch = reader.consume(10_000, 0.2)
-        t = time.perf_counter()
-        for m in batch:
-            if m.error() is None:
-                decode(m.value())
-                seen += 1
-        decoding += time.perf_counter() - t
-    elapsed = time.perf_counter() - started
-    reader.close()
-    return Ceiling(elapsed, decoding)
+    with reading(kafka, **{"group.id": f"bench-ceiling-{uuid.uuid4().hex[:8]}"}) as reader:
+        partitions = reader.list_topics(topic, timeout=10).topics[topic].partitions
+        reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        seen = 0
+        decoding = 0.0
+        decode = messages.decode_event
+        started = time.perf_counter()
+        while seen < events:
+            batch = reader.consume(10_000, 0.2)
+            t = time.perf_counter()
+            for m in batch:
+                if m.error() is None:
+                    decode(m.value())
+                    seen += 1
+            decoding += time.perf_counter() - t
+        return Ceiling(time.perf_counter() - started, decoding)
 
 
 def projector_run(kafka: KafkaSettings, events: int, push: bool) -> tuple[float, int]:
     """(seconds from the poll that returned the first events until every event is applied, events applied)."""
+    from django.conf import settings
+
+    from consumers.projector import Projector
+
     projector = Projector(
         kafka,
         group=f"bench-projector-{uuid.uuid4().hex[:8]}",
@@ -235,12 +166,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--accounts", type=int, default=10_000)
-    parser.add_argument("--database", default="bank_bench_projection", help="scratch database of its own")
+    parser.add_argument("--database", help="scratch database of its own (default: DATABASE_URL's + _bench_projection)")
     parser.add_argument(
         "--push", action="store_true", help="projector pushes live updates through Redis (few --accounts only)"
     )
     args = parser.parse_args()
-    logging.getLogger().setLevel(logging.WARNING)  # Django's LOGGING set the root to INFO: keep the table readable
+    setup_django()
+    args.database = args.database or scratch_name("bench_projection")
+    from django.conf import settings
+
+    from projections.replay import replay
+
     run_started = time.perf_counter()
 
     kafka = fresh_kafka("projection")
@@ -294,32 +230,18 @@ def main() -> None:
         f"projection, {args.events:,} events over {args.accounts:,} accounts, {len(ends)} partitions, "
         f"database {database}"
     )
-    print(
-        table(
-            [
-                (
-                    "encode + produce (set-up, not a figure)",
-                    f"{figures['produce_per_s']:>9,} events/s ({produce_seconds:.1f}s)",
-                ),
-                (
-                    "ceiling: consume only (decode time subtracted)",
-                    f"{figures['ceiling_consume_only_per_s']:>9,} events/s",
-                ),
-                (
-                    "ceiling: consume + decode_event",
-                    f"{figures['ceiling_consume_decode_per_s']:>9,} events/s (baseline)",
-                ),
-                (
-                    f"live projector (push={'on' if args.push else 'off'})",
-                    f"{figures['projector_per_s']:>9,} events/s ({projector_seconds:.1f}s)",
-                ),
-                ("replay", f"{figures['replay_per_s']:>9,} events/s ({replayed.seconds:.1f}s)"),
-                ("projector / ceiling", f"{figures['projector_vs_ceiling']:.2f}x"),
-                ("replay / projector", f"{figures['replay_vs_projector']:.2f}x"),
-                ("replay --projection accounts (balances)", f"{figures['replay_accounts_per_s']:>9,} events/s"),
-            ]
-        )
-    )
+    rate = "{:>9,} events/s".format
+    rows = [
+        ("encode + produce (set-up, not a figure)", f"{rate(figures['produce_per_s'])} ({produce_seconds:.1f}s)"),
+        ("ceiling: consume only (decode time subtracted)", rate(figures["ceiling_consume_only_per_s"])),
+        ("ceiling: consume + decode_event", rate(figures["ceiling_consume_decode_per_s"]) + " (baseline)"),
+        (f"live projector (push={'on' if args.push else 'off'})", rate(figures["projector_per_s"])),
+        ("replay", f"{rate(figures['replay_per_s'])} ({replayed.seconds:.1f}s)"),
+        ("projector / ceiling", f"{figures['projector_vs_ceiling']:.2f}x"),
+        ("replay / projector", f"{figures['replay_vs_projector']:.2f}x"),
+        ("replay --projection accounts (balances)", rate(figures["replay_accounts_per_s"])),
+    ]
+    print(table(rows))
     print(f"  (whole run {figures['run_seconds']:.0f}s)")
     write_results("projection", figures)
 

@@ -1,60 +1,63 @@
-"""Run every benchmark, then print the four headline figures and draw docs/performance.png.
+"""Run every benchmark, then print the headline figures and draw docs/performance.png.
 
-    .venv/bin/python bench/run_all.py            # the full set, under 10 minutes on 2 cores
-    .venv/bin/python bench/run_all.py --tiny     # every script on a tiny input (the smoke test)
+    .venv/bin/python -m bench.run_all            # the full set, under 10 minutes on 2 cores
+    .venv/bin/python -m bench.run_all --tiny     # every script on a tiny input (the smoke test)
 
 Each figure is a ratio to a baseline measured in the same run, because absolute times on a
-shared machine drift. Raw figures are in bench/results/<name>.json.
+shared machine drift. Raw figures are in bench/results/<name>.json. The plot needs matplotlib, which
+is not in requirements.txt: `.venv/bin/pip install matplotlib` first, or the plot is skipped.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-# BENCH_RESULTS_DIR lets the smoke test write elsewhere than the committed figures.
-RESULTS = Path(os.environ.get("BENCH_RESULTS_DIR") or ROOT / "bench" / "results")
+from bench.harness import RESULTS, ROOT, read_results
+from bench.summary import headline, plot
+
 PLOT = ROOT / "docs" / "performance.png"
-
 FULL = {
     "web": ["--duration", "15"],
     "processor": ["--commands", "50000"],
+    "recovery": ["--sizes", "100000,1000000,5000000"],
     "projection": ["--events", "1000000", "--accounts", "10000"],
     "eventsourcing_baseline": ["--events", "1000000", "--accounts", "10000", "--reuse", "--runner-budget", "60"],
-    "latency": ["--rates", "50,200,500", "--seconds", "10"],
+    "latency": ["--rates", "50,100,150,200,300", "--seconds", "10"],
 }
 TINY = {
     "web": ["--duration", "2"],
     "processor": ["--commands", "2000", "--accounts", "20"],
+    "recovery": [
+        "--sizes",
+        "2000",
+        "--accounts",
+        "20",
+        "--tail",
+        "100",
+        "--commands",
+        "2000",
+        "--compaction-wait",
+        "0",
+    ],
     "projection": ["--events", "2000", "--accounts", "20"],
     "eventsourcing_baseline": ["--events", "2000", "--accounts", "20"],
-    "latency": ["--rates", "20", "--seconds", "2", "--no-find-max"],
+    "latency": ["--rates", "20", "--seconds", "2"],
 }
-RESULT_FILES = {
-    "web": "http",
-    "processor": "processor",
-    "projection": "projection",
-    "eventsourcing_baseline": "eventsourcing",
-    "latency": "latency",
-}
+RESULT_FILES = ("http", "processor", "recovery", "projection", "eventsourcing", "latency")
 
 
 def run(script: str, args: list[str]) -> float:
     started = time.monotonic()
-    print(f"\n=== bench/{script}.py {' '.join(args)}", flush=True)
-    subprocess.run([sys.executable, str(ROOT / "bench" / f"{script}.py"), *args], check=True, cwd=ROOT)
+    print(f"\n=== python -m bench.{script} {' '.join(args)}", flush=True)
+    subprocess.run([sys.executable, "-m", f"bench.{script}", *args], check=True, cwd=ROOT)
     return time.monotonic() - started
-
-
-def load(name: str) -> dict:
-    return json.loads((RESULTS / f"{name}.json").read_text())
 
 
 def main() -> None:
@@ -72,27 +75,18 @@ def main() -> None:
     print(f"\nall benchmarks ran in {total:.0f}s: " + ", ".join(f"{k} {v:.0f}s" for k, v in durations.items()))
     if args.tiny or args.no_plot:
         return
-    from summary import headline, plot
-
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:  # installed for the plot only, like eventsourcing for its comparison
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "matplotlib"], check=True)
-
-    figures = headline({file: load(file) for file in RESULT_FILES.values() if (RESULTS / f"{file}.json").exists()})
-    for line in figures["lines"]:
-        print(line)
+    figures = headline({name: found for name in RESULT_FILES if (found := read_results(name)) is not None})
+    print("\n".join(figures["lines"]))
     meta = {
-        "machine": f"{platform.processor() or platform.machine()}, {_cores()} cores",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "date": time.strftime("%Y-%m-%d"),
     }
     (RESULTS / "summary.json").write_text(json.dumps({**figures, **meta}, indent=2) + "\n")
+    if importlib.util.find_spec("matplotlib") is None:
+        print("no plot: install matplotlib into the venv to draw docs/performance.png")
+        return
     plot(figures, PLOT, meta)
     print(f"plot: {PLOT.relative_to(ROOT)}")
-
-
-def _cores() -> int:
-    return os.cpu_count() or 0
 
 
 if __name__ == "__main__":

@@ -12,16 +12,8 @@ def headline(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
     def add(group: str, label: str, value: float, baseline: float, unit: str, goal: str) -> None:
         ratio = value / baseline if baseline else 0.0
-        out["bars"].append(
-            {
-                "group": group,
-                "label": label,
-                "ratio": round(ratio, 3),
-                "value": value,
-                "baseline": baseline,
-                "unit": unit,
-            }
-        )
+        bar = {"group": group, "label": label, "ratio": round(ratio, 3), "value": value, "baseline": baseline}
+        out["bars"].append(bar | {"unit": unit})
         out["lines"].append(
             f"  {group:<12} {label:<44} {value:>10,.0f} vs {baseline:>10,.0f} {unit:<9} {ratio:5.2f}x  ({goal})"
         )
@@ -33,10 +25,11 @@ def headline(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
             f"  {'':<12} p50 {c['p50_ms']:.1f} vs {b['p50_ms']:.1f} ms, p99 {c['p99_ms']:.1f} vs {b['p99_ms']:.1f} ms (goal: p99 no worse)"
         )
     if proc := results.get("processor"):
+        decided = proc["processor_decided_per_s"]
         add(
             "processor",
             "transactions vs the same loop without",
-            proc["processor_decided_per_s"],
+            decided,
             proc["untransactional_per_s"],
             "cmd/s",
             "goal >= 0.8x",
@@ -44,47 +37,20 @@ def headline(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         add(
             "processor",
             "transactions vs raw produce+consume",
-            proc["processor_decided_per_s"],
+            decided,
             proc["raw_produce_consume_per_s"],
             "cmd/s",
             "ceiling",
         )
     if proj := results.get("projection"):
-        ceiling = proj["ceiling_consume_decode_per_s"]
-        add(
-            "projection",
-            "live projector vs consume+decode ceiling",
-            proj["projector_per_s"],
-            ceiling,
-            "events/s",
-            "goal >= 0.2x",
-        )
-        add(
-            "projection",
-            "replay vs live projector",
-            proj["replay_per_s"],
-            proj["projector_per_s"],
-            "events/s",
-            "goal >= 2x",
-        )
+        projector, ceiling = proj["projector_per_s"], proj["ceiling_consume_decode_per_s"]
+        add("projection", "live projector vs consume+decode ceiling", projector, ceiling, "events/s", "goal >= 0.2x")
+        add("projection", "replay vs live projector", proj["replay_per_s"], projector, "events/s", "goal >= 2x")
         if es := results.get("eventsourcing"):
             replay = proj.get("replay_accounts_per_s") or proj["replay_per_s"]
-            add(
-                "projection",
-                "replay vs eventsourcing ProjectionRunner",
-                replay,
-                es["runner_rebuild_per_s"],
-                "events/s",
-                "goal >= 10x",
-            )
-            add(
-                "projection",
-                "replay vs eventsourcing, paged by hand",
-                replay,
-                es["paged_rebuild_per_s"],
-                "events/s",
-                "for reference",
-            )
+            runner, paged = es["runner_rebuild_per_s"], es["paged_rebuild_per_s"]
+            add("projection", "replay vs eventsourcing ProjectionRunner", replay, runner, "events/s", "goal >= 10x")
+            add("projection", "replay vs eventsourcing, paged by hand", replay, paged, "events/s", "for reference")
     if lat := results.get("latency"):
         for rate in lat["rates"]:
             q = rate["latency_ms"]

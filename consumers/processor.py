@@ -3,7 +3,12 @@
 Commands for one account all land on one partition of bank.commands, and exactly one
 processor of the group owns a partition at a time, so each account has a single writer.
 Its events go to the same partition number of bank.events, in a Kafka transaction that
-also commits the consumed command offsets: either both happen or neither does.
+also commits the consumed command offsets and the new state of each changed account
+(bank.account-state, see consumers/recovery.py): all happen or none does.
+
+A record on bank.events that the processor did not write (undecodable, or out of sequence)
+never stops it: it is dead-lettered, and the account it names is quarantined (its commands
+are rejected with `account_quarantined`) until an operator sends ReleaseAccount.
 """
 
 from __future__ import annotations
@@ -12,58 +17,37 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from uuid import UUID
+from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from bank import domain, messages
 from bank.config import KafkaSettings
-from bank.kafka import consume_batch, consumer, dead_letter, next_offsets, read_to_end
+from bank.kafka import (
+    LogStalled,
+    ReadInterrupted,
+    consume_batch,
+    consumer,
+    dead_letter,
+    next_offsets,
+    read_to_end,
+    transactional_producer,
+)
+from consumers.recovery import (
+    DEFAULT_DEDUP_WINDOW,
+    DEFAULT_STATE_EVERY,
+    LoadCounts,
+    Loader,
+    Mode,
+    Partition,
+    encode_state,
+)
 
 log = logging.getLogger("bank.processor")
 
 
 class ProcessorFailed(RuntimeError):
     """The processor cannot go on (fenced by a newer instance, or a fatal broker error); restart it."""
-
-
-@dataclass
-class AccountRecord:
-    state: domain.Account
-    command_ids: set[UUID] = field(default_factory=set)
-
-
-Accounts = dict[UUID, AccountRecord]
-
-
-def load_accounts(kafka: KafkaSettings, partitions: Iterable[int]) -> dict[int, Accounts]:
-    """Fold bank.events of `partitions` (committed transactions only) into account states.
-
-    Reading to the end waits out any transaction another instance left open, so that no
-    decision is ever taken on a state that might still change.
-    """
-    wanted = sorted(set(partitions))
-    accounts: dict[int, Accounts] = {p: {} for p in wanted}
-    if not wanted:
-        return accounts
-    started, count = time.monotonic(), 0
-    for batch in read_to_end(kafka, kafka.events_topic, wanted):
-        for message in batch:
-            apply_event(accounts[message.partition() or 0], message.value())
-        count += len(batch)
-    log.info("loaded %d events of partitions %s in %.2fs", count, wanted, time.monotonic() - started)
-    return accounts
-
-
-def apply_event(accounts: Accounts, value: bytes | None) -> None:
-    envelope = messages.decode_event(value)
-    record = accounts.get(envelope.account_id)
-    if record is None:
-        record = accounts[envelope.account_id] = AccountRecord(domain.Account.new(envelope.account_id))
-    record.state = domain.evolve(record.state, envelope.event)
-    record.command_ids.add(envelope.command_id)
 
 
 class Processor:
@@ -77,28 +61,40 @@ class Processor:
         batch_wait: float = 0.05,
         transaction_timeout_ms: int = 10_000,
         fault_pause: float = 0.0,
+        recovery: Mode = "state",
+        dedup_window: int = DEFAULT_DEDUP_WINDOW,
+        stop: Callable[[], bool] | None = None,
+        max_stall: float = 120.0,
+        fault_abort_every: int = 0,
+        state_every: int = DEFAULT_STATE_EVERY,
     ) -> None:
         self.kafka = kafka
         self.instance = instance
         self.max_amount = max_amount
         self.batch_size = batch_size
         self.batch_wait = batch_wait
+        self.window = dedup_window
+        self.state_every = max(1, state_every)
+        # Mode "full" (the benchmark's baseline) neither reads nor writes the state topic.
+        self.store = recovery == "state"
+        self.stop = stop or (lambda: False)
+        self.loader = Loader(kafka, recovery, dedup_window, self.stop, max_stall)
         group = group or kafka.group("processor")
         self.consumer: Consumer = consumer(kafka, group)
-        self._producer_config = kafka.client_config() | {
-            # Stable per instance: a restarted instance fences its predecessor's open transaction at once.
-            "transactional.id": f"{group}-{instance}",
-            "transaction.timeout.ms": transaction_timeout_ms,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 5,
-        }
-        self.producer = Producer(self._producer_config)
-        # Fault injection for the fencing tests: hold each transaction open this long before committing it.
+        # Stable per instance: a restarted instance fences its predecessor's open transaction at once.
+        self._transactional_id, self._transaction_timeout_ms = f"{group}-{instance}", transaction_timeout_ms
+        self.producer = self._new_producer()
+        # Fault injection for the tests: hold each transaction open this long before committing it,
+        # and abort every n-th transaction (as a failed commit would).
         self.fault_pause = fault_pause
-        self.accounts: dict[int, Accounts] = {}
+        self.fault_abort_every = fault_abort_every
+        self.partitions: dict[int, Partition] = {}
+        self.last_load = LoadCounts()
         self.decided = 0
+        self.transactions = 0
         self.aborts = 0
+        self._produced = 0
+        self._delivered: list[tuple[int, int]] = []  # (partition, offset) of this transaction's events
 
     # --- lifecycle ---
 
@@ -108,12 +104,18 @@ class Processor:
         self.consumer.subscribe(
             [self.kafka.commands_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
         )
-        log.info("processor %s started on %s", self.instance, self.kafka.commands_topic)
+        log.info(
+            "processor %s started on %s (recovery from %s, last %d command ids per account remembered)",
+            self.instance,
+            self.kafka.commands_topic,
+            self.kafka.state_topic if self.store else "the full history",
+            self.window,
+        )
 
     def close(self) -> None:
         self.consumer.close()
         try:
-            self.producer.flush(10)
+            self.producer.flush(3)
         except KafkaException as error:
             log.warning("processor %s: producer not flushed on close: %s", self.instance, error)
         log.info(
@@ -126,63 +128,103 @@ class Processor:
     def _check_topics(self) -> None:
         topics = self.consumer.list_topics(timeout=10).topics
         counts = {}
-        for name in (self.kafka.commands_topic, self.kafka.events_topic):
+        names = [self.kafka.commands_topic, self.kafka.events_topic]
+        if self.store:
+            names.append(self.kafka.state_topic)
+        for name in names:
             if name not in topics:
                 raise ProcessorFailed(f"topic {name} does not exist: run `manage.py create_topics`")
             counts[name] = len(topics[name].partitions)
         if len(set(counts.values())) != 1:
-            raise ProcessorFailed(f"commands and events topics must have the same partition count, found {counts}")
+            raise ProcessorFailed(f"the processor's topics must have the same partition count, found {counts}")
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         numbers = [tp.partition for tp in partitions]
         log.info("processor %s assigned partitions %s; loading their accounts", self.instance, numbers)
-        self.accounts.update(load_accounts(self.kafka, numbers))
+        self._load(numbers)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         numbers = [tp.partition for tp in partitions]
         log.info("processor %s lost partitions %s", self.instance, numbers)
         for p in numbers:
-            self.accounts.pop(p, None)
+            self.partitions.pop(p, None)
+
+    def _load(self, numbers: list[int]) -> None:
+        try:
+            loaded, self.last_load = self.loader.load(numbers)
+        except LogStalled as error:
+            raise ProcessorFailed(f"cannot load partitions {numbers}: {error}") from error
+        self.partitions.update(loaded)
 
     # --- work ---
 
     def process_batch(self) -> int:
         """Decide one batch of commands in one transaction. Returns how many messages it consumed.
 
-        1. Consume up to `batch_size` commands.
+        1. Consume up to `batch_size` commands (an assignment loads its partitions first).
         2. Begin a transaction; for each command: decode (poison → dead-letter topic, in the
-           same transaction), skip it if its command_id was decided before, `decide`, produce
-           the events to the command's partition of bank.events, `evolve` the state.
-        3. Add the consumed offsets to the transaction and commit it.
-        4. On any failure: abort, then rebuild the batch's partitions from the log and seek
+           same transaction), skip it if its command_id is among the account's recent ones,
+           reject it if the account is quarantined, else `decide`; produce the events to the
+           command's partition of bank.events, `evolve` the state.
+        3. Add the foreign records found since the last transaction (dead letters) and, every
+           `state_every` transactions (and when idle), the new state of every account changed
+           since (bank.account-state), then the consumed offsets, and commit: events, states and
+           offsets together or not at all.
+        4. Check that the transaction's events sit right after what this instance has seen of
+           each partition; if another producer wrote in between, read and quarantine what it wrote.
+        5. On any failure: abort, then rebuild the batch's partitions from the log and seek
            back to their committed offsets, so the in-memory state matches what Kafka holds.
         """
-        batch = consume_batch(self.consumer, self.batch_size, self.batch_wait)
-        if not batch:
+        try:
+            batch = consume_batch(self.consumer, self.batch_size, self.batch_wait)
+        except ReadInterrupted as stopped:
+            log.info("processor %s: %s", self.instance, stopped)
             return 0
         batch = self._without_errors(batch)
-        if not batch:
+        pending = {p for p, part in self.partitions.items() if part.foreign}
+        unsaved = {p for p, part in self.partitions.items() if part.dirty} if self.store else set()
+        if not batch and not pending and not unsaved:
             return 0
-        partitions = sorted({m.partition() or 0 for m in batch})
+        # States are written every `state_every` transactions, when foreign records were found, and
+        # when the processor is idle; in between, a restart folds the events since the last ones.
+        checkpoint = self.store and (bool(pending) or not batch or self.transactions % self.state_every == 0)
+        partitions = sorted({m.partition() or 0 for m in batch} | pending | (unsaved if checkpoint else set()))
+        self._delivered.clear()
+        self._produced = 0
         try:
             self.producer.begin_transaction()
             decided = sum(self._handle(message) for message in batch)
+            self._produce_side_records(checkpoint)
             if self.fault_pause:
                 log.info(
                     "fault injection: holding a transaction of %d commands open for %.1fs", len(batch), self.fault_pause
                 )
                 time.sleep(self.fault_pause)
+            if self.fault_abort_every and (self.transactions + 1) % self.fault_abort_every == 0:
+                self.transactions += 1
+                self.producer.flush(30)  # as a failed commit would: everything sent, then refused
+                raise KafkaException(KafkaError(KafkaError._FAIL, "fault injection: abort this transaction"))
             # Deliver the events first: if a broker loss made them fail, the transaction is abortable and
             # send_offsets_to_transaction returns at once. Called while the group coordinator is gone it can
             # block past its timeout, forever (librdkafka #5456, #5511; seen here after losing two brokers).
             self.producer.flush(30)
-            offsets, group = next_offsets(batch), self.consumer.consumer_group_metadata()
-            self._retrying("send the offsets", lambda: self.producer.send_offsets_to_transaction(offsets, group, 30))
+            if batch:
+                offsets, group = next_offsets(batch), self.consumer.consumer_group_metadata()
+                self._retrying(
+                    "send the offsets", lambda: self.producer.send_offsets_to_transaction(offsets, group, 30)
+                )
             self._retrying("commit", lambda: self.producer.commit_transaction(30))
         except KafkaException as exc:
             self._recover(exc.args[0], partitions)
             return len(batch)
+        self.transactions += 1
         self.decided += decided
+        for p in partitions:
+            if part := self.partitions.get(p):
+                part.foreign.clear()
+                if checkpoint or not self.store:
+                    part.dirty.clear()
+        self._check_own_offsets()
         return len(batch)
 
     def _retrying(self, what: str, call: Callable[[], None], attempts: int = 10) -> None:
@@ -199,13 +241,16 @@ class Processor:
                     raise
                 log.warning("processor %s: %s not confirmed yet (%s); retrying", self.instance, what, error.str())
 
+    def _new_producer(self) -> Producer:
+        return transactional_producer(self.kafka, self._transactional_id, self._transaction_timeout_ms)
+
     def _renew_producer(self, error: KafkaError) -> None:
         """A new transactional producer with the same transactional.id: init_transactions bumps its epoch, so
         whatever the old one left open is aborted; the caller then reloads the partitions' state."""
         log.warning("processor %s: producer unusable (%s); making a new one", self.instance, error.str())
         with contextlib.suppress(KafkaException):  # its queue is lost with its transaction, as it should be
             self.producer.flush(0)
-        self.producer = Producer(self._producer_config)
+        self.producer = self._new_producer()
         try:
             self.producer.init_transactions(30)
         except KafkaException as exc:
@@ -230,15 +275,26 @@ class Processor:
             dead_letter(self.producer, self.kafka, message, str(error))
             return 0
         partition = message.partition() or 0
-        accounts = self.accounts.setdefault(partition, {})
-        record = accounts.get(command.account_id)
-        if record is None:
-            record = accounts[command.account_id] = AccountRecord(domain.Account.new(command.account_id))
-        if command.command_id in record.command_ids:
+        part = self.partitions.get(partition)
+        if part is None:  # cannot happen after an assignment; never decide on a state not loaded
+            self._load([partition])
+            part = self.partitions[partition]
+        record = part.record(command.account_id, self.window)
+        if command.command_id.bytes in record.command_ids:
             log.info("command %s already decided; skipping the duplicate", command.command_id)
             return 0
         state = record.state
-        for event in domain.decide(state, command.command, self.max_amount):
+        if isinstance(command.command, domain.ReleaseAccount):
+            if record.quarantine:
+                log.info("account %s released by %s (was: %s)", command.account_id, command.actor, record.quarantine)
+            # Every foreign record before what this instance has seen is accepted as not the account's.
+            record.quarantine, record.released_at = "", part.seen
+            events = domain.decide(state, command.command, self.max_amount)
+        elif record.quarantine:
+            events = domain.reject(command.command, domain.Reason.ACCOUNT_QUARANTINED)
+        else:
+            events = domain.decide(state, command.command, self.max_amount)
+        for event in events:
             state = domain.evolve(state, event)
             envelope = messages.EventEnvelope(
                 event=event,
@@ -250,10 +306,96 @@ class Processor:
                 actor=command.actor,
             )
             key, value, headers = messages.encode(envelope)
-            self.producer.produce(self.kafka.events_topic, key=key, value=value, headers=headers, partition=partition)
+            self.producer.produce(
+                self.kafka.events_topic,
+                key=key,
+                value=value,
+                headers=headers,
+                partition=partition,
+                on_delivery=self._on_delivery,
+            )
+            self._produced += 1
         record.state = state
-        record.command_ids.add(command.command_id)
+        record.command_ids.append(command.command_id.bytes)
+        part.dirty.add(command.account_id)
         return 1
+
+    def _produce_side_records(self, checkpoint: bool) -> None:
+        """Into the open transaction: dead letters of foreign records, and at a checkpoint the state of
+        every account changed since the last one, each saying which offset of bank.events it reflects."""
+        for p, part in self.partitions.items():
+            for message, error in part.foreign:
+                dead_letter(self.producer, self.kafka, message, error)
+            if not checkpoint:
+                continue
+            for account_id in part.dirty:
+                self.producer.produce(
+                    self.kafka.state_topic,
+                    key=str(account_id).encode(),
+                    value=encode_state(part.accounts[account_id], part.seen),
+                    partition=p,
+                )
+
+    def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
+        if error is None:
+            self._delivered.append((message.partition() or 0, message.offset() or 0))
+
+    def _check_own_offsets(self) -> None:
+        """After a commit: did anyone else write to our partitions of bank.events since we last looked?
+
+        This instance is the only writer of its partitions, so its events of one transaction
+        follow what it has seen (and its last commit marker) without a hole. A hole holds records
+        of another producer: they are read and treated as foreign (quarantine, dead letter).
+        """
+        deadline = time.monotonic() + 5
+        while len(self._delivered) < self._produced and time.monotonic() < deadline:
+            self.producer.poll(0.05)  # delivery reports not served yet
+        if len(self._delivered) < self._produced:
+            log.warning("missing delivery reports; reloading partitions %s", sorted(self.partitions))
+            self._load(sorted(self.partitions))
+            return
+        offsets: dict[int, list[int]] = {}
+        for p, offset in self._delivered:
+            offsets.setdefault(p, []).append(offset)
+        for p, own in offsets.items():
+            part = self.partitions.get(p)
+            if part is None:
+                continue
+            own.sort()
+            expected = part.seen + (1 if part.marker_pending else 0)
+            if own[0] != expected or own[-1] - own[0] + 1 != len(own):
+                self._read_foreign(p, part, own)
+            part.seen, part.marker_pending = own[-1] + 1, True
+
+    def _read_foreign(self, p: int, part: Partition, own: list[int]) -> None:
+        mine = set(own)
+        found = 0
+        try:
+            batches = list(
+                read_to_end(
+                    self.kafka,
+                    self.kafka.events_topic,
+                    ends={p: own[-1] + 1},
+                    starts={p: part.seen},
+                    stop=self.stop,
+                    max_stall=self.loader.max_stall,
+                )
+            )
+        except LogStalled as error:
+            raise ProcessorFailed(f"cannot read what another producer wrote to partition {p}: {error}") from error
+        for batch in batches:
+            for message in batch:
+                if (message.offset() or 0) in mine:
+                    continue
+                found += 1
+                try:
+                    messages.decode_event(message.value())
+                    why = "written by another producer than the processor that owns the partition"
+                except messages.PoisonMessage as poison:
+                    why = str(poison)
+                part.note_foreign(message, why, self.window)
+        if found:
+            log.warning("%d foreign records on %s[%d] since offset %d", found, self.kafka.events_topic, p, part.seen)
 
     def _recover(self, error: KafkaError, partitions: list[int]) -> None:
         log.warning("transaction failed (%s); aborting and reloading partitions %s", error.str(), partitions)
@@ -271,7 +413,7 @@ class Processor:
             self._renew_producer(fatal)
             partitions = sorted({*partitions, *(tp.partition for tp in self.consumer.assignment())})
         for p in partitions:
-            self.accounts.pop(p, None)
+            self.partitions.pop(p, None)
         owned = {tp.partition for tp in self.consumer.assignment()}
         mine = [p for p in partitions if p in owned]
         if not mine:
@@ -287,4 +429,4 @@ class Processor:
         except KafkaException as exc:
             # Most likely the partitions have just moved to another instance; the rebalance will sort it out.
             log.warning("could not seek back partitions %s: %s", mine, exc)
-        self.accounts.update(load_accounts(self.kafka, mine))
+        self._load(mine)

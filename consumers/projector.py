@@ -4,26 +4,64 @@ Exactly once comes from the database, not from Kafka: the checkpoint (next offse
 partition) is written in the same transaction as the rows, and on assignment the consumer
 seeks to it. Offsets are committed to Kafka as well, after the database commit, only so
 that Kafka's tools show the group's lag.
+
+No one account stops the others: a sequence gap, a poison record naming an account, or a
+row the database refuses parks that account (projections/parking.py) and the batch goes on
+without it. A database that is down is waited out: the batch is held and written again, with
+a back-off, until PostgreSQL is back; nothing is consumed past it.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import dataclass
+from uuid import UUID
 
+import orjson
+import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
+from django import db
 from django.db import connection, transaction
 
 from bank import messages
 from bank.config import KafkaSettings
-from bank.kafka import consume_batch, consumer, dead_letter, next_offsets, producer
-from projections import live, store
+from bank.kafka import consume_batch, consumer, dead_letter, next_offsets, producer, reader
+from consumers.worker import Shutdown
+from projections import live, parking, registry, store
 from projections.apply import SequenceGap
 
 log = logging.getLogger("bank.projector")
 
+# PostgreSQL is unreachable or restarting: transient, the batch is written again later.
+DATABASE_DOWN = (db.OperationalError, db.InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
+# The database refuses a row's data (too long, out of range, a constraint): find whose and park that account.
+# Other errors (an unknown column or table: the schema, not a row) stop the projector for the supervisor.
+DATABASE_REFUSED = (db.DataError, db.IntegrityError, psycopg.DataError, psycopg.IntegrityError)
+MAX_BACKOFF = 5.0
+REREAD_TIMEOUT = 60.0
+
 
 class ProjectorFailed(RuntimeError):
-    """The projector must stop: applying on would make the projections wrong (for example a sequence gap)."""
+    """The projector must stop: going on would make the projections wrong or lose a dead letter."""
+
+
+class NotNow(RuntimeError):
+    """A transient failure: hold the batch and try it again after a back-off."""
+
+
+@dataclass
+class Held:
+    """A consumed batch until it is in the database: kept across outages, so nothing is consumed past it."""
+
+    messages: list[Message]
+    events: list[store.Positioned]
+    poison: list[tuple[Message, str, UUID | None]]
+    ends: dict[int, int]
+
+
+class _Probe(Exception):
+    """Raised to roll a probing savepoint back."""
 
 
 class Projector:
@@ -34,16 +72,20 @@ class Projector:
         batch_size: int = 2000,
         batch_wait: float = 0.05,
         push: bool = True,
+        shutdown: Shutdown | None = None,
     ) -> None:
         self.kafka = kafka
         self.topic = kafka.events_topic
         self.batch_size = batch_size
         self.batch_wait = batch_wait
         self.push = push
+        self.shutdown = shutdown or Shutdown()
         self.consumer: Consumer = consumer(kafka, group or kafka.group("projector"))
         self.dead_letters: Producer = producer(kafka)
         self.applied = 0
         self.pushed = 0
+        self.held: Held | None = None
+        self.failures = 0
 
     def start(self) -> None:
         self.consumer.subscribe(
@@ -57,68 +99,227 @@ class Projector:
         log.info("projector stopped after applying %d events", self.applied)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        with connection.cursor() as cursor:
-            checkpoints = store.load_checkpoints(cursor, self.topic, store.PROJECTIONS)
+        while True:
+            try:
+                with connection.cursor() as cursor:
+                    checkpoints = store.load_checkpoints(cursor, self.topic, registry.PROJECTIONS)
+                self.failures = 0
+                break
+            except DATABASE_DOWN as error:
+                if self._back_off(f"reading checkpoints for partitions {[tp.partition for tp in partitions]}", error):
+                    return  # shutting down: assign nothing, the consumer closes
         for tp in partitions:
             # Start at the projection that is furthest behind; apply_batch skips what the others already have.
-            positions = [checkpoints.get((p, tp.partition), 0) for p in store.PROJECTIONS]
+            positions = [checkpoints.get((p, tp.partition), 0) for p in registry.PROJECTIONS]
             tp.offset = min(positions) if any(positions) else OFFSET_BEGINNING
         log.info("projector assigned %s", ", ".join(f"{tp.partition}@{max(tp.offset, 0)}" for tp in partitions))
         consumer.assign(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("projector lost partitions %s", [tp.partition for tp in partitions])
+        self.held = None  # its partitions may go elsewhere; the next owner starts from the checkpoints
+
+    def _back_off(self, what: str, error: Exception) -> bool:
+        """Log, drop the broken connection, wait (0.5 s doubling to 5 s). True if shutting down."""
+        self.failures += 1
+        delay = min(MAX_BACKOFF, 0.5 * 2 ** (self.failures - 1))
+        log.warning(
+            "%s failed (%s); retrying in %.1fs (attempt %d)",
+            what,
+            str(error).strip() or type(error),
+            delay,
+            self.failures,
+        )
+        try:
+            connection.close()
+        except Exception:  # a dead connection may fail to close; the pool drops it either way
+            log.debug("closing the broken connection failed", exc_info=True)
+        return self.shutdown.wait(delay)
 
     def process_batch(self) -> int:
         """Project one batch. Returns how many messages it consumed.
 
-        1. Consume up to `batch_size` events or `batch_wait` seconds.
+        1. Consume up to `batch_size` events or `batch_wait` seconds (unless a batch is held).
         2. Decode them; a poison message goes to bank.deadletters (flushed before the
            database commit, so a crash can only duplicate a dead letter, never lose one).
-        3. One database transaction: projection rows, dead-letter rows, checkpoints.
+        3. One database transaction: releases, projection rows, parked accounts, dead-letter
+           rows, checkpoints. If PostgreSQL is down, hold the batch and try it again later.
         4. After the commit: commit offsets to Kafka (for lag tools), push live updates.
         """
-        batch = [m for m in consume_batch(self.consumer, self.batch_size, self.batch_wait) if self._usable(m)]
-        if not batch:
-            return 0
-        events: list[store.Positioned] = []
-        poison: list[tuple[Message, str]] = []
-        for message in batch:
-            try:
-                envelope = messages.decode_event(message.value())
-            except messages.PoisonMessage as bad:
-                poison.append((message, str(bad)))
-                dead_letter(self.dead_letters, self.kafka, message, str(bad))
-                continue
-            events.append(store.Positioned(message.partition() or 0, message.offset() or 0, envelope))
-        if poison and self.dead_letters.flush(30) > 0:
-            raise ProjectorFailed("could not write dead letters to Kafka; will retry the batch after a restart")
-        ends = {tp.partition: tp.offset for tp in next_offsets(batch)}
+        if self.held is None:
+            batch = [m for m in consume_batch(self.consumer, self.batch_size, self.batch_wait) if self._usable(m)]
+            if not batch:
+                return 0
+            self.held = self._prepare(batch)
+        held = self.held
         try:
-            with transaction.atomic(), connection.cursor() as cursor:
-                outcome = store.apply_batch(cursor, self.topic, events, ends)
-                for message, error in poison:
-                    store.record_dead_letter(
-                        cursor,
-                        self.topic,
-                        message.partition() or 0,
-                        message.offset() or 0,
-                        message.key(),
-                        message.value(),
-                        error,
-                    )
-        except SequenceGap as gap:
-            raise ProjectorFailed(f"sequence gap, projections left at the last good batch: {gap}") from gap
+            outcome = self._write(held)
+        except (*DATABASE_DOWN, NotNow) as error:
+            self._back_off(f"writing a batch of {len(held.messages)} events", error)
+            return 0
+        self.held = None
+        if self.failures:
+            log.info("the database is back: wrote the held batch after %d failed attempt(s)", self.failures)
+            self.failures = 0
         self.applied += outcome.applied
         try:
             # The consumer's position, not the last offset + 1: it is past transaction markers, so lag can reach 0.
-            positions = self.consumer.position([TopicPartition(self.topic, p) for p in ends])
+            positions = self.consumer.position([TopicPartition(self.topic, p) for p in held.ends])
             self.consumer.commit(offsets=[tp for tp in positions if tp.offset >= 0], asynchronous=True)
         except KafkaException as error:
             log.warning("could not commit offsets to Kafka (only lag reporting suffers): %s", error)
         if self.push:
             self.pushed += live.push(outcome)
-        return len(batch)
+        return len(held.messages)
+
+    def _prepare(self, batch: list[Message]) -> Held:
+        events: list[store.Positioned] = []
+        poison: list[tuple[Message, str, UUID | None]] = []
+        for message in batch:
+            try:
+                envelope = messages.decode_event(message.value())
+            except messages.PoisonMessage as bad:
+                poison.append((message, str(bad), named_account(message)))
+                dead_letter(self.dead_letters, self.kafka, message, str(bad))
+                continue
+            events.append(store.Positioned(message.partition() or 0, message.offset() or 0, envelope))
+        if poison and self.dead_letters.flush(30) > 0:
+            raise ProjectorFailed("could not write dead letters to Kafka; will retry the batch after a restart")
+        return Held(batch, events, poison, {tp.partition: tp.offset for tp in next_offsets(batch)})
+
+    def _write(self, held: Held) -> store.Outcome:
+        """The batch's database transaction.
+
+        1. Releases: a parked account's AccountReleased makes it read its events again from
+           where it parked, apply them and unpark (its earlier events in this batch are among them).
+        2. Poison naming an account parks it at the poison's offset.
+        3. Apply the rest in a savepoint; a sequence gap or a refused row parks that account
+           from there and the batch is tried again without it.
+        """
+        with transaction.atomic(), connection.cursor() as cursor:
+            store.take_lock(cursor)
+            mentioned = {e.envelope.account_id for e in held.events} | {a for _, _, a in held.poison if a}
+            spots = parking.parked(cursor, self.topic, mentioned)
+            held_from = {a: -1 for a in spots}  # an account's events at or after this offset wait
+            read_again_below: dict[UUID, int] = {}
+            outcome = store.Outcome()
+            for event in held.events:
+                account = event.envelope.account_id
+                releases = event.envelope.type == "AccountReleased" and account in spots
+                if releases and self._release(cursor, spots.pop(account), event.offset, outcome):
+                    del held_from[account]
+                    read_again_below[account] = event.offset
+            for message, error, named in held.poison:
+                offset = message.offset() or 0
+                if named is None or named in held_from or offset < read_again_below.get(named, -1):
+                    continue
+                parking.park(
+                    cursor, self.topic, parking.Parked(named, message.partition() or 0, offset, f"poison: {error}")
+                )
+                held_from[named] = offset
+            todo = [
+                e
+                for e in held.events
+                if e.offset < held_from.get(e.envelope.account_id, e.offset + 1)
+                and e.offset >= read_again_below.get(e.envelope.account_id, -1)
+            ]
+            merge(outcome, self._apply(cursor, todo, held.ends))
+            for message, error, _ in held.poison:
+                store.record_dead_letter(
+                    cursor,
+                    self.topic,
+                    message.partition() or 0,
+                    message.offset() or 0,
+                    message.key(),
+                    message.value(),
+                    error,
+                )
+        return outcome
+
+    def _apply(self, cursor: object, todo: list[store.Positioned], ends: dict[int, int]) -> store.Outcome:
+        """apply_batch in a savepoint, leaving out (and parking) each account that fails it, until it goes through."""
+        while True:
+            try:
+                with transaction.atomic():
+                    return store.apply_batch(cursor, self.topic, todo, ends, registry.chosen())
+            except SequenceGap as gap:
+                first = next(e for e in todo if e.envelope.event_id == gap.event_id)
+                failed = {gap.account_id: (first, f"sequence gap: {gap}")}
+            except DATABASE_DOWN:
+                raise
+            except DATABASE_REFUSED as error:
+                failed = self._refused_by(cursor, todo)
+                accounts = {e.envelope.account_id for e in todo}
+                if not failed or (len(accounts) > 1 and failed.keys() == accounts):
+                    # Not one account's rows but all of them: the schema, not the data (e.g. a migration missing).
+                    raise ProjectorFailed(f"the database refused the batch, not one account's rows: {error}") from error
+            for account, (first, reason) in failed.items():
+                parking.park(cursor, self.topic, parking.Parked(account, first.partition, first.offset, reason))
+            todo = [
+                e
+                for e in todo
+                if e.envelope.account_id not in failed or e.offset < failed[e.envelope.account_id][0].offset
+            ]
+
+    def _refused_by(self, cursor: object, todo: list[store.Positioned]) -> dict[UUID, tuple[store.Positioned, str]]:
+        """Which accounts' rows the database refuses: each account's events alone, in a savepoint rolled back."""
+        by_account: dict[UUID, list[store.Positioned]] = {}
+        for event in todo:
+            by_account.setdefault(event.envelope.account_id, []).append(event)
+        refused = {}
+        for account, events in by_account.items():
+            try:
+                with transaction.atomic():
+                    store.apply_batch(cursor, self.topic, events, {}, registry.chosen())
+                    raise _Probe
+            except (_Probe, SequenceGap):
+                continue  # a gap is found by the next full try
+            except DATABASE_DOWN:
+                raise
+            except DATABASE_REFUSED as error:
+                refused[account] = (events[0], f"database refused a row: {str(error).strip()}")
+        return refused
+
+    def _release(self, cursor: object, spot: parking.Parked, released_at: int, outcome: store.Outcome) -> bool:
+        """Apply a parked account's events from where it parked up to its AccountReleased, and unpark it.
+
+        The gap or poison that parked it is accepted (parking.accepted). If the database still
+        refuses its rows, it stays parked with the new reason. Returns True if unparked.
+        """
+        key = str(spot.account_id).encode()
+        envelopes = []
+        for message in read_range(self.kafka, self.topic, spot.partition, spot.offset, released_at):
+            if message.key() != key:
+                continue
+            try:
+                envelope = messages.decode_event(message.value())
+            except messages.PoisonMessage:
+                continue  # dead-lettered when it was first read
+            if envelope.account_id == spot.account_id:
+                envelopes.append(envelope)
+        last = store.last_sequences(cursor, [spot.account_id]).get(spot.account_id, 0)
+        chosen = parking.accepted(envelopes, last)
+        released = store.Outcome()
+        try:
+            with transaction.atomic():
+                registry.apply_released(cursor, chosen, released)
+                parking.unpark(cursor, spot.account_id)
+        except DATABASE_DOWN:
+            raise
+        except DATABASE_REFUSED as error:
+            log.warning("released account %s is still refused by the database: %s", spot.account_id, error)
+            parking.reason(cursor, spot.account_id, f"database refused a row: {str(error).strip()}")
+            return False
+        log.info(
+            "released account %s: applied %d of its events from %s[%d]@%d on",
+            spot.account_id,
+            len(chosen),
+            self.topic,
+            spot.partition,
+            spot.offset,
+        )
+        merge(outcome, released)
+        return True
 
     def _usable(self, message: Message) -> bool:
         error = message.error()
@@ -128,3 +329,51 @@ class Projector:
             raise ProjectorFailed(f"fatal consumer error: {error.str()}")
         log.warning("consumer error (librdkafka retries by itself): %s", error.str())
         return False
+
+
+def named_account(message: Message) -> UUID | None:
+    """The account a poison record names, by its key or an account_id in its body, if any."""
+    candidates: list[object] = [(message.key() or b"").decode("utf-8", "replace")]
+    try:
+        body = orjson.loads(message.value() or b"")
+        if isinstance(body, dict):
+            candidates.append(body.get("account_id"))
+    except orjson.JSONDecodeError:
+        pass
+    for candidate in candidates:
+        if isinstance(candidate, str):
+            try:
+                return UUID(candidate)
+            except ValueError:
+                continue
+    return None
+
+
+def read_range(kafka: KafkaSettings, topic: str, partition: int, start: int, end: int) -> list[Message]:
+    """The committed messages of one partition from `start` up to `end` (exclusive), within REREAD_TIMEOUT."""
+    if start >= end:
+        return []
+    events = reader(kafka)
+    try:
+        events.assign([TopicPartition(topic, partition, start)])
+        found: list[Message] = []
+        deadline = time.monotonic() + REREAD_TIMEOUT
+        while True:
+            for m in events.consume(10_000, 0.2):
+                if m.error() is None and (m.offset() or 0) < end:
+                    found.append(m)
+            if events.position([TopicPartition(topic, partition)])[0].offset >= end:
+                return found
+            if time.monotonic() > deadline:
+                raise NotNow(f"could not read {topic}[{partition}] from {start} to {end} within {REREAD_TIMEOUT:g}s")
+    finally:
+        events.close()
+
+
+def merge(into: store.Outcome, other: store.Outcome) -> None:
+    into.accounts.update(other.accounts)
+    into.opened |= other.opened
+    for account, rows in other.audit.items():
+        into.audit[account].extend(rows)
+    into.applied += other.applied
+    into.duplicates += other.duplicates

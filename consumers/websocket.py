@@ -2,31 +2,65 @@
 
 The consumer joins only groups the user owns (their owner group and their accounts'),
 so nothing about other users' accounts can reach it, whatever the browser sends.
+
+The page says what it is in its hello (the dashboard, or an account page with or without the live
+history) and which commands it waits for; the consumer then sends only fragments whose targets that
+page has (htmx logs an error for any other). Every fragment is a partial of templates/bank/live.html,
+the same ones the pages render; reads go through projections.queries.
+
+Messages from the browser:
+  {"type": "hello", "page": "dashboard"|"account", "account": id, "history": bool, "pending": [[account, command], ...]}
+  {"type": "watch", "account": id, "command": id}    a pending row that appeared after the hello
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from datetime import datetime
-from types import SimpleNamespace
+import time
+from dataclasses import dataclass
+from importlib import import_module
 from typing import Any
 from uuid import UUID
 
+import orjson
+from channels.auth import get_user
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 from django.template.loader import render_to_string
-from django.utils import timezone
 
 from projections import queries
-from projections.live import account_group, owner_group
-from projections.models import Account, AuditEntry
-from web.middleware import zone_from_cookie
+from projections.apply import AccountRow
+from projections.live import account_from_payload, account_group, entry_from_payload, owner_group, session_group
+from projections.models import Account
+from projections.queries import Outcome
+from web.middleware import browser_zone
 
 log = logging.getLogger("bank.websocket")
 
-UNAUTHORIZED = 4401
-MAX_PENDING = 200
+UNAUTHORIZED = 4401  # not logged in, or no longer
+MESSAGE_TOO_BIG = 1009  # RFC 6455
+MAX_PENDING = 100  # commands one page may wait for
+# A hello with MAX_PENDING pending commands is under 9 KB: anything much larger is not from our page,
+# and parsing it (a megabyte of "[[[[" say) is work nobody needs done.
+MAX_FRAME = 16_384
+RECENT_OUTCOMES = 200
+SESSION_RECHECK_SECONDS = 10.0  # logout closes sockets at once; this catches sessions ended otherwise
+
+LIVE = "bank/live.html"
+Command = tuple[UUID, UUID]  # (account id, command id): a command id is unique per account only
+
+
+@dataclass(frozen=True)
+class Page:
+    """What the browser page shows, hence which fragments it has targets for."""
+
+    kind: str  # "dashboard", "account", or "" for a page without live parts
+    account: UUID | None = None  # the account page's account
+    history: bool = False  # the account page shows page one of the history (which takes live rows)
+
+    def shows_account(self, account_id: UUID) -> bool:
+        return self.kind == "account" and self.account == account_id
 
 
 def _uuid(value: Any) -> UUID | None:
@@ -36,6 +70,21 @@ def _uuid(value: Any) -> UUID | None:
         return None
 
 
+def _command(value: Any) -> Command | None:
+    if isinstance(value, list | tuple) and len(value) == 2:
+        account, command = _uuid(value[0]), _uuid(value[1])
+        if account and command:
+            return account, command
+    return None
+
+
+async def session_alive(session_key: str, user_pk: Any) -> bool:
+    """Whether the session still logs this user in (not logged out, flushed, expired or outdated by a new password)."""
+    store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    user = await get_user({"session": store})
+    return bool(user.is_authenticated and user.pk == user_pk)
+
+
 class LiveConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -43,11 +92,19 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self.close(code=UNAUTHORIZED)
             return
         self.user = user
+        self.closing = False
         self.owner = queries.owner_key(user)
+        self.session_key: str | None = getattr(self.scope.get("session"), "session_key", None)
+        self.session_checked = time.monotonic()
+        self.page: Page | None = None  # unknown until the hello: nothing is sent before it
+        self.watching: dict[Command, None] = {}  # ordered: the oldest is dropped beyond MAX_PENDING
+        self.recent: dict[Command, Outcome] = {}  # outcomes pushed lately, for a watch that comes after its push
         self.joined: set[str] = set()
         await self._join(owner_group(self.owner))
+        if self.session_key:
+            await self._join(session_group(self.session_key))
         # What the pushes update without asking the database: each push carries the account's new state.
-        self.accounts: dict[str, SimpleNamespace] = {str(a.id): _plain(a) for a in await self._accounts()}
+        self.accounts: dict[UUID, AccountRow] = {a.id: a for a in await self._accounts()}
         for account_id in self.accounts:
             await self._join(account_group(account_id))
         await self.accept()
@@ -61,129 +118,200 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_add(group, self.channel_name)
             self.joined.add(group)
 
-    @database_sync_to_async
-    def _accounts(self) -> list[Account]:
-        return queries.accounts_of(self.user)
+    # --- from the browser ---
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        """The page says hello after every (re)connect: send it the current state and outcomes it missed."""
+        if text_data is None:
+            return  # our page sends text only
+        if len(text_data) > MAX_FRAME:
+            log.warning("closing a websocket of %s: a %d-character frame", self.owner, len(text_data))
+            await self.close(code=MESSAGE_TOO_BIG)
+            return
         try:
-            message = json.loads(text_data or "")
-        except ValueError:
+            message = orjson.loads(text_data)  # orjson refuses nesting deeper than 1024, without recursing
+        except orjson.JSONDecodeError:
             return
-        if not isinstance(message, dict) or message.get("type") != "hello":
+        if not isinstance(message, dict) or not await self._still_logged_in():
             return
+        if message.get("type") == "hello":
+            await self._hello(message)
+        elif message.get("type") == "watch" and (command := _command([message.get("account"), message.get("command")])):
+            await self._watch(command)
+
+    async def _hello(self, message: dict[str, Any]) -> None:
+        """The page says hello after every (re)connect: send it the current state and the outcomes it missed."""
+        kind = message.get("page")
+        self.page = Page(
+            kind=kind if kind in ("dashboard", "account") else "",
+            account=_uuid(message.get("account")),
+            history=message.get("history") is True,
+        )
         raw = message.get("pending")
-        pending = [u for u in map(_uuid, raw[:MAX_PENDING]) if u] if isinstance(raw, list) else []
-        await self._send_all(await self._catch_up(_uuid(message.get("account")), pending))
+        pending = [c for c in map(_command, raw[:MAX_PENDING]) if c] if isinstance(raw, list) else []
+        self.watching = dict.fromkeys(pending)
+        await self._send_all(await self._catch_up(self.page, pending))
+
+    async def _watch(self, command: Command) -> None:
+        """A pending row appeared. Its outcome may have come first (the push beat the 202 answer): it is then
+        among the recent ones, with no database query. One older than this socket is left to the row's long-poll.
+        """
+        if (outcome := self.recent.get(command)) is not None:
+            await self._send_all([self._summary(outcomes=[outcome])])
+            return
+        self.watching[command] = None
+        while len(self.watching) > MAX_PENDING:
+            del self.watching[next(iter(self.watching))]
+
+    # --- from the projector, through the channel layer ---
 
     async def account_updated(self, event: dict[str, Any]) -> None:
-        account = event.get("account")
-        if account is not None and account.get("owner") != self.owner:
+        payload = event.get("account")
+        if payload is not None and payload.get("owner") != self.owner:
             return  # never for this user, whatever group it came through
-        if account is None or account["id"] not in self.accounts:
+        account_id = _uuid(event.get("account_id"))
+        if account_id is None or account_id not in self.accounts or not await self._still_logged_in():
             return
-        self.accounts[account["id"]] = SimpleNamespace(**account)
-        await self._send_all(self._update_fragments(self.accounts[account["id"]], event.get("entries", [])))
+        if payload is not None:
+            self.accounts[account_id] = account_from_payload(payload)
+        account = self.accounts[account_id]
+        entries = [entry_from_payload(account_id, e) for e in event.get("entries", [])]
+        entries.sort(key=lambda e: -e.sequence)
+        for entry in reversed(entries):
+            self.recent[(account_id, entry.command_id)] = Outcome(entry, account)
+        while len(self.recent) > RECENT_OUTCOMES:
+            del self.recent[next(iter(self.recent))]
+        if self.page is None:
+            return  # the hello's catch-up will show it
+        shown = self.page.shows_account(account_id)
+        outcomes = []
+        for entry in entries:
+            if (account_id, entry.command_id) in self.watching:
+                del self.watching[(account_id, entry.command_id)]
+                outcomes.append(Outcome(entry, account))
+        # A push carries at most live.MAX_ENTRIES_PER_PUSH entries: ask for any watched outcome beyond them.
+        listed = {(account_id, c) for c in filter(None, map(_uuid, event.get("command_ids", [])))}
+        if missing := [c for c in listed if c in self.watching]:
+            outcomes += await self._outcomes(missing)
+        messages = [
+            self._summary(
+                totals=self.page.kind == "dashboard" and payload is not None,
+                balance_of=account if shown and payload is not None else None,
+                outcomes=outcomes,
+            )
+        ]
+        if self.page.kind == "dashboard" and payload is not None:
+            messages.append(self._render("account-row", account=account))
+        if shown and self.page.history and entries:
+            if event.get("entry_count", len(entries)) > len(entries):
+                messages.append(await self._history(account))  # too many to prepend: page one afresh
+            else:
+                messages.append(self._render("ws-history-prepended", account=account, entries=entries))
+        await self._send_all(messages)
 
     async def account_opened(self, event: dict[str, Any]) -> None:
-        if event["account"]["owner"] != self.owner:
+        if event["account"]["owner"] != self.owner or not await self._still_logged_in():
             return
-        await self._join(account_group(event["account"]["id"]))
-        self.accounts[event["account"]["id"]] = SimpleNamespace(**event["account"])
-        await self._send_all(await self._opened_fragments(UUID(event["account"]["id"])))
+        account = account_from_payload(event["account"])
+        await self._join(account_group(account.id))
+        known = account.id in self.accounts
+        self.accounts[account.id] = account
+        if self.page is None:
+            return
+        # The account's own update may have gone out before this socket joined its group: look its outcomes up.
+        outcomes = await self._outcomes([c for c in self.watching if c[0] == account.id])
+        messages = [self._summary(totals=self.page.kind == "dashboard", no_accounts=True, outcomes=outcomes)]
+        if self.page.kind == "dashboard":
+            # A row the page may already show (from a catch-up) is replaced; a new one goes at the end.
+            messages.append(self._render("account-row" if known else "ws-account-appended", account=account))
+        await self._send_all(messages)
+
+    async def session_ended(self, event: dict[str, Any]) -> None:
+        """The session logged out: stop the updates it authorized."""
+        await self.close(code=UNAUTHORIZED)
+
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        self.closing = True  # nothing more goes out, whatever arrives before the disconnect
+        await super().close(code, reason)
+
+    # --- reads (through projections.queries) ---
+
+    @database_sync_to_async
+    def _accounts(self) -> list[AccountRow]:
+        return [queries.as_row(a) for a in queries.accounts_of(self.user)]
+
+    @database_sync_to_async
+    def _outcomes(self, commands: list[Command]) -> list[Outcome]:
+        if not commands:
+            return []
+        found = queries.outcomes_of(self.user, commands)
+        for outcome in found:
+            self.watching.pop((outcome.entry.account_id, outcome.entry.command_id), None)
+        return found
+
+    @database_sync_to_async
+    def _history(self, account: AccountRow) -> str:
+        return self._render(
+            "history-body", account=account, entries=queries.history_page_one(account.id), live_history=True
+        )
+
+    async def _still_logged_in(self) -> bool:
+        """Checked now and then (logging out closes the socket at once; this catches expiry and the like)."""
+        if time.monotonic() - self.session_checked < SESSION_RECHECK_SECONDS:
+            return True
+        self.session_checked = time.monotonic()
+        if self.session_key and await session_alive(self.session_key, self.user.pk):
+            return True
+        await self.close(code=UNAUTHORIZED)
+        return False
+
+    @database_sync_to_async
+    def _catch_up(self, page: Page, pending: list[Command]) -> list[str]:
+        """The page's live parts as they are now, and the outcomes of the commands it waits for."""
+        accounts = queries.accounts_of(self.user)
+        self.accounts = {a.id: queries.as_row(a) for a in accounts}
+        outcomes = queries.outcomes_of(self.user, pending)
+        for outcome in outcomes:
+            self.watching.pop((outcome.entry.account_id, outcome.entry.command_id), None)
+        if page.kind == "dashboard":
+            return [
+                self._summary(totals=True, no_accounts=True, outcomes=outcomes),
+                self._render("accounts-body", accounts=accounts),
+            ]
+        owned = next((a for a in accounts if page.shows_account(a.id)), None)
+        messages = [self._summary(balance_of=owned, outcomes=outcomes)]
+        if owned is not None and page.history:
+            # Page one of the history as it is now: rows missed while disconnected appear, none twice.
+            entries = queries.history_page_one(owned.id)
+            messages.append(self._render("history-body", account=owned, entries=entries, live_history=True))
+        return messages
+
+    # --- rendering (the same partials as the pages) ---
+
+    def _render(self, partial: str, **context: Any) -> str:
+        with browser_zone(self.scope.get("cookies", {})):
+            return render_to_string(f"{LIVE}#{partial}", context)
+
+    def _summary(
+        self,
+        *,
+        totals: bool = False,
+        balance_of: Account | AccountRow | None = None,
+        no_accounts: bool = False,
+        outcomes: list[Outcome] | None = None,
+    ) -> str:
+        """One message of plain (non-table) fragments; only those asked for, so each has a target."""
+        return self._render(
+            "ws-summary",
+            totals=queries.totals(self.accounts.values()) if totals else None,
+            balance_of=balance_of,
+            no_accounts=no_accounts,
+            accounts_now=bool(self.accounts),
+            outcomes=outcomes or [],
+        )
 
     async def _send_all(self, messages: list[str]) -> None:
+        if self.closing:
+            return
         for message in messages:
             if message.strip():
                 await self.send(text_data=message)
-
-    # --- rendering (the same partials as the pages) ---
-    #
-    # Each websocket message is parsed by htmx inside a <template>, whose parser takes table
-    # rows only when they come first: so table parts travel in messages of their own.
-
-    def _activate_zone(self) -> None:
-        zone = zone_from_cookie(self.scope.get("cookies", {}).get("tz"))
-        if zone is not None:
-            timezone.activate(zone)
-        else:
-            timezone.deactivate()
-
-    def _update_fragments(self, account: SimpleNamespace, entries: list[dict[str, Any]]) -> list[str]:
-        """Rendered from the push alone: no database round trip per update."""
-        self._activate_zone()
-        rows = [_entry(e) for e in sorted(entries, key=lambda e: -e["sequence"])]
-        return self._account_fragments(account, rows)
-
-    @database_sync_to_async
-    def _opened_fragments(self, account_id: UUID) -> list[str]:
-        self._activate_zone()
-        account = Account.objects.filter(id=account_id, owner=self.owner).first()
-        if account is None:
-            return []
-        entries = list(AuditEntry.objects.filter(account_id=account_id).order_by("-sequence"))
-        row = render_to_string("bank/live.html#account-row", {"account": account})
-        return [
-            f'<tbody hx-swap-oob="beforeend:#accounts-body">{row}</tbody>',
-            '<p id="no-accounts" hx-swap-oob="delete"></p>',
-            *self._account_fragments(account, entries, with_row=False),
-        ]
-
-    def _account_fragments(self, account: Any, entries: list[Any], with_row: bool = True) -> list[str]:
-        totals = queries.totals(list(self.accounts.values()))  # type: ignore[arg-type]
-        plain = [
-            render_to_string("bank/live.html#balance", {"account": account}),
-            render_to_string("bank/live.html#total", {"totals": totals}),
-            *(render_to_string("bank/live.html#outcome-row", {"entry": e, "account": account}) for e in entries),
-        ]
-        messages = ["".join(plain)]
-        if with_row:
-            messages.append(render_to_string("bank/live.html#account-row", {"account": account}))
-        if entries:
-            rows = "".join(
-                render_to_string("bank/live.html#audit-row", {"entry": e, "account": account}) for e in entries
-            )
-            messages.append(f'<tbody hx-swap-oob="afterbegin:#audit-live-{account.id}">{rows}</tbody>')
-        return messages
-
-    @database_sync_to_async
-    def _catch_up(self, account_id: UUID | None, pending: list[UUID]) -> list[str]:
-        self._activate_zone()
-        accounts = queries.accounts_of(self.user)
-        owned = {a.id: a for a in accounts}
-        plain = [render_to_string("bank/live.html#total", {"totals": queries.totals(accounts)})]
-        plain += [render_to_string("bank/live.html#balance", {"account": a}) for a in accounts]
-        for entry in AuditEntry.objects.filter(command_id__in=pending, account_id__in=list(owned)):
-            plain.append(
-                render_to_string("bank/live.html#outcome-row", {"entry": entry, "account": owned[entry.account_id]})
-            )
-        messages = ["".join(plain)]
-        if accounts:
-            rows = "".join(render_to_string("bank/live.html#account-row", {"account": a}) for a in accounts)
-            messages.append(f'<tbody id="accounts-body">{rows}</tbody>')
-        if account_id in owned:
-            # Page one of the history as it is now: rows missed while disconnected appear, none twice.
-            entries = AuditEntry.objects.filter(account_id=account_id).order_by("-sequence")[:20]
-            rows = "".join(
-                render_to_string("bank/live.html#audit-row", {"entry": e, "account": owned[account_id]})
-                for e in entries
-            )
-            messages.append(f'<tbody id="audit-live-{account_id}">{rows}</tbody>')
-        return messages
-
-
-def _plain(account: Account) -> SimpleNamespace:
-    return SimpleNamespace(
-        id=str(account.id),
-        owner=account.owner,
-        name=account.name,
-        currency=account.currency,
-        balance=account.balance,
-        status=account.status,
-        last_sequence=account.last_sequence,
-    )
-
-
-def _entry(payload: dict[str, Any]) -> SimpleNamespace:
-    return SimpleNamespace(**{**payload, "occurred_at": datetime.fromisoformat(payload["occurred_at"])})

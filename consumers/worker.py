@@ -58,3 +58,7 @@ class Shutdown:
 
     def __bool__(self) -> bool:
         return self._event.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to `seconds` (a back-off), waking at once on shutdown. True if shutting down."""
+        return self._event.wait(seconds)

@@ -13,6 +13,11 @@ from bank.messages import EventEnvelope
 class SequenceGap(RuntimeError):
     """An event arrived whose sequence skips one: an event is missing, and applying on would corrupt the projection."""
 
+    def __init__(self, message: str, account_id: UUID, event_id: UUID) -> None:
+        super().__init__(message)
+        self.account_id = account_id
+        self.event_id = event_id
+
 
 @dataclass(frozen=True)
 class AccountRow:
@@ -39,6 +44,7 @@ class AuditRow:
     actor: str
     command_id: UUID
     reason: str
+    command: str = ""  # for a rejection: the type of the command it refused
 
 
 def apply_account(row: AccountRow | None, envelope: EventEnvelope) -> AccountRow | None:
@@ -71,7 +77,7 @@ def audit_row(envelope: EventEnvelope) -> AuditRow:
     event = envelope.event
     amount = getattr(event, "amount", None)
     balance = getattr(event, "balance", None)
-    reason = event.reason.value if isinstance(event, domain.CommandRejected) else ""
+    rejected = event if isinstance(event, domain.CommandRejected) else None
     return AuditRow(
         event_id=envelope.event_id,
         account_id=envelope.account_id,
@@ -82,17 +88,23 @@ def audit_row(envelope: EventEnvelope) -> AuditRow:
         occurred_at=envelope.occurred_at,
         actor=envelope.actor,
         command_id=envelope.command_id,
-        reason=reason,
+        reason=rejected.reason.value if rejected else "",
+        command=rejected.command if rejected else "",
     )
 
 
-def is_next(last_sequence: int, envelope: EventEnvelope) -> bool:
-    """True if the event follows `last_sequence`; False for a duplicate; SequenceGap for a gap."""
+def is_next(last_sequence: int, envelope: EventEnvelope, lenient: bool = False) -> bool:
+    """True if the event follows `last_sequence`; False for a duplicate; SequenceGap for a gap.
+
+    `lenient` accepts a gap: an operator released the account, accepting that events are missing.
+    """
     if envelope.sequence <= last_sequence:
         return False
-    if envelope.sequence != last_sequence + 1:
+    if envelope.sequence != last_sequence + 1 and not lenient:
         raise SequenceGap(
             f"account {envelope.account_id}: event {envelope.event_id} has sequence {envelope.sequence}, "
-            f"expected {last_sequence + 1}"
+            f"expected {last_sequence + 1}",
+            envelope.account_id,
+            envelope.event_id,
         )
     return True

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -31,6 +32,11 @@ def owner_group(owner: str) -> str:
     return f"owner-{hashlib.sha256(owner.encode()).hexdigest()[:40]}"
 
 
+def session_group(session_key: str) -> str:
+    """The websockets of one login session: closed when it logs out."""
+    return f"session-{hashlib.sha256(session_key.encode()).hexdigest()[:40]}"
+
+
 def account_payload(row: AccountRow) -> dict[str, Any]:
     return {
         "id": str(row.id),
@@ -39,8 +45,25 @@ def account_payload(row: AccountRow) -> dict[str, Any]:
         "currency": row.currency,
         "balance": row.balance,
         "status": row.status,
+        "opened_at": row.opened_at.isoformat(),
         "last_sequence": row.last_sequence,
+        "updated_at": row.updated_at.isoformat(),
     }
+
+
+def account_from_payload(payload: dict[str, Any]) -> AccountRow:
+    """The inverse of `account_payload`: what a websocket consumer renders a push from."""
+    return AccountRow(
+        id=UUID(payload["id"]),
+        owner=payload["owner"],
+        name=payload["name"],
+        currency=payload["currency"],
+        balance=payload["balance"],
+        status=payload["status"],
+        opened_at=datetime.fromisoformat(payload["opened_at"]),
+        last_sequence=payload["last_sequence"],
+        updated_at=datetime.fromisoformat(payload["updated_at"]),
+    )
 
 
 def entry_payload(row: AuditRow) -> dict[str, Any]:
@@ -54,7 +77,25 @@ def entry_payload(row: AuditRow) -> dict[str, Any]:
         "actor": row.actor,
         "command_id": str(row.command_id),
         "reason": row.reason,
+        "command": row.command,
     }
+
+
+def entry_from_payload(account_id: UUID, payload: dict[str, Any]) -> AuditRow:
+    """The inverse of `entry_payload` (the account id travels once per message)."""
+    return AuditRow(
+        event_id=UUID(payload["event_id"]),
+        account_id=account_id,
+        sequence=payload["sequence"],
+        type=payload["type"],
+        amount=payload["amount"],
+        balance_after=payload["balance_after"],
+        occurred_at=datetime.fromisoformat(payload["occurred_at"]),
+        actor=payload["actor"],
+        command_id=UUID(payload["command_id"]),
+        reason=payload["reason"],
+        command=payload.get("command", ""),
+    )
 
 
 def messages_for(outcome: Outcome) -> list[tuple[str, dict[str, Any]]]:
@@ -99,6 +140,17 @@ def push(outcome: Outcome) -> int:
         return sum(await asyncio.gather(*(send(group, message) for group, message in pairs)))
 
     return async_to_sync(send_all)()
+
+
+def end_session(session_key: str) -> None:
+    """Close the websockets opened with this login session (called when it logs out)."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(session_group(session_key), {"type": "session.ended"})
+    except Exception as error:  # logging out must not fail because Redis is away; the socket checks again
+        log.warning("could not close the websockets of a session that logged out: %s", error)
 
 
 async def wait_for_command(account_id: UUID, command_id: UUID, timeout: float = 5.0) -> AuditRow | None:

@@ -20,6 +20,11 @@ class Account(models.Model):
 
     class Meta:
         ordering = ["opened_at", "id"]
+        # The admin's actions that issue commands, each granted on its own (viewing grants none of them).
+        permissions = [
+            ("deposit_correction", "Can deposit a correction into accounts"),
+            ("close_account", "Can close accounts"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.id})"
@@ -35,9 +40,11 @@ class AuditEntry(models.Model):
     amount = models.BigIntegerField(null=True)
     balance_after = models.BigIntegerField(null=True)
     occurred_at = models.DateTimeField()
-    actor = models.CharField(max_length=64)
+    # "user:<username>" or "admin:<username>"; Django user names may be 150 characters.
+    actor = models.CharField(max_length=200)
     command_id = models.UUIDField(db_index=True)
     reason = models.CharField(max_length=40, blank=True)
+    command = models.CharField(max_length=32, blank=True, default="")  # the rejected command's type, if rejected
 
     class Meta:
         ordering = ["-sequence"]
@@ -77,7 +84,29 @@ class DeadLetter(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        permissions = [("requeue_deadletter", "Can re-queue dead letters")]
         constraints = [models.UniqueConstraint(fields=["topic", "partition", "offset"], name="deadletter_origin")]
 
     def __str__(self) -> str:
         return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+class ParkedAccount(models.Model):
+    """An account whose projection the projector stopped applying: a sequence gap, a poison record naming it,
+    or a row the database refused. Its events from `offset` on are applied once an operator releases it
+    (manage.py release_account), and the row goes away."""
+
+    account_id = models.UUIDField(primary_key=True)
+    topic = models.CharField(max_length=200)
+    partition = models.PositiveIntegerField()
+    offset = models.BigIntegerField()  # the first event of the account that was not applied
+    reason = models.TextField()
+    since = models.DateTimeField()
+
+    class Meta:
+        ordering = ["since"]
+        # Releasing sends ReleaseAccount (admin action): its own permission, apart from viewing.
+        permissions = [("release_account", "Can release a quarantined or parked account")]
+
+    def __str__(self) -> str:
+        return f"{self.account_id} parked at {self.topic}[{self.partition}]@{self.offset}"

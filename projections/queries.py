@@ -1,27 +1,55 @@
-"""What the pages and the live updates read from the projections, scoped to one owner."""
+"""What the pages and the live updates read from the projections, scoped to one owner.
+
+The views and the websocket consumer both read through here, so a page and its live updates
+show the same rows (the same history page size, the same outcome of a command).
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields
+from typing import Protocol
 from uuid import UUID
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
+from django.db.models import Exists, OuterRef, Q, QuerySet, Value
 from django.http import Http404
 
+from projections.apply import AccountRow, AuditRow
 from projections.models import Account, AuditEntry
 
+HISTORY_PAGE_SIZE = 20  # rows per page of an account's history, on the page and in a catch-up
 
-def owner_key(user: AbstractBaseUser | AnonymousUser) -> str:
+User = AbstractBaseUser | AnonymousUser
+
+
+class Balance(Protocol):
+    @property
+    def currency(self) -> str: ...
+    @property
+    def balance(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a command ended (its audit row), with the account it was sent to: from the database or a push."""
+
+    entry: AuditEntry | AuditRow
+    account: Account | AccountRow
+
+
+def owner_key(user: User) -> str:
     """Accounts belong to a user id, as the AccountOpened event records it."""
     return str(user.pk)
 
 
-def accounts_of(user: AbstractBaseUser | AnonymousUser) -> list[Account]:
+def accounts_of(user: User) -> list[Account]:
     return list(Account.objects.filter(owner=owner_key(user)).order_by("opened_at", "id"))
 
 
-def owned_account(user: AbstractBaseUser | AnonymousUser, account_id: UUID | str) -> Account:
+def owned_account(user: User, account_id: UUID | str) -> Account:
     """The user's own account, or 404: someone else's account looks exactly like a missing one."""
     account = Account.objects.filter(id=account_id, owner=owner_key(user)).first()
     if account is None:
@@ -29,14 +57,32 @@ def owned_account(user: AbstractBaseUser | AnonymousUser, account_id: UUID | str
     return account
 
 
-async def aowned_account(user: AbstractBaseUser | AnonymousUser, account_id: UUID | str) -> Account:
+async def aowned_account(user: User, account_id: UUID | str) -> Account:
     account = await Account.objects.filter(id=account_id, owner=owner_key(user)).afirst()
     if account is None:
         raise Http404("No such account")
     return account
 
 
-def totals(accounts: list[Account]) -> list[tuple[str, int]]:
+async def aowned_account_and_used(user: User, account_id: UUID | str, command_id: UUID | None) -> tuple[Account, bool]:
+    """The user's own account (or 404), and whether it already has an outcome of `command_id`: one query."""
+    used = (
+        Exists(AuditEntry.objects.filter(account_id=OuterRef("id"), command_id=command_id))
+        if command_id is not None
+        else Value(False)
+    )
+    found = await Account.objects.filter(id=account_id, owner=owner_key(user)).annotate(command_used=used).afirst()
+    if found is None:
+        raise Http404("No such account")
+    return found, bool(found.command_used)
+
+
+def as_row(account: Account) -> AccountRow:
+    """The account as the projector's pushes carry it, for code that keeps accounts between pushes."""
+    return AccountRow(**{f.name: getattr(account, f.name) for f in fields(AccountRow)})
+
+
+def totals(accounts: Iterable[Balance]) -> list[tuple[str, int]]:
     """Balance totals per currency, largest currency group first."""
     sums: dict[str, int] = defaultdict(int)
     for account in accounts:
@@ -44,10 +90,41 @@ def totals(accounts: list[Account]) -> list[tuple[str, int]]:
     return sorted(sums.items())
 
 
-def outcome_of(user: AbstractBaseUser | AnonymousUser, command_id: UUID | str) -> tuple[AuditEntry, Account] | None:
-    """The projected outcome of a command on one of the user's accounts, if it has one yet."""
-    entry = AuditEntry.objects.filter(command_id=command_id).first()
-    if entry is None:
-        return None
-    account = Account.objects.filter(id=entry.account_id, owner=owner_key(user)).first()
-    return (entry, account) if account is not None else None
+def history(account_id: UUID | str) -> QuerySet[AuditEntry]:
+    """An account's history, newest first (the caller checked it owns the account)."""
+    return AuditEntry.objects.filter(account_id=account_id).order_by("-sequence")
+
+
+def history_page_one(account_id: UUID | str) -> list[AuditEntry]:
+    return list(history(account_id)[:HISTORY_PAGE_SIZE])
+
+
+def outcomes_of(user: User, commands: Sequence[tuple[UUID, UUID]]) -> list[Outcome]:
+    """The projected outcomes of (account id, command id) pairs on the user's own accounts, if any yet.
+
+    By both ids: a command id is unique per account only (two accounts may see the same one).
+    """
+    if not commands:
+        return []
+    owned = {a.id: a for a in Account.objects.filter(id__in={a for a, _ in commands}, owner=owner_key(user))}
+    wanted = [(a, c) for a, c in commands if a in owned]
+    if not wanted:
+        return []
+    match = Q()
+    for account_id, command_id in wanted:
+        match |= Q(account_id=account_id, command_id=command_id)
+    # The last event of a command is its outcome (a command makes one event today; keep it right if more).
+    latest: dict[tuple[UUID, UUID], AuditEntry] = {}
+    for entry in AuditEntry.objects.filter(match).order_by("sequence"):
+        latest[(entry.account_id, entry.command_id)] = entry
+    return [Outcome(entry, owned[entry.account_id]) for entry in latest.values()]
+
+
+def outcome_of(user: User, account_id: UUID, command_id: UUID) -> Outcome | None:
+    """The projected outcome of one command on one of the user's accounts, if it has one yet."""
+    found = outcomes_of(user, [(account_id, command_id)])
+    return found[0] if found else None
+
+
+def account_exists(account_id: UUID) -> bool:
+    return Account.objects.filter(id=account_id).exists()

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import IO, Any
 
 from django.db import connection, transaction
 from tqdm import tqdm
@@ -16,12 +16,12 @@ from tqdm import tqdm
 from bank import messages
 from bank.config import KafkaSettings
 from bank.kafka import end_offsets, offsets_at, read_to_end
-from projections import store
+from projections import registry, store
+from projections.registry import Projection
 
 log = logging.getLogger("bank.replay")
 
 CHECKPOINT_TABLE = "projections_checkpoint"
-PRIMARY_KEYS = {"projections_account": "id", "projections_auditentry": "event_id"}
 SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -58,24 +58,31 @@ def plan(kafka: KafkaSettings, until: datetime | None = None) -> dict[int, int]:
 
 def replay(
     kafka: KafkaSettings,
-    projections: Iterable[str] = store.PROJECTIONS,
+    projections: Iterable[str] | None = None,
     ends: dict[int, int] | None = None,
     schema: str | None = None,
     progress: bool = True,
     batch_size: int = 20_000,
+    progress_file: IO[str] | None = None,
 ) -> ReplayResult:
-    """Rebuild `projections` from offset 0 up to `ends` (default: now), in one database transaction.
+    """Rebuild `projections` (default: every one in the registry) from offset 0 up to `ends` (default: now).
+
+    All in one database transaction:
 
     1. Take the advisory lock: the live projector waits until the replay has committed.
     2. Into the live tables: empty them and their checkpoints. Into `schema`: create it
        afresh with empty copies of the tables, and write there instead.
     3. Read bank.events from the start in large batches and apply them with the live
        projector's own code (`store.apply_batch`), without pushing live updates.
-    4. Commit: readers see the old projections until the new ones are complete.
+    4. Let each projection finish (write what it kept in memory), and move its checkpoints to `ends`.
+    5. Commit: readers see the old projections until the new ones are complete.
+
+    The progress bar counts the events read; its total starts as the offsets to read, an upper bound
+    (transaction markers take offsets too), and is set to the events read when the replay ends.
     """
-    chosen = tuple(p for p in store.PROJECTIONS if p in set(projections))
+    chosen = registry.chosen(projections)
     ends = plan(kafka) if ends is None else ends
-    result = ReplayResult(chosen, ends, schema=schema or "public")
+    result = ReplayResult(tuple(p.name for p in chosen), ends, schema=schema or "public")
     started = time.monotonic()
     with transaction.atomic(), connection.cursor() as cursor:
         store.take_lock(cursor)
@@ -83,11 +90,19 @@ def replay(
             use_scratch_schema(cursor, schema)
         else:
             for projection in chosen:
-                cursor.execute(f"TRUNCATE {store.TABLES[projection]}")
-            cursor.execute(f"DELETE FROM {CHECKPOINT_TABLE} WHERE projection = ANY(%s)", [list(chosen)])
+                cursor.execute(f"TRUNCATE {projection.table}")
+            cursor.execute(f"DELETE FROM {CHECKPOINT_TABLE} WHERE projection = ANY(%s)", [list(result.projections)])
         memory = store.Memory()
-        total = sum(ends.values())
-        with tqdm(total=total, unit="ev", unit_scale=True, desc="replay", disable=not progress, mininterval=0.5) as bar:
+        bar = tqdm(
+            total=sum(ends.values()),
+            unit="ev",
+            unit_scale=True,
+            desc="replay",
+            disable=not progress,
+            mininterval=0.5,
+            file=progress_file,
+        )
+        with bar:
             for batch in read_to_end(kafka, kafka.events_topic, ends=ends, batch_size=batch_size):
                 events = []
                 for message in batch:
@@ -101,11 +116,14 @@ def replay(
                 store.apply_batch(cursor, kafka.events_topic, events, batch_ends, chosen, memory)
                 result.events += len(events)
                 bar.update(len(batch))
-        if "accounts" in chosen:
-            store.write_accounts(cursor, memory.accounts.values())
-        # Offsets past the last event (transaction markers) count as read too.
+            bar.total = bar.n  # the events there were: the bar ends at 100%
         for projection in chosen:
-            store.save_checkpoints(cursor, kafka.events_topic, projection, {p: o for p, o in ends.items() if o > 0})
+            if projection.finish is not None:
+                projection.finish(cursor, memory)
+            # Offsets past the last event (transaction markers) count as read too.
+            store.save_checkpoints(
+                cursor, kafka.events_topic, projection.name, {p: o for p, o in ends.items() if o > 0}
+            )
         if schema:
             cursor.execute("SET LOCAL search_path TO public")
     result.seconds = time.monotonic() - started
@@ -121,7 +139,7 @@ def use_scratch_schema(cursor: Any, schema: str) -> None:
         raise ValueError(f"not a usable scratch schema name: {schema!r}")
     cursor.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
     cursor.execute(f"CREATE SCHEMA {schema}")
-    for table in (*store.TABLES.values(), CHECKPOINT_TABLE):
+    for table in (*(p.table for p in registry.PROJECTIONS.values()), CHECKPOINT_TABLE):
         cursor.execute(f"CREATE TABLE {schema}.{table} (LIKE public.{table} INCLUDING ALL)")
     cursor.execute(f"SET LOCAL search_path TO {schema}")
 
@@ -132,7 +150,7 @@ def live_checkpoints(kafka: KafkaSettings, cursor: Any, projection: str) -> dict
 
 
 def verify(
-    kafka: KafkaSettings, projections: Iterable[str] = store.PROJECTIONS, progress: bool = True
+    kafka: KafkaSettings, projections: Iterable[str] | None = None, progress: bool = True
 ) -> list[TableDifference]:
     """Rebuild into a scratch schema up to the live checkpoints and compare, table by table.
 
@@ -141,25 +159,24 @@ def verify(
     differences: list[TableDifference] = []
     with transaction.atomic(), connection.cursor() as cursor:
         store.take_lock(cursor)
-        for projection in projections:
-            ends = live_checkpoints(kafka, cursor, projection)
+        for projection in registry.chosen(projections):
+            ends = live_checkpoints(kafka, cursor, projection.name)
             replay(
                 kafka,
-                [projection],
+                [projection.name],
                 ends=ends or {p: 0 for p in end_offsets(kafka, kafka.events_topic)},
                 schema="replay_verify",
                 progress=progress,
             )
-            table = store.TABLES[projection]
-            difference = compare(cursor, table, "public", "replay_verify")
+            difference = compare(cursor, projection, "public", "replay_verify")
             if difference is not None:
                 differences.append(difference)
         cursor.execute("DROP SCHEMA IF EXISTS replay_verify CASCADE")
     return differences
 
 
-def table_summary(cursor: Any, schema: str, table: str) -> tuple[int, str]:
-    key = PRIMARY_KEYS[table]
+def table_summary(cursor: Any, schema: str, projection: Projection) -> tuple[int, str]:
+    table, key = projection.table, projection.key
     cursor.execute(
         f"SELECT count(*), md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t.{key}), '')) FROM {schema}.{table} t"
     )
@@ -167,9 +184,10 @@ def table_summary(cursor: Any, schema: str, table: str) -> tuple[int, str]:
     return int(count), str(checksum)
 
 
-def compare(cursor: Any, table: str, live: str, replayed: str) -> TableDifference | None:
-    live_rows, live_sum = table_summary(cursor, live, table)
-    replayed_rows, replayed_sum = table_summary(cursor, replayed, table)
+def compare(cursor: Any, projection: Projection, live: str, replayed: str) -> TableDifference | None:
+    table = projection.table
+    live_rows, live_sum = table_summary(cursor, live, projection)
+    replayed_rows, replayed_sum = table_summary(cursor, replayed, projection)
     if (live_rows, live_sum) == (replayed_rows, replayed_sum):
         return None
     cursor.execute(
@@ -182,11 +200,11 @@ def compare(cursor: Any, table: str, live: str, replayed: str) -> TableDifferenc
     )
 
 
-def dump(cursor: Any, table: str, schema: str = "public") -> bytes:
-    """A table's full contents in primary-key order, as PostgreSQL's text COPY format."""
+def dump(cursor: Any, projection: Projection, schema: str = "public") -> bytes:
+    """A projection's table, full contents in primary-key order, as PostgreSQL's text COPY format."""
     raw = getattr(cursor, "cursor", cursor)
     out = bytearray()
-    with raw.copy(f"COPY (SELECT * FROM {schema}.{table} ORDER BY {PRIMARY_KEYS[table]}) TO STDOUT") as copy:
+    with raw.copy(f"COPY (SELECT * FROM {schema}.{projection.table} ORDER BY {projection.key}) TO STDOUT") as copy:
         for chunk in copy:
             out += chunk
     return bytes(out)

@@ -1,4 +1,8 @@
-"""Writing projection rows and checkpoints to PostgreSQL, in bulk, inside the caller's transaction."""
+"""Writing projection rows and checkpoints to PostgreSQL, in bulk, inside the caller's transaction.
+
+`apply_batch` runs the writers of the projections it is given (from `projections.registry`);
+the writers of the bank's two projections, `apply_accounts` and `apply_audit`, are here too.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +11,19 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from operator import attrgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from bank.messages import EventEnvelope
 from projections.apply import AccountRow, AuditRow, apply_account, audit_row, is_next
 
+if TYPE_CHECKING:
+    from projections.registry import Projection
+
 log = logging.getLogger("bank.projector")
 
 # The PostgreSQL advisory lock the live projector and replay share, so that they never write at once.
 LOCK_KEY = 7_263_544_100
-PROJECTIONS = ("accounts", "audit")
-TABLES = {"accounts": "projections_account", "audit": "projections_auditentry"}
 ACCOUNT_COLUMNS = [f.name for f in fields(AccountRow)]
 AUDIT_COLUMNS = [f.name for f in fields(AuditRow)]
 ACCOUNT_TYPES = ["uuid", "text", "text", "text", "bigint", "text", "timestamptz", "integer", "timestamptz"]
@@ -51,7 +56,7 @@ class Outcome:
 class Memory:
     """What a replay knows without asking the database: it starts from empty tables and is their only writer.
 
-    Accounts are folded here for the whole replay and written once at the end (`write_accounts`).
+    Accounts are folded here for the whole replay and written once at the end (`finish_accounts`).
     """
 
     accounts: dict[UUID, AccountRow] = field(default_factory=dict)
@@ -83,7 +88,7 @@ def apply_batch(
     topic: str,
     events: Sequence[Positioned],
     ends: dict[int, int],
-    projections: Iterable[str] = PROJECTIONS,
+    projections: Sequence[Projection],
     memory: Memory | None = None,
 ) -> Outcome:
     """Apply a batch of events to the projections, with their checkpoints, in the caller's transaction.
@@ -96,21 +101,23 @@ def apply_batch(
     """
     take_lock(cursor)
     outcome = Outcome()
-    checkpoints = load_checkpoints(cursor, topic, projections)
+    checkpoints = load_checkpoints(cursor, topic, [p.name for p in projections])
     for projection in projections:
-        fresh = [e for e in events if e.offset >= checkpoints.get((projection, e.partition), 0)]
-        if projection == "accounts":
-            _apply_accounts(cursor, [e.envelope for e in fresh], outcome, memory)
-        else:
-            _apply_audit(cursor, [e.envelope for e in fresh], outcome, memory)
-        moved = {p: end for p, end in ends.items() if end > checkpoints.get((projection, p), 0)}
-        save_checkpoints(cursor, topic, projection, moved)
+        fresh = [e.envelope for e in events if e.offset >= checkpoints.get((projection.name, e.partition), 0)]
+        if fresh:
+            projection.apply(cursor, fresh, outcome, memory, False)
+        moved = {p: end for p, end in ends.items() if end > checkpoints.get((projection.name, p), 0)}
+        save_checkpoints(cursor, topic, projection.name, moved)
     return outcome
 
 
-def _apply_accounts(cursor: Any, envelopes: list[EventEnvelope], outcome: Outcome, memory: Memory | None) -> None:
-    if not envelopes:
-        return
+def apply_accounts(
+    cursor: Any, envelopes: list[EventEnvelope], outcome: Outcome, memory: Memory | None, lenient: bool = False
+) -> None:
+    """Fold the events into account rows and upsert the changed ones (in a replay: keep them in `memory`).
+
+    `lenient`: a released account's events, re-read from the log, may jump a sequence the operator accepted.
+    """
     if memory is not None:
         rows = memory.accounts
     else:
@@ -120,7 +127,7 @@ def _apply_accounts(cursor: Any, envelopes: list[EventEnvelope], outcome: Outcom
     changed: dict[UUID, AccountRow] = {}
     for envelope in envelopes:
         row = rows.get(envelope.account_id)
-        if row is not None and not is_next(row.last_sequence, envelope):
+        if row is not None and not is_next(row.last_sequence, envelope, lenient):
             continue
         new = apply_account(row, envelope)
         if new is not None:
@@ -144,15 +151,15 @@ def upsert_accounts(cursor: Any, rows: list[AccountRow]) -> None:
     )
 
 
-def write_accounts(cursor: Any, rows: Iterable[AccountRow]) -> None:
-    """COPY account rows into an empty table (the end of a replay)."""
+def finish_accounts(cursor: Any, memory: Memory) -> None:
+    """The end of a replay: COPY the account rows folded in `memory` into the empty table."""
     raw = getattr(cursor, "cursor", cursor)
     with raw.copy(f"COPY projections_account ({', '.join(ACCOUNT_COLUMNS)}) FROM STDIN") as copy:
-        for row in rows:
+        for row in memory.accounts.values():
             copy.write_row(account_values(row))
 
 
-def _last_sequences(cursor: Any, ids: list[UUID]) -> dict[UUID, int]:
+def last_sequences(cursor: Any, ids: list[UUID]) -> dict[UUID, int]:
     # One index-only backward scan per account; max() over a GROUP BY would read all their history.
     cursor.execute(
         "SELECT i.id, (SELECT max(a.sequence) FROM projections_auditentry a WHERE a.account_id = i.id) "
@@ -162,16 +169,17 @@ def _last_sequences(cursor: Any, ids: list[UUID]) -> dict[UUID, int]:
     return {account_id: last for account_id, last in cursor.fetchall() if last is not None}
 
 
-def _apply_audit(cursor: Any, envelopes: list[EventEnvelope], outcome: Outcome, memory: Memory | None) -> None:
-    if not envelopes:
-        return
+def apply_audit(
+    cursor: Any, envelopes: list[EventEnvelope], outcome: Outcome, memory: Memory | None, lenient: bool = False
+) -> None:
+    """One history row per event, COPYed; the sequence guard skips duplicates and stops at a gap."""
     if memory is not None:
         last = memory.last_sequence
     else:
-        last = _last_sequences(cursor, list({e.account_id for e in envelopes}))
+        last = last_sequences(cursor, list({e.account_id for e in envelopes}))
     new_rows: list[AuditRow] = []
     for envelope in envelopes:
-        if not is_next(last.get(envelope.account_id, 0), envelope):
+        if not is_next(last.get(envelope.account_id, 0), envelope, lenient):
             outcome.duplicates += 1
             log.info("skipping duplicate event %s (sequence %d)", envelope.event_id, envelope.sequence)
             continue

@@ -7,7 +7,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from bank.config import env_bool, env_float, env_int, env_list, env_str, env_url, kafka_from_env
+from bank.config import env_bool, env_choice, env_float, env_int, env_list, env_str, env_url, kafka_from_env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -25,8 +25,19 @@ DATABASES = {"default": environ.Env.db_url_config(DATABASE_URL)}
 # A pool per process bounds the connections: Channels runs ORM calls on many threads, and a
 # persistent connection per thread exhausted PostgreSQL's 100 slots under load.
 DATABASE_POOL_SIZE = env_int("DATABASE_POOL_SIZE", 10, minimum=0)
+# Seconds a request waits for a pooled connection, e.g. while PostgreSQL restarts, before its 503.
+DATABASE_POOL_TIMEOUT = env_float("DATABASE_POOL_TIMEOUT", 10.0, minimum=0.1)
 if DATABASE_POOL_SIZE:
-    DATABASES["default"]["OPTIONS"] = {"pool": {"min_size": 1, "max_size": DATABASE_POOL_SIZE, "timeout": 10}}
+    DATABASES["default"]["OPTIONS"] = {
+        "pool": {
+            "min_size": 1,
+            "max_size": DATABASE_POOL_SIZE,
+            "timeout": DATABASE_POOL_TIMEOUT,
+        }
+    }
+    # With a pool, Django turns this into psycopg_pool's check=ConnectionPool.check_connection: each
+    # connection is checked when lent out, so after a PostgreSQL restart a stale one is replaced, not used.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = 60
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
@@ -51,9 +62,16 @@ PROCESSOR_INSTANCE = env_str("PROCESSOR_INSTANCE", "")  # empty: the host name
 PROCESSOR_TRANSACTION_TIMEOUT_MS = env_int("PROCESSOR_TRANSACTION_TIMEOUT_MS", 10_000, minimum=1000)
 # Fault injection for tests only: seconds each transaction is held open before its commit.
 PROCESSOR_FAULT_PAUSE = env_float("PROCESSOR_FAULT_PAUSE", 0.0, minimum=0.0)
+# How the processor gets its accounts back on assignment: "state" (bank.account-state + the tail of
+# bank.events) or "full" (fold the whole history: the benchmark's baseline).
+PROCESSOR_RECOVERY = env_choice("PROCESSOR_RECOVERY", "state", ("state", "full"))
+# Command ids remembered per account: a resend of one of its last N commands is skipped, an older one decided again.
+PROCESSOR_DEDUP_WINDOW = env_int("PROCESSOR_DEDUP_WINDOW", 20, minimum=1)
 # Benchmarks only: mount the update-in-place baseline view (bank/baseline.py).
 PROJECTOR_BATCH_SIZE = env_int("PROJECTOR_BATCH_SIZE", 2000, minimum=1)
 PROJECTOR_BATCH_WAIT = env_float("PROJECTOR_BATCH_WAIT", 0.05)
+# daphne processes under supervisord (server/supervise.py reads it too); 0: one per core.
+WEB_PROCESSES = env_int("WEB_PROCESSES", 0, minimum=0)
 
 INSTALLED_APPS = [
     "daphne",
@@ -84,6 +102,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Before LoginRequiredMiddleware, whose user lookup it must be able to catch.
+    "web.middleware.DatabaseUnavailableMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",

@@ -1,8 +1,10 @@
 """Real services for the test session: one Kafka broker (fresh, on free ports), Redis, PostgreSQL.
 
+They start only when a test needs them, the first time one asks for `kafka_node` (or `kafka`, or the
+database, which brings all three as before): pure tests (domain, messages, money) run with none.
 Django's settings are already loaded when this runs (pytest-django loads them first), so the
 session broker and Redis are swapped into `settings` here, and passed by environment to any
-worker started as a subprocess.
+worker started as a subprocess. Shared helpers are in tests/helpers.py.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import signal
 import sys
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -27,11 +28,9 @@ from bank.kafka import ensure_topics
 from devservices import postgres, redis
 from devservices.kafka import KafkaNode
 from devservices.process import free_port
-from tests.kafka_helpers import Worker, worker_env
+from tests.helpers import PASSWORD, VAR, Worker, worker_env
 
-ROOT = Path(__file__).resolve().parent.parent
-PASSWORD = "correct-horse-battery"
-VAR = ROOT / "var" / "test"
+__all__ = ["PASSWORD", "VAR", "Worker"]  # still importable from here by tests written before tests/helpers.py
 
 
 def _start_services() -> KafkaNode:
@@ -57,7 +56,8 @@ def _start_services() -> KafkaNode:
     settings.CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [redis_url], "prefix": "test"},
+            # As in server/settings.py: no socket timeout (redis-py's 5 s cut the channel layer's 5 s waits).
+            "CONFIG": {"hosts": [{"address": redis_url, "socket_timeout": None}], "prefix": "test"},
         }
     }
     settings.KAFKA = dataclasses.replace(settings.KAFKA, bootstrap_servers=node.bootstrap, partitions=3)
@@ -66,8 +66,9 @@ def _start_services() -> KafkaNode:
     return node
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def kafka_node() -> Iterator[KafkaNode]:
+    """The session's broker, Redis and PostgreSQL, started by the first test that needs them."""
     node = _start_services()
     yield node
     from bank.command_bus import close_all
@@ -78,6 +79,11 @@ def kafka_node() -> Iterator[KafkaNode]:
     for pid_file in redis_pid.glob("redis-*.pid"):
         with contextlib.suppress(OSError, ValueError):
             os.kill(int(pid_file.read_text()), 15)
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None, kafka_node: KafkaNode) -> None:
+    """A test that touches the database gets every service first, as when they started for every test."""
 
 
 @pytest.fixture

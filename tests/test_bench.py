@@ -12,7 +12,7 @@ import pytest
 from django.conf import settings
 
 from devservices.kafka import KafkaNode
-from tests.kafka_helpers import ROOT
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -25,13 +25,13 @@ def test_it_runs_every_benchmark_on_a_tiny_input(kafka_node: KafkaNode, tmp_path
         "BENCH_RESULTS_DIR": str(tmp_path),
     }
     run = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run_all.py"), "--tiny"],
+        [sys.executable, "-m", "bench.run_all", "--tiny"],
         env=env,
         cwd=ROOT,
         capture_output=True,
         text=True,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    for name in ("http", "processor", "projection", "eventsourcing", "latency"):
+    for name in ("http", "processor", "recovery", "projection", "eventsourcing", "latency"):
         figures = json.loads((tmp_path / f"{name}.json").read_text())
         assert figures["benchmark"] == name

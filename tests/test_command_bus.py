@@ -8,7 +8,7 @@ import uuid
 from bank import domain, messages
 from bank.command_bus import CommandBus
 from bank.config import KafkaSettings
-from tests.kafka_helpers import read_raw
+from tests.helpers import read_raw
 
 
 def envelope() -> messages.CommandEnvelope:

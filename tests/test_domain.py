@@ -17,6 +17,7 @@ from bank.domain import (
     Account,
     AccountClosed,
     AccountOpened,
+    AccountReleased,
     CloseAccount,
     CommandRejected,
     Deposit,
@@ -24,6 +25,7 @@ from bank.domain import (
     MoneyWithdrawn,
     OpenAccount,
     Reason,
+    ReleaseAccount,
     Status,
     Withdraw,
     decide,
@@ -250,6 +252,20 @@ def test_it_rejects_closing_twice():
     assert decide(closed(), CloseAccount(ACCOUNT_ID)) == rejected("CloseAccount", Reason.ACCOUNT_CLOSED)
 
 
+# --- releasing (lifting a quarantine) ---
+
+
+@pytest.mark.parametrize("state", [opened(balance=70), closed()], ids=["open", "closed"])
+def test_it_releases_any_existing_account(state):
+    assert decide(state, ReleaseAccount(ACCOUNT_ID)) == [AccountReleased()]
+    assert evolve(state, AccountReleased()) == replace(state, version=state.version + 1)
+
+
+def test_it_rejects_releasing_an_unknown_account():
+    events = decide(Account.new(ACCOUNT_ID), ReleaseAccount(ACCOUNT_ID))
+    assert events == rejected("ReleaseAccount", Reason.ACCOUNT_NOT_FOUND)
+
+
 # --- versions and evolve ---
 
 
@@ -260,6 +276,7 @@ def test_it_rejects_closing_twice():
         MoneyDeposited(10, 10),
         MoneyWithdrawn(10, 0),
         AccountClosed(),
+        AccountReleased(),
         CommandRejected("Deposit", Reason.INVALID_AMOUNT, 0),
     ],
     ids=lambda event: type(event).__name__,

@@ -12,8 +12,7 @@ from django.core.management import CommandError, call_command
 from bank import domain
 from bank.command_bus import CommandBus
 from bank.config import KafkaSettings
-from tests.kafka_helpers import Worker, read_raw, wait_until
-from tests.test_processor import send
+from tests.helpers import Worker, read_raw, send, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -24,6 +23,7 @@ def run(*args: str) -> str:
     return out.getvalue()
 
 
+@pytest.mark.django_db
 def test_it_lists_and_requeues_dead_letters(kafka: KafkaSettings, processor: Worker) -> None:
     raw = Producer(kafka.client_config())
     raw.produce(kafka.commands_topic, key=b"k", value=b"{broken")

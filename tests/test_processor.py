@@ -12,22 +12,16 @@ from collections.abc import Callable
 from uuid import UUID
 
 import pytest
-from confluent_kafka import Producer
 
 from bank import domain, messages
 from bank.command_bus import CommandBus, CommandNotConfirmed
 from bank.config import KafkaSettings
-from bank.kafka import ensure_topics
+from bank.kafka import ensure_topics, producer
 from devservices.kafka import KafkaNode
 from devservices.process import free_port
-from tests.conftest import VAR
-from tests.kafka_helpers import Worker, read_events, read_raw, wait_until
+from tests.helpers import VAR, Worker, opened_accounts, read_events, read_raw, send, stream_commands, wait_until
 
 pytestmark = pytest.mark.timeout(240)
-
-
-def send(bus: CommandBus, command: domain.Command, actor: str = "user:alice", command_id: UUID | None = None) -> UUID:
-    return bus.send(messages.CommandEnvelope.new(command, actor, command_id)).command_id
 
 
 def open_account(bus: CommandBus, balance: int = 0) -> UUID:
@@ -103,27 +97,6 @@ def test_it_decides_a_repeated_command_once(kafka: KafkaSettings, bus: CommandBu
     assert balances(events)[account_id].balance == 25_01
 
 
-def stream_commands(bus: CommandBus, accounts: list[UUID], rounds: int, pause: float = 0.0) -> set[UUID]:
-    """Alternate deposits and withdrawals over the accounts; returns the command ids sent."""
-    sent: set[UUID] = set()
-    for i in range(rounds):
-        for account_id in accounts:
-            command: domain.Command = domain.Deposit(account_id, 10_00) if i % 3 else domain.Withdraw(account_id, 7_00)
-            sent.add(send(bus, command))
-        if pause:
-            time.sleep(pause)
-    return sent
-
-
-def opened_accounts(kafka: KafkaSettings, bus: CommandBus, n: int) -> tuple[list[UUID], set[UUID]]:
-    accounts, ids = [], set()
-    for _ in range(n):
-        account_id = uuid.uuid4()
-        ids.add(send(bus, domain.OpenAccount(account_id, "alice", "Current", "EUR")))
-        accounts.append(account_id)
-    return accounts, ids
-
-
 def test_it_decides_every_command_once_across_a_sigkill(
     kafka: KafkaSettings, bus: CommandBus, processor: Worker, workers: Callable[..., Worker]
 ) -> None:
@@ -139,6 +112,27 @@ def test_it_decides_every_command_once_across_a_sigkill(
     assert_exactly_once(events, ids)
     assert all(state.balance >= 0 for state in balances(events).values())
     assert "assigned partitions" in restarted.log()
+
+
+def test_it_decides_every_command_once_across_a_sigkill_with_a_transaction_open(
+    kafka: KafkaSettings, bus: CommandBus, workers: Callable[..., Worker]
+) -> None:
+    # Each transaction is held open for a second, so the SIGKILL lands while one is open.
+    doomed = workers("processor-doomed", ["run_processor", "--instance", "p1"], kafka, PROCESSOR_FAULT_PAUSE="1.0")
+    doomed.wait_for_log("assigned partitions")
+    accounts, ids = opened_accounts(kafka, bus, 6)
+    sender = threading.Thread(target=lambda: ids.update(stream_commands(bus, accounts, 30, pause=0.01)))
+    sender.start()
+    doomed.wait_for_log("holding a transaction")
+    doomed.signal(signal.SIGKILL)
+    doomed.process.wait()
+    # The same instance id fences the open transaction at once (init_transactions aborts it).
+    restarted = workers("processor-restarted", ["run_processor", "--instance", "p1"], kafka)
+    sender.join()
+    events = wait_for_events(kafka, len(ids))
+    assert_exactly_once(events, ids)
+    assert all(state.balance >= 0 for state in balances(events).values())
+    assert "loaded partitions" in restarted.log()
 
 
 def test_it_fails_over_to_a_second_instance(
@@ -190,7 +184,8 @@ def test_it_fences_a_frozen_zombie_instance(
 def test_it_dead_letters_poison_commands_and_keeps_going(
     kafka: KafkaSettings, bus: CommandBus, processor: Worker
 ) -> None:
-    raw = Producer(kafka.client_config())
+    # The command bus's partitioner, so the poison and the commands after it share a partition.
+    raw = producer(kafka)
     account_id = uuid.uuid4()
     good = messages.CommandEnvelope.new(domain.Deposit(account_id, 5), "user:alice").to_dict()
     poison = [
@@ -206,6 +201,8 @@ def test_it_dead_letters_poison_commands_and_keeps_going(
     assert [type(e.event).__name__ for e in events] == ["AccountOpened"]
     dead = wait_until(lambda: (d := read_raw(kafka, kafka.deadletters_topic)) and len(d) >= 3 and d, 30)
     assert sorted(m.value() for m in dead) == sorted(poison)
+    [opened] = read_raw(kafka, kafka.events_topic)
+    assert {int(dict(m.headers())["dlq.source.partition"]) for m in dead} == {opened.partition()}
     for message in dead:
         headers = dict(message.headers())
         assert headers["dlq.source.topic"] == kafka.commands_topic.encode()

@@ -16,16 +16,13 @@ from projections import live, store
 from projections.apply import AccountRow, AuditRow
 from projections.models import Account, AuditEntry
 from server.asgi import application
-from tests.conftest import PASSWORD
-from tests.test_views import account_of
+from tests.helpers import PASSWORD, account_of, logged_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def session_cookie(user: User) -> bytes:
-    client = Client()
-    assert client.login(username=user.username, password=PASSWORD)
-    return f"sessionid={client.cookies['sessionid'].value}".encode()
+    return f"sessionid={logged_in(user).cookies['sessionid'].value}".encode()
 
 
 def communicator(cookie: bytes | None = None, origin: bytes = b"http://127.0.0.1") -> WebsocketCommunicator:
@@ -33,7 +30,7 @@ def communicator(cookie: bytes | None = None, origin: bytes = b"http://127.0.0.1
     return WebsocketCommunicator(application, "/ws/live/", headers=headers)
 
 
-def deposit_outcome(account: Account, amount: int) -> store.Outcome:
+def deposit_outcome(account: Account, amount: int, command_id: uuid.UUID | None = None) -> store.Outcome:
     """What the projector pushes after projecting a deposit (the row it wrote is created too)."""
     now = datetime.now(UTC)
     entry = AuditEntry.objects.create(
@@ -45,7 +42,7 @@ def deposit_outcome(account: Account, amount: int) -> store.Outcome:
         balance_after=account.balance + amount,
         occurred_at=now,
         actor="user:alice",
-        command_id=uuid.uuid4(),
+        command_id=command_id or uuid.uuid4(),
     )
     Account.objects.filter(id=account.id).update(balance=account.balance + amount, last_sequence=entry.sequence)
     account.refresh_from_db()
@@ -87,16 +84,23 @@ def test_it_pushes_only_the_users_own_accounts(users: dict[str, User]) -> None:
         assert connected
         # Asking about bob's account, as an edited page could, gets nothing about it.
         await ws.send_to(
-            text_data=json.dumps({"type": "hello", "account": str(bobs.id), "pending": [str(uuid.uuid4())]})
+            text_data=json.dumps(
+                {"type": "hello", "page": "account", "account": str(bobs.id), "history": True, "pending": []}
+            )
         )
         catch_up = []
         while not await ws.receive_nothing(timeout=0.3):
             catch_up.append(await ws.receive_from())
-        assert catch_up and all(str(bobs.id) not in m and "Bob main" not in m for m in catch_up)
+        assert all(str(bobs.id) not in m and "Bob main" not in m for m in catch_up)
 
         await _push(bobs, 5_00)
         assert await ws.receive_nothing(timeout=0.5)
 
+        await ws.send_to(
+            text_data=json.dumps({"type": "hello", "page": "account", "account": str(alices.id), "history": True})
+        )
+        while not await ws.receive_nothing(timeout=0.3):
+            await ws.receive_from()
         await _push(alices, 12_34)
         received = [await ws.receive_from(timeout=2)]
         while not await ws.receive_nothing(timeout=0.3):
@@ -110,10 +114,10 @@ def test_it_pushes_only_the_users_own_accounts(users: dict[str, User]) -> None:
     async_to_sync(run)()
 
 
-async def _push(account: Account, amount: int) -> None:
+async def _push(account: Account, amount: int, command_id: uuid.UUID | None = None) -> None:
     from channels.db import database_sync_to_async
 
-    outcome = await database_sync_to_async(deposit_outcome)(account, amount)
+    outcome = await database_sync_to_async(deposit_outcome)(account, amount, command_id)
     for group, message in live.messages_for(outcome):
         from channels.layers import get_channel_layer
 
@@ -129,17 +133,209 @@ def test_it_joins_the_group_of_an_account_opened_while_connected(users: dict[str
 
         ws = communicator(cookie)
         assert (await ws.connect())[0]
+        await ws.send_to(text_data=json.dumps({"type": "hello", "page": "dashboard"}))
+        assert "No accounts yet" in await ws.receive_from(timeout=2)
+        while not await ws.receive_nothing(timeout=0.3):
+            await ws.receive_from()
         account = await database_sync_to_async(account_of)(users["alice"], "Opened later")
         row = AccountRow(**{f: getattr(account, f) for f in AccountRow.__dataclass_fields__})
         await get_channel_layer().group_send(
             live.owner_group(account.owner), {"type": "account.opened", "account": live.account_payload(row)}
         )
-        opened = await ws.receive_from(timeout=2)
-        assert "beforeend:#accounts-body" in opened and "Opened later" in opened
+        opened = [await ws.receive_from(timeout=2)]
         while not await ws.receive_nothing(timeout=0.3):
-            await ws.receive_from()
+            opened.append(await ws.receive_from())
+        assert any("beforeend:#accounts-body" in m and "Opened later" in m for m in opened)
+        assert any('id="no-accounts"' in m and "hidden" in m for m in opened)
         await _push(account, 1_00)
         assert "€1.00" in await ws.receive_from(timeout=2)
         await ws.disconnect()
+
+    async_to_sync(run)()
+
+
+async def drain(ws: WebsocketCommunicator, first: float = 2.0) -> list[str]:
+    """Every message until the socket is quiet (the first may take up to `first` seconds)."""
+    if await ws.receive_nothing(timeout=first):
+        return []
+    received = [await ws.receive_from()]
+    while not await ws.receive_nothing(timeout=0.3):
+        received.append(await ws.receive_from())
+    return received
+
+
+def hello(
+    page: str, account: Account | None = None, history: bool = False, pending: list[list[str]] | None = None
+) -> str:
+    return json.dumps(
+        {
+            "type": "hello",
+            "page": page,
+            "account": str(account.id) if account else None,
+            "history": history,
+            "pending": pending or [],
+        }
+    )
+
+
+def test_it_sends_a_page_only_fragments_it_has_targets_for(users: dict[str, User]) -> None:
+    """htmx logs oobErrorNoTarget for any fragment the page has no element for."""
+    first, second = account_of(users["alice"], "First"), account_of(users["alice"], "Second")
+    cookie = session_cookie(users["alice"])
+
+    async def run() -> None:
+        dashboard, account_page, older_page = communicator(cookie), communicator(cookie), communicator(cookie)
+        for ws in (dashboard, account_page, older_page):
+            assert (await ws.connect())[0]
+        await dashboard.send_to(text_data=hello("dashboard"))
+        caught_up = "".join(await drain(dashboard))
+        assert 'id="total"' in caught_up and 'id="accounts-body"' in caught_up
+        assert "balance-" not in caught_up and "audit-live-" not in caught_up
+        await account_page.send_to(text_data=hello("account", first, history=True))
+        caught_up = "".join(await drain(account_page))
+        assert f'id="balance-{first.id}"' in caught_up and f'id="audit-live-{first.id}"' in caught_up
+        assert 'id="total"' not in caught_up and "accounts-body" not in caught_up and str(second.id) not in caught_up
+        await older_page.send_to(text_data=hello("account", first, history=False))  # page 2 of the history
+        assert "audit-live-" not in "".join(await drain(older_page))
+
+        await _push(second, 2_00)
+        update = "".join(await drain(dashboard))
+        assert 'id="total"' in update and f'id="account-{second.id}"' in update
+        assert "balance-" not in update and "audit-live-" not in update
+        assert await account_page.receive_nothing(timeout=0.5), "nothing of another account on an account page"
+
+        await _push(first, 3_00)
+        update = "".join(await drain(account_page))
+        assert f'id="balance-{first.id}"' in update and f"afterbegin:#audit-live-{first.id}" in update
+        assert 'id="total"' not in update and "account-row" not in update and f'id="account-{first.id}"' not in update
+        update = "".join(await drain(older_page))
+        assert f'id="balance-{first.id}"' in update and "audit-live-" not in update
+        for ws in (dashboard, account_page, older_page):
+            await ws.disconnect()
+
+    async_to_sync(run)()
+
+
+def test_it_sends_outcomes_of_the_commands_the_page_waits_for_by_account(users: dict[str, User]) -> None:
+    """A command id is unique per account only: the outcome of the same id on another account is not this one."""
+    first, second = account_of(users["alice"], "First"), account_of(users["alice"], "Second")
+    shared, later = uuid.uuid4(), uuid.uuid4()
+    cookie = session_cookie(users["alice"])
+
+    async def run() -> None:
+        ws = communicator(cookie)
+        assert (await ws.connect())[0]
+        await ws.send_to(text_data=hello("account", first, pending=[[str(first.id), str(shared)]]))
+        await drain(ws)
+        await _push(second, 1_00, shared)  # the same command id, on the other account
+        assert await ws.receive_nothing(timeout=0.5)
+        await _push(first, 4_00, shared)
+        update = "".join(await drain(ws))
+        assert f'id="cmd-{first.id}-{shared}"' in update and "Deposit €4.00" in update and "accepted" in update
+
+        # A pending row that appears after its outcome was pushed (the push beat the 202): the watch finds it.
+        await _push(first, 5_00, later)
+        await drain(ws)
+        await ws.send_to(text_data=json.dumps({"type": "watch", "account": str(first.id), "command": str(later)}))
+        assert f'id="cmd-{first.id}-{later}"' in "".join(await drain(ws))
+        await ws.disconnect()
+
+    async_to_sync(run)()
+
+
+def test_it_catches_up_on_outcomes_by_account_and_command(users: dict[str, User]) -> None:
+    first, second = account_of(users["alice"], "First"), account_of(users["alice"], "Second")
+    shared = uuid.uuid4()
+    cookie = session_cookie(users["alice"])
+
+    async def run() -> None:
+        from channels.db import database_sync_to_async
+
+        await database_sync_to_async(deposit_outcome)(second, 1_00, shared)
+        ws = communicator(cookie)
+        assert (await ws.connect())[0]
+        await ws.send_to(text_data=hello("account", first, pending=[[str(first.id), str(shared)]]))
+        assert str(shared) not in "".join(await drain(ws))
+        await ws.disconnect()
+
+    async_to_sync(run)()
+
+
+@pytest.mark.parametrize("frame", ["[" * 1_000_000, "{" * 20_000 + "}" * 20_000, "x" * 100_000])
+def test_it_closes_on_a_frame_far_larger_than_a_hello(users: dict[str, User], frame: str) -> None:
+    cookie = session_cookie(users["alice"])
+
+    async def run() -> None:
+        ws = communicator(cookie)
+        assert (await ws.connect())[0]
+        await ws.send_to(text_data=frame)
+        assert await ws.receive_output(timeout=2) == {"type": "websocket.close", "code": 1009}
+
+    async_to_sync(run)()
+
+
+def test_it_ignores_deeply_nested_json_and_stays_usable(users: dict[str, User]) -> None:
+    account_of(users["alice"])
+    cookie = session_cookie(users["alice"])
+
+    async def run() -> None:
+        ws = communicator(cookie)
+        assert (await ws.connect())[0]
+        for frame in ["[" * 8_000 + "]" * 8_000, "[" * 10_000, '{"type": "hello", "page": ' + "[" * 5_000, "\ud800"]:
+            await ws.send_to(text_data=frame)
+            assert await ws.receive_nothing(timeout=0.3)
+        await ws.send_to(text_data=hello("dashboard"))
+        assert 'id="total"' in "".join(await drain(ws))
+        await ws.disconnect()
+
+    async_to_sync(run)()
+
+
+def test_it_closes_the_websocket_when_its_session_logs_out(users: dict[str, User]) -> None:
+    alices = account_of(users["alice"], "Alice main")
+    client = Client()
+    assert client.login(username="alice", password=PASSWORD)
+    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+    other_cookie = session_cookie(users["alice"])  # another login of alice, in another browser
+
+    async def run() -> None:
+        from asgiref.sync import sync_to_async
+
+        ws, other = communicator(cookie), communicator(other_cookie)
+        for socket in (ws, other):
+            assert (await socket.connect())[0]
+            await socket.send_to(text_data=hello("dashboard"))
+            await drain(socket)
+        await sync_to_async(client.post)("/logout/")
+        assert await ws.receive_output(timeout=2) == {"type": "websocket.close", "code": 4401}
+        await _push(alices, 1_00)
+        assert "€1.00" in "".join(await drain(other)), "the other login still gets updates"
+        await other.disconnect()
+
+    async_to_sync(run)()
+
+
+def test_it_closes_the_websocket_once_its_session_is_gone_otherwise(
+    users: dict[str, User], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session ended without a logout (flushed, expired, deleted by an operator) is noticed on the next push."""
+    from django.contrib.sessions.models import Session
+
+    from consumers import websocket
+
+    monkeypatch.setattr(websocket, "SESSION_RECHECK_SECONDS", 0.0)
+    alices = account_of(users["alice"], "Alice main")
+    cookie = session_cookie(users["alice"])
+
+    async def run() -> None:
+        from channels.db import database_sync_to_async
+
+        ws = communicator(cookie)
+        assert (await ws.connect())[0]
+        await ws.send_to(text_data=hello("dashboard"))
+        await drain(ws)
+        await database_sync_to_async(lambda: Session.objects.all().delete())()
+        await _push(alices, 1_00)
+        assert await ws.receive_output(timeout=2) == {"type": "websocket.close", "code": 4401}
 
     async_to_sync(run)()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from confluent_kafka import Producer
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
@@ -16,8 +15,12 @@ from django.utils import timezone
 from bank import domain
 from bank import messages as wire
 from bank.command_bus import CommandNotConfirmed, get_command_bus
+from bank.kafka import producer
 from bank.money import AmountError, format_money, parse_amount
-from projections.models import Account, AuditEntry, Checkpoint, DeadLetter
+from bank.quarantine import quarantined
+from projections.models import Account, AuditEntry, Checkpoint, DeadLetter, ParkedAccount
+
+RELEASE_PERMISSION = "projections.release_account"
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
@@ -57,13 +60,20 @@ class AccountAdmin(ReadOnlyAdmin):
     list_display = ["name", "owner", "currency", "balance_display", "status", "last_sequence", "updated_at"]
     list_filter = ["status", "currency"]
     search_fields = ["id", "name", "owner"]
-    actions = ["deposit_correction", "close_accounts"]
+    actions = ["deposit_correction", "close_accounts", "release"]
 
     @admin.display(description="balance", ordering="balance")
     def balance_display(self, obj: Account) -> str:
         return format_money(obj.balance, obj.currency)
 
-    @admin.action(description="Deposit a correction (issues Deposit commands)")
+    # Each action that issues commands needs its own permission: viewing the accounts grants none.
+    def has_deposit_correction_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("projections.deposit_correction")
+
+    def has_close_account_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("projections.close_account")
+
+    @admin.action(description="Deposit a correction (issues Deposit commands)", permissions=["deposit_correction"])
     def deposit_correction(self, request: HttpRequest, queryset: QuerySet[Account]) -> HttpResponse | None:
         form = CorrectionForm(request.POST if "apply" in request.POST else None)
         if form.is_valid():
@@ -85,10 +95,26 @@ class AccountAdmin(ReadOnlyAdmin):
         }
         return TemplateResponse(request, "admin/projections/deposit_correction.html", context)
 
-    @admin.action(description="Close accounts (issues CloseAccount commands)")
+    @admin.action(description="Close accounts (issues CloseAccount commands)", permissions=["close_account"])
     def close_accounts(self, request: HttpRequest, queryset: QuerySet[Account]) -> None:
         sent = send_commands(request, [domain.CloseAccount(a.id) for a in queryset])
         self.message_user(request, f"Sent {sent} close command(s); an account with money in it will be rejected.")
+
+    def has_release_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(RELEASE_PERMISSION)
+
+    @admin.action(description="Release (lift a quarantine or a parked projection)", permissions=["release"])
+    def release(self, request: HttpRequest, queryset: QuerySet[Account]) -> None:
+        release_accounts(self, request, [a.id for a in queryset])
+
+
+def release_accounts(model_admin: admin.ModelAdmin, request: HttpRequest, ids: list[Any]) -> None:  # type: ignore[type-arg]
+    sent = send_commands(request, [domain.ReleaseAccount(account_id) for account_id in ids])
+    model_admin.message_user(
+        request,
+        f"Sent {sent} ReleaseAccount command(s); the processor decides the account's commands again and the "
+        "projector applies its events from where it parked, accepting what held it back.",
+    )
 
 
 @admin.register(AuditEntry)
@@ -101,6 +127,32 @@ class AuditEntryAdmin(ReadOnlyAdmin):
 @admin.register(Checkpoint)
 class CheckpointAdmin(ReadOnlyAdmin):
     list_display = ["projection", "topic", "partition", "next_offset"]
+
+
+@admin.register(ParkedAccount)
+class ParkedAccountAdmin(ReadOnlyAdmin):
+    """Accounts the projector holds back; the processor's quarantined accounts are listed above them."""
+
+    list_display = ["account_id", "partition", "offset", "since", "reason"]
+    search_fields = ["account_id"]
+    actions = ["release"]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        try:
+            held = quarantined(settings.KAFKA)
+        except Exception as error:  # the page still shows the parked accounts without Kafka
+            messages.warning(request, f"Could not read the processor's quarantine from Kafka: {error}")
+        else:
+            for account_id, why in sorted(held.items()):
+                messages.warning(request, f"Quarantined by the processor: {account_id} ({why})")
+        return super().changelist_view(request, extra_context)
+
+    def has_release_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(RELEASE_PERMISSION)
+
+    @admin.action(description="Release (issues ReleaseAccount commands)", permissions=["release"])
+    def release(self, request: HttpRequest, queryset: QuerySet[ParkedAccount]) -> None:
+        release_accounts(self, request, [p.account_id for p in queryset])
 
 
 @admin.register(DeadLetter)
@@ -121,19 +173,37 @@ class DeadLetterAdmin(ReadOnlyAdmin):
     def key_text(self, obj: DeadLetter) -> str:
         return bytes(obj.key or b"").decode("utf-8", "replace")
 
-    @admin.action(description="Re-queue to the original topic (after a fix, e.g. a new upcaster)")
+    def has_requeue_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("projections.requeue_deadletter")
+
+    @admin.action(
+        description="Re-queue commands to bank.commands (events: fix with an upcaster and Release)",
+        permissions=["requeue"],
+    )
     def requeue(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> None:
-        producer = Producer(settings.KAFKA.client_config() | {"enable.idempotence": True, "acks": "all"})
+        kafka = settings.KAFKA
         letters = list(queryset.filter(requeued_at__isnull=True))
-        for letter in letters:
-            producer.produce(
-                letter.topic,
+        commands = [d for d in letters if d.topic == kafka.commands_topic]
+        if len(commands) < len(letters):
+            self.message_user(
+                request,
+                f"{len(letters) - len(commands)} dead letter(s) are events, not re-queued: only the processor "
+                f"writes {kafka.events_topic}; events are fixed with an upcaster and release_account.",
+                messages.WARNING,
+            )
+        if not commands:
+            return
+        # The command bus's producer (murmur2 partitioner): each command lands on its account's partition.
+        out = producer(kafka, **{"client.id": "bank-admin"})
+        for letter in commands:
+            out.produce(
+                kafka.commands_topic,
                 key=bytes(letter.key) if letter.key is not None else None,
                 value=bytes(letter.value) if letter.value is not None else None,
                 headers=[("requeued-from", f"{letter.topic}:{letter.partition}:{letter.offset}".encode())],
             )
-        if producer.flush(settings.KAFKA.command_timeout) > 0:
+        if out.flush(kafka.command_timeout) > 0:
             self.message_user(request, "Kafka did not confirm the re-queue; nothing marked.", messages.ERROR)
             return
-        DeadLetter.objects.filter(pk__in=[d.pk for d in letters]).update(requeued_at=timezone.now())
-        self.message_user(request, f"Re-queued {len(letters)} message(s).")
+        DeadLetter.objects.filter(pk__in=[d.pk for d in commands]).update(requeued_at=timezone.now())
+        self.message_user(request, f"Re-queued {len(commands)} command(s).")

@@ -7,15 +7,40 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
+from django.http import QueryDict
 
 from bank import domain
 from bank.money import AmountError, parse_amount
+
+LOST_ID = "This form was incomplete or altered, so nothing was sent. It is renewed now: check it and send it again."
+USED_ID = "This form was sent before and its order was carried out, so nothing new was sent. It is renewed now: check it and send it again."
 
 
 class CommandForm(forms.Form):
     """Every command form carries an idempotency key: a double submit is one command."""
 
-    command_id = forms.UUIDField(widget=forms.HiddenInput, initial=uuid.uuid4)
+    command_id = forms.UUIDField(
+        widget=forms.HiddenInput,
+        initial=uuid.uuid4,
+        error_messages={"required": LOST_ID, "invalid": LOST_ID},
+    )
+
+    def full_clean(self) -> None:
+        super().full_clean()
+        if self.is_bound and "command_id" in self.errors:
+            self.renew_command_id()  # else the form comes back with the same bad id, and again
+
+    def refuse_used_id(self) -> None:
+        """The command id was already decided: sending it again would be dropped as a duplicate."""
+        self.add_error("command_id", USED_ID)
+        self.renew_command_id()
+
+    def renew_command_id(self) -> None:
+        """Give the form a fresh command id, so that sending it again is not refused the same way."""
+        data = QueryDict(mutable=True)
+        data.update(self.data)
+        data[self.add_prefix("command_id")] = str(uuid.uuid4())
+        self.data = data
 
 
 class MoveMoneyForm(CommandForm):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID
@@ -18,14 +21,20 @@ from django.views.decorators.http import require_GET, require_POST
 
 from bank import domain, messages
 from bank.command_bus import CommandNotConfirmed, get_command_bus
+from bank.money import format_money
 from projections import queries
 from projections.live import wait_for_command
-from projections.models import Account, AuditEntry
+from projections.models import Account, ParkedAccount
 from web.forms import MoveMoneyForm, OpenAccountForm
 
 log = logging.getLogger(__name__)
 
-HISTORY_PAGE_SIZE = 20
+# A long-poll holds a request open for up to LONG_POLL_SECONDS; one user may hold LONG_POLLS_PER_USER at
+# once in this process (a page has a few pending commands at most; the websocket usually answers first).
+LONG_POLL_SECONDS = 4.0
+LONG_POLLS_PER_USER = 4
+_long_polls: Counter[str] = Counter()  # the views run on one event loop per process: no lock needed
+
 BROKER_DOWN = "The bank cannot take orders right now (Kafka did not confirm). Nothing was sent; try again in a moment."
 
 
@@ -52,6 +61,9 @@ async def open_account(request: HttpRequest) -> HttpResponse:
     command_id: UUID = form.cleaned_data["command_id"]
     # The account id is derived from the command id, so a repeated submit names the same account.
     account_id = uuid.uuid5(uuid.NAMESPACE_URL, f"bank:open:{command_id}")
+    if await sync_to_async(queries.account_exists)(account_id):
+        form.refuse_used_id()
+        return await _answer(request, 422, fragment, {"form": form}, page)
     command = domain.OpenAccount(
         account_id, queries.owner_key(user), form.cleaned_data["name"], form.cleaned_data["currency"]
     )
@@ -66,14 +78,15 @@ def account_detail(request: HttpRequest, account_id: UUID) -> HttpResponse:
 
 def account_page(request: HttpRequest, account: Account, status: int = 200, **context: Any) -> HttpResponse:
     """The whole account page; `context` may carry a posted form (as typed) and a broker error."""
-    page = Paginator(
-        AuditEntry.objects.filter(account_id=account.id).order_by("-sequence"), HISTORY_PAGE_SIZE
-    ).get_page(request.GET.get("page"))
+    page = Paginator(queries.history(account.id), queries.HISTORY_PAGE_SIZE).get_page(request.GET.get("page"))
     context = {
         "account": account,
         "page": page,
+        "live_history": page.number == 1,
         "deposit_form": MoveMoneyForm(currency=account.currency, prefix="deposit"),
         "withdraw_form": MoveMoneyForm(currency=account.currency, prefix="withdraw"),
+        # The projector holds the account's events back (a gap, a bad record) until an operator releases it.
+        "parked": ParkedAccount.objects.filter(account_id=account.id).first(),
         **context,
     }
     return render(request, "bank/account.html", context, status=status)
@@ -89,7 +102,10 @@ def dashboard_page(request: HttpRequest, form: OpenAccountForm, status: int = 20
 async def move_money(request: HttpRequest, account_id: UUID, kind: str) -> HttpResponse:
     """Async, so that waiting for the broker's confirmation holds no thread."""
     user = await request.auser()
-    account = await queries.aowned_account(user, account_id)
+    # Whether the posted command id was used already comes with the account, in the same query.
+    account, used = await queries.aowned_account_and_used(
+        user, account_id, _uuid(request.POST.get(f"{kind}-command_id"))
+    )
     form = MoveMoneyForm(request.POST, currency=account.currency, prefix=kind)
     fragment = "bank/account.html#move-form"
 
@@ -98,14 +114,19 @@ async def move_money(request: HttpRequest, account_id: UUID, kind: str) -> HttpR
         context = {k: v for k, v in context.items() if k not in ("account", "kind")}  # the page sets its own
         return await sync_to_async(account_page)(request, account, status, **posted, **context)
 
+    invalid = {"form": form, "kind": kind, "account": account}
     if not form.is_valid():
-        return await _answer(request, 422, fragment, {"form": form, "kind": kind, "account": account}, page)
+        return await _answer(request, 422, fragment, invalid, page)
+    command_id = form.cleaned_data["command_id"]
+    if used:
+        # A form sent before (the back button, say): the processor would drop it as a duplicate, silently.
+        form.refuse_used_id()
+        return await _answer(request, 422, fragment, invalid, page)
     amount: int = form.cleaned_data["amount"]
     command: domain.Command = (
         domain.Deposit(account.id, amount) if kind == "deposit" else domain.Withdraw(account.id, amount)
     )
-    label = f"{'Deposit' if kind == 'deposit' else 'Withdraw'} {form.data.get(kind + '-amount', '').strip()}"
-    command_id = form.cleaned_data["command_id"]
+    label = f"{'Deposit' if kind == 'deposit' else 'Withdraw'} {format_money(amount, account.currency)}"
     return await _send(
         request,
         user,
@@ -122,6 +143,13 @@ async def move_money(request: HttpRequest, account_id: UUID, kind: str) -> HttpR
 
 
 Page = Callable[..., Awaitable[HttpResponse]]
+
+
+def _uuid(value: str | None) -> UUID | None:
+    try:
+        return UUID(value) if value else None
+    except ValueError:
+        return None
 
 
 async def _answer(
@@ -168,16 +196,34 @@ def _fresh_form_kwargs(form: Any) -> dict[str, Any]:
 
 
 async def command_status(request: HttpRequest, account_id: UUID, command_id: UUID) -> HttpResponse:
-    """Long-poll for a command's outcome: the fallback for a websocket update that came before the page was ready."""
+    """Long-poll for a command's outcome: the fallback for a websocket update that came before the page was ready.
+
+    Answers the outcome once the user's own account has it, else "pending" after LONG_POLL_SECONDS.
+    Another user's account, or one not projected yet, answers exactly like an unknown command, after
+    the same wait: the answer and its timing depend on the user's own data only.
+    """
     if request.method != "GET":
         return HttpResponse(status=405)
-    await wait_for_command(account_id, command_id, timeout=4.0)
-    found = await sync_to_async(queries.outcome_of)(request.user, command_id)
+    user = await request.auser()
+    key = queries.owner_key(user)
+    if _long_polls[key] >= LONG_POLLS_PER_USER:
+        return HttpResponse("Too many open status requests.", status=429, content_type="text/plain")
+    _long_polls[key] += 1
+    try:
+        deadline = time.monotonic() + LONG_POLL_SECONDS
+        found = None
+        if await wait_for_command(account_id, command_id, timeout=LONG_POLL_SECONDS):
+            found = await sync_to_async(queries.outcome_of)(user, account_id, command_id)
+        if found is None:
+            await asyncio.sleep(max(0.0, deadline - time.monotonic()))  # someone else's: wait as if unknown
+    finally:
+        _long_polls[key] -= 1
+        if not _long_polls[key]:
+            del _long_polls[key]
     if found is None:
         pending = {"command_id": command_id, "account_id": account_id, "label": request.GET.get("label", "")}
         return render(request, "bank/live.html#pending-row", {"pending": pending})
-    entry, account = found
-    return render(request, "bank/live.html#outcome-row", {"entry": entry, "account": account})
+    return render(request, "bank/live.html#outcome-row", {"entry": found.entry, "account": found.account})
 
 
 @login_not_required

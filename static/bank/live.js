@@ -1,16 +1,38 @@
-// Live updates: after every (re)connect, tell the server what this page still waits for, so it can catch up.
+// Live updates. After every (re)connect the page says what it is (so that the server sends only fragments it
+// has targets for) and which commands it still waits for (so it can catch up); a pending row that appears
+// later is announced on its own.
 (function () {
+  var socket = null;
+
   function setStatus(text, ok) {
     var el = document.getElementById("live-status");
     if (el) { el.textContent = text; el.className = "live-status " + (ok ? "on" : "off"); }
   }
+
+  function pendingIn(root) {
+    var rows = Array.prototype.slice.call(root.querySelectorAll("[data-pending-command]"));
+    if (root.matches && root.matches("[data-pending-command]")) { rows.push(root); }
+    return rows.map(function (el) { return [el.dataset.account, el.dataset.pendingCommand]; });
+  }
+
   document.addEventListener("htmx:wsOpen", function (event) {
     var live = document.getElementById("live");
-    var pending = Array.prototype.map.call(document.querySelectorAll("[data-pending-command]"), function (el) {
-      return el.dataset.pendingCommand;
-    });
-    event.detail.socketWrapper.send(JSON.stringify({ type: "hello", account: live.dataset.account || null, pending: pending }), live);
+    socket = event.detail.socketWrapper;
+    socket.send(JSON.stringify({
+      type: "hello",
+      page: live.dataset.page || null,
+      account: live.dataset.account || null,
+      history: live.dataset.history === "1",
+      pending: pendingIn(document),
+    }), live);
     setStatus("live", true);
   });
   document.addEventListener("htmx:wsClose", function () { setStatus("reconnecting…", false); });
+
+  document.addEventListener("htmx:load", function (event) {
+    if (!socket || event.target === document.body) { return; }
+    pendingIn(event.target).forEach(function (pair) {
+      socket.send(JSON.stringify({ type: "watch", account: pair[0], command: pair[1] }), document.getElementById("live"));
+    });
+  });
 })();

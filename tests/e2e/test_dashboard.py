@@ -13,8 +13,8 @@ from playwright.sync_api import Browser, Page, expect
 from bank import messages
 from bank.config import KafkaSettings
 from projections.models import Account
-from tests.e2e.conftest import log_in
-from tests.kafka_helpers import read_raw
+from tests.e2e.conftest import ConsoleErrors, log_in, write_docs
+from tests.helpers import read_raw
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 
@@ -37,7 +37,9 @@ def move(page: Page, kind: str, amount: str) -> None:
     page.click(f"#{kind}-form button")
 
 
-def test_it_runs_the_whole_story_in_a_browser(browser: Browser, bank_server: str, users: dict[str, User]) -> None:
+def test_it_runs_the_whole_story_in_a_browser(
+    browser: Browser, bank_server: str, users: dict[str, User], console_errors: ConsoleErrors
+) -> None:
     alice = log_in(browser, bank_server, "alice")
     account_url = open_account(alice, "Household")
     account_id = account_url.strip("/").split("/")[-1]
@@ -64,13 +66,14 @@ def test_it_runs_the_whole_story_in_a_browser(browser: Browser, bank_server: str
 
     move(alice, "withdraw", "150.00")
     rejected = alice.locator("#pending-list li").first
-    expect(rejected).to_contain_text("rejected: insufficient funds")
+    expect(rejected).to_contain_text("Withdraw €150.00 — rejected: insufficient funds")
     expect(alice.locator("table.history tbody tr").first).to_contain_text("Rejected: insufficient funds")
     expect(alice.locator(f"#balance-{account_id}")).to_have_text("€100.00")
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    alice.screenshot(path=str(SCREENSHOT.with_name("account.png")), full_page=True)
+    if write_docs():
+        alice.screenshot(path=str(SCREENSHOT.with_name("account.png")), full_page=True)
 
     # bob: the account page is a 404, and nothing about it reached his websocket.
+    console_errors.expect("the server responded with a status of 404")
     response = bob.goto(f"{bank_server}{account_url}")
     assert response is not None and response.status == 404
     assert not any(account_id in push for push in bob_pushes)
@@ -78,7 +81,8 @@ def test_it_runs_the_whole_story_in_a_browser(browser: Browser, bank_server: str
 
     alice.goto(f"{bank_server}/")
     alice.wait_for_selector("#live-status.on")
-    alice.screenshot(path=str(SCREENSHOT), full_page=True)
+    if write_docs():
+        alice.screenshot(path=str(SCREENSHOT), full_page=True)
 
 
 def test_it_sends_one_command_for_a_double_click(
@@ -100,8 +104,9 @@ def test_it_sends_one_command_for_a_double_click(
 
 
 def test_it_keeps_typed_values_and_says_so_on_bad_input(
-    browser: Browser, bank_server: str, users: dict[str, User]
+    browser: Browser, bank_server: str, users: dict[str, User], console_errors: ConsoleErrors
 ) -> None:
+    console_errors.expect("the server responded with a status of 422")  # the browser logs the answers asked for
     page = log_in(browser, bank_server, "alice")
     account_url = open_account(page, "Typos")
     page.goto(f"{bank_server}{account_url}")
@@ -113,10 +118,16 @@ def test_it_keeps_typed_values_and_says_so_on_bad_input(
 
 
 def test_it_reconnects_after_a_server_restart_and_catches_up(
-    browser: Browser, bank_server: str, users: dict[str, User], workers, kafka: KafkaSettings
+    browser: Browser,
+    bank_server: str,
+    users: dict[str, User],
+    workers,
+    kafka: KafkaSettings,
+    console_errors: ConsoleErrors,
 ) -> None:
-    from tests.conftest import Worker  # noqa: F401 - for the type of `workers`
-
+    # While the server is down, the browser and htmx's websocket extension log each failed reconnect.
+    console_errors.expect("WebSocket connection to")
+    console_errors.expect("[object Event]")
     page = log_in(browser, bank_server, "alice")
     account_url = open_account(page, "Restart")
     account_id = account_url.strip("/").split("/")[-1]
@@ -172,25 +183,19 @@ def test_it_measures_click_to_balance_latency(browser: Browser, bank_server: str
         page.wait_for_timeout(50)
     median = statistics.median(samples)
     print(f"\nclick → balance on screen: median {median:.0f} ms, min {min(samples):.0f}, max {max(samples):.0f} (n=20)")
-    results = Path(__file__).resolve().parents[2] / "bench" / "results"
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "browser_latency.json").write_text(
-        messages.orjson.dumps({"median_ms": median, "samples_ms": samples, "when": time.time()}).decode() + "\n"
-    )
+    if write_docs():
+        results = Path(__file__).resolve().parents[2] / "bench" / "results"
+        results.mkdir(parents=True, exist_ok=True)
+        (results / "browser_latency.json").write_text(
+            messages.orjson.dumps({"median_ms": median, "samples_ms": samples, "when": time.time()}).decode() + "\n"
+        )
     assert len(samples) == 20
 
 
 def test_it_shows_times_in_the_users_zone_and_fits_a_phone(
     browser: Browser, bank_server: str, users: dict[str, User]
 ) -> None:
-    context = browser.new_context(viewport={"width": 390, "height": 800}, timezone_id="Asia/Tokyo")
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    page.goto(f"{bank_server}/")
-    page.fill("#id_username", "alice")
-    page.fill("#id_password", "correct-horse-battery")
-    page.click("button[type=submit]")
-    page.wait_for_selector("#live-status.on")
+    page = log_in(browser, bank_server, "alice", viewport={"width": 390, "height": 800}, timezone_id="Asia/Tokyo")
     account_url = open_account(page, "Tokyo")
     page.goto(f"{bank_server}{account_url}")
     opened = Account.objects.get(id=account_url.strip("/").split("/")[-1]).opened_at
@@ -201,5 +206,5 @@ def test_it_shows_times_in_the_users_zone_and_fits_a_phone(
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), (
         "the page scrolls sideways on a phone"
     )
-    page.screenshot(path=str(SCREENSHOT.with_name("phone.png")), full_page=True)
-    context.close()
+    if write_docs():
+        page.screenshot(path=str(SCREENSHOT.with_name("phone.png")), full_page=True)

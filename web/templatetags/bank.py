@@ -1,9 +1,10 @@
-"""Template filters for money, reasons, event labels and actors."""
+"""Template filters for money, reasons, event and command labels, and actors."""
 
 from __future__ import annotations
 
 from django import template
 
+from bank.messages import COMMANDS, EVENTS
 from bank.money import format_money
 
 register = template.Library()
@@ -18,14 +19,7 @@ REASONS = {
     "balance_not_zero": "balance is not zero",
     "invalid_name": "invalid name",
     "unsupported_currency": "unsupported currency",
-}
-
-EVENT_LABELS = {
-    "AccountOpened": "Opened",
-    "MoneyDeposited": "Deposit",
-    "MoneyWithdrawn": "Withdrawal",
-    "AccountClosed": "Closed",
-    "CommandRejected": "Rejected",
+    "account_quarantined": "account quarantined: an operator must release it",
 }
 
 
@@ -41,7 +35,15 @@ def reason_text(reason: str) -> str:
 
 @register.filter
 def event_label(event_type: str) -> str:
-    return EVENT_LABELS.get(event_type, event_type)
+    spec = EVENTS.get(event_type)  # the label is part of the event's spec
+    return spec.label if spec else event_type
+
+
+@register.filter
+def command_label(command_type: str) -> str:
+    """'CloseAccount' → 'Close account': what the user asked for, as the pending row named it."""
+    spec = COMMANDS.get(command_type)  # the label is part of the command's spec
+    return spec.label if spec else command_type
 
 
 @register.filter

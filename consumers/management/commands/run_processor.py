@@ -11,6 +11,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from bank.connection import check_connection
+from bank.kafka import ReadInterrupted
 from consumers.processor import Processor, ProcessorFailed, log
 from consumers.worker import Shutdown, run_worker
 
@@ -38,9 +39,14 @@ class Command(BaseCommand):
             batch_size=batch_size,
             transaction_timeout_ms=settings.PROCESSOR_TRANSACTION_TIMEOUT_MS,
             fault_pause=settings.PROCESSOR_FAULT_PAUSE,
+            recovery="full" if settings.PROCESSOR_RECOVERY == "full" else "state",
+            dedup_window=settings.PROCESSOR_DEDUP_WINDOW,
+            stop=shutdown.__bool__,
         )
         try:
             run_worker(processor, shutdown, lambda: processor.decided, "commands decided")
+        except ReadInterrupted as stopped:
+            log.info("processor %s stopped while reading the log: %s", processor.instance, stopped)
         except ProcessorFailed as error:
             log.error("%s", error)
             sys.exit(1)

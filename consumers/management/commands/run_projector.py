@@ -24,7 +24,10 @@ class Command(BaseCommand):
             raise CommandError(str(error)) from None
         shutdown = Shutdown().install()
         projector = Projector(
-            settings.KAFKA, batch_size=settings.PROJECTOR_BATCH_SIZE, batch_wait=settings.PROJECTOR_BATCH_WAIT
+            settings.KAFKA,
+            batch_size=settings.PROJECTOR_BATCH_SIZE,
+            batch_wait=settings.PROJECTOR_BATCH_WAIT,
+            shutdown=shutdown,
         )
         try:
             run_worker(projector, shutdown, lambda: projector.applied, "events applied")

@@ -17,7 +17,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         kafka = settings.KAFKA
         created = ensure_topics(kafka)
-        for name in (kafka.commands_topic, kafka.events_topic, kafka.deadletters_topic):
+        for name in (kafka.commands_topic, kafka.events_topic, kafka.deadletters_topic, kafka.state_topic):
             state = "created" if name in created else "exists"
             self.stdout.write(
                 f"{name}: {state} ({kafka.partitions} partitions, replication {kafka.replication_factor})"

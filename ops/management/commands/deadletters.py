@@ -1,4 +1,9 @@
-"""`manage.py deadletters`: list the dead-letter topic, and re-queue a message to where it came from."""
+"""`manage.py deadletters`: list the dead-letter topic and the accounts held back; re-queue dead-lettered commands.
+
+Only commands are re-queued (to bank.commands, keyed and partitioned as the command bus does, so a
+command lands on its account's partition). Only the processor writes bank.events: a dead-lettered
+event is fixed with an upcaster and `release_account`, never written back.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,19 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from bank.kafka import producer, read_to_end
+from ops.held import held_back_lines
+
+EVENTS_REFUSED = (
+    "is a dead-lettered event: only the processor writes {topic}; events are fixed with an upcaster and "
+    "release_account, not re-queued"
+)
 
 
 class Command(BaseCommand):
-    help = "List bank.deadletters (origin, error, value), or re-queue messages with --requeue PARTITION:OFFSET."
+    help = (
+        "List bank.deadletters (origin, error, value) and the quarantined/parked accounts, or re-queue "
+        "dead-lettered commands with --requeue PARTITION:OFFSET."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--requeue", action="append", default=[], metavar="PARTITION:OFFSET")
@@ -29,6 +43,8 @@ class Command(BaseCommand):
                     f"{m.partition()}:{m.offset()}  from {h.get('dlq.source.topic')}[{h.get('dlq.source.partition')}]"
                     f"@{h.get('dlq.source.offset')}  {h.get('dlq.error')}\n    {value[:200]}"
                 )
+            for line in held_back_lines(kafka):
+                self.stdout.write(line)
             return
         wanted = set()
         for spec in requeue:
@@ -41,14 +57,23 @@ class Command(BaseCommand):
             raise CommandError(
                 f"not found on {kafka.deadletters_topic}: {sorted(wanted - {(m.partition(), m.offset()) for m in found})}"
             )
+        for m in found:
+            source = _text(dict((str(h[0]), h[1]) for h in m.headers() or []).get("dlq.source.topic"))
+            if source != kafka.commands_topic:
+                what = (
+                    EVENTS_REFUSED.format(topic=kafka.events_topic)
+                    if source == kafka.events_topic
+                    else (
+                        f"comes from {source or 'an unknown topic'}, not {kafka.commands_topic}: only commands are re-queued"
+                    )
+                )
+                raise CommandError(f"{m.partition()}:{m.offset()} {what}")
+        # The command bus's producer settings (murmur2 partitioner): a command keyed by its account
+        # lands on its account's partition, behind the commands already there.
         out = producer(kafka)
         for m in found:
-            headers = [(str(h[0]), h[1]) for h in m.headers() or []]
-            source = next((v for k, v in headers if k == "dlq.source.topic"), None)
-            if not isinstance(source, bytes):
-                raise CommandError(f"{m.partition()}:{m.offset()} has no dlq.source.topic header")
-            original = [(k, v) for k, v in headers if not k.startswith("dlq.")]
-            out.produce(source.decode(), key=m.key(), value=m.value(), headers=original)
+            original = [(str(h[0]), h[1]) for h in m.headers() or [] if not str(h[0]).startswith("dlq.")]
+            out.produce(kafka.commands_topic, key=m.key(), value=m.value(), headers=original)
         if out.flush(30):
             raise CommandError("Kafka did not confirm the re-queue")
         self.stdout.write(self.style.SUCCESS(f"re-queued {len(found)} message(s)"))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from projections import replay, store
+from projections import registry, replay
 
 
 def moment(text: str) -> datetime:
@@ -27,7 +28,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "--projection", choices=store.PROJECTIONS, action="append", help="only this one (repeatable)"
+            "--projection", choices=list(registry.PROJECTIONS), action="append", help="only this one (repeatable)"
         )
         parser.add_argument(
             "--until", type=moment, help="as of this moment (ISO 8601), via the broker's offsets-for-times"
@@ -40,7 +41,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         kafka = settings.KAFKA
-        projections = tuple(options["projection"] or store.PROJECTIONS)
+        projections = tuple(options["projection"] or registry.PROJECTIONS)
         progress = not options["no_progress"]
         if options["verify"]:
             self._verify(projections, progress)
@@ -50,7 +51,7 @@ class Command(BaseCommand):
         target = f"schema {schema}" if schema else "the LIVE tables"
         self.stdout.write(
             f"replay {', '.join(projections)} from {kafka.events_topic} up to offsets "
-            f"{dict(sorted(ends.items()))} ({sum(ends.values())} messages) into {target}"
+            f"{dict(sorted(ends.items()))} ({sum(ends.values())} offsets, transaction markers included) into {target}"
         )
         if options["dry_run"]:
             self.stdout.write("dry run: nothing changed")
@@ -59,7 +60,9 @@ class Command(BaseCommand):
             answer = input("This empties and rebuilds the live projections. Type 'yes' to go on: ")
             if answer.strip().lower() != "yes":
                 raise CommandError("replay cancelled")
-        result = replay.replay(kafka, projections, ends=ends, schema=schema, progress=progress)
+        # The bar goes where the command's errors go (stderr, or call_command's stderr=).
+        bar_file = options.get("stderr") or sys.stderr
+        result = replay.replay(kafka, projections, ends=ends, schema=schema, progress=progress, progress_file=bar_file)
         self.stdout.write(
             self.style.SUCCESS(
                 f"replayed {result.events} events ({result.poison} poison skipped) in {result.seconds:.1f}s "
@@ -69,8 +72,8 @@ class Command(BaseCommand):
 
     def _verify(self, projections: tuple[str, ...], progress: bool) -> None:
         differences = replay.verify(settings.KAFKA, projections, progress=progress)
-        for projection in projections:
-            table = store.TABLES[projection]
+        for projection in registry.chosen(projections):
+            table = projection.table
             found = [d for d in differences if d.table == table]
             if not found:
                 self.stdout.write(self.style.SUCCESS(f"{table}: identical to a fresh replay"))

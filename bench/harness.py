@@ -1,0 +1,352 @@
+"""The benchmarks' small harness, shared with the tests: processes, bounded waits, login, CPU, results, scratch data.
+
+Importing this module sets nothing up: a benchmark's `main()` calls `setup_django()` first, then imports what
+needs Django. Run the benchmarks as modules from the project root (`.venv/bin/python -m bench.web`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from bank import domain, messages
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from bank.config import KafkaSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+# BENCH_RESULTS_DIR lets the smoke test write elsewhere than the committed figures.
+RESULTS = Path(os.environ.get("BENCH_RESULTS_DIR") or ROOT / "bench" / "results")
+
+
+# --- processes and waits ---
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2, what: str = "it") -> Any:
+    """Poll `condition` until it returns something true (returned), or fail after `timeout` seconds saying `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+try:  # resolved here, not in the child: after a fork, only a C call is safe while other threads hold locks
+    _prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+except (OSError, AttributeError):
+    _prctl = None
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the parent dies, so that no worker outlives a killed benchmark or test run.
+
+    (Linux sends it when the *thread* that started the child ends: start processes from the main thread.)
+    """
+    if _prctl is not None:
+        _prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class Process:
+    """A program in its own process, its output in `<logs>/<name>.log`; `stop()` sends SIGTERM, then SIGKILL."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], logs: Path) -> None:
+        logs.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.log_path = logs / f"{name}.log"
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            argv, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+        )
+        self.pid = self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def tail(self, chars: int = 3000) -> str:
+        return self.log()[-chars:]
+
+    def wait_for_log(self, text: str, timeout: float = 60.0) -> None:
+        wait_until(lambda: text in self.log() or not self.alive(), timeout, what=f"{self.name}: {text!r}")
+        assert text in self.log(), f"{self.name} exited early:\n{self.tail()}"
+
+    def signal(self, sig: int) -> None:
+        self.process.send_signal(sig)
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        if self.alive():
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+
+def manage(*args: str) -> list[str]:
+    return [sys.executable, str(ROOT / "manage.py"), *args]
+
+
+def daphne(port: int) -> list[str]:
+    return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "server.asgi:application"]
+
+
+def worker_env(kafka: KafkaSettings, database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a bank process on `kafka`'s topics, a database and a Redis of the caller's choice."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "server.settings",
+        "DATABASE_URL": database_url,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+        "KAFKA_PARTITIONS": str(kafka.partitions),
+        "REDIS_URL": redis_url,
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
+
+
+def serving(base: str, process: Process, timeout: float = 60.0) -> None:
+    """Until `base`/healthz answers 200; fails at once if the server exits."""
+    import urllib.request
+
+    def up() -> bool:
+        if not process.alive():
+            raise SystemExit(f"{process.name} exited:\n{process.tail()}")
+        try:
+            with urllib.request.urlopen(f"{base}/healthz", timeout=1) as answer:
+                return bool(answer.status == 200)
+        except OSError:
+            return False
+
+    wait_until(up, timeout, 0.1, f"{base}/healthz")
+
+
+# --- the login client ---
+
+
+async def log_in(session: aiohttp.ClientSession, base: str, username: str, password: str) -> str:
+    """Log in like a browser (GET the form for the CSRF cookie, POST it); the CSRF token to send from now on."""
+
+    def cookie(name: str) -> str | None:
+        return next((c.value for c in session.cookie_jar if c.key == name), None)
+
+    async with session.get(f"{base}/login/") as response:
+        await response.read()
+    form = {"username": username, "password": password, "csrfmiddlewaretoken": cookie("csrftoken") or ""}
+    async with session.post(f"{base}/login/", data=form, allow_redirects=False) as response:
+        await response.read()
+        if response.status != 302 or cookie("sessionid") is None:
+            raise SystemExit(f"logging in as {username} answered {response.status} with no session")
+    return cookie("csrftoken") or ""  # login rotates the token: the new one
+
+
+# --- CPU ---
+
+
+class CpuMeter:
+    """CPU time of named processes: cores busy over a stretch of time (1.0 = one core)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.processes = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self.started = self._sample()
+
+    def _sample(self) -> tuple[float, dict[str, float]]:
+        times = {}
+        for name, process in self.processes.items():
+            try:
+                cpu = process.cpu_times()
+            except psutil.Error:
+                continue
+            times[name] = cpu.user + cpu.system
+        return time.perf_counter(), times
+
+    def restart(self) -> None:
+        self.started = self._sample()
+
+    def busy(self) -> dict[str, float]:
+        """Cores busy per process since the last `restart()` (or since the meter was made)."""
+        (t0, first), (t1, second) = self.started, self._sample()
+        return {n: round((second[n] - first[n]) / (t1 - t0), 2) for n in second if n in first and t1 > t0}
+
+
+# --- results ---
+
+
+def table(rows: list[tuple[str, str]]) -> str:
+    width = max(len(label) for label, _ in rows)
+    return "\n".join(f"  {label:<{width}}  {value}" for label, value in rows)
+
+
+def write_results(name: str, figures: dict[str, Any]) -> None:
+    """bench/results/<name>.json (or $BENCH_RESULTS_DIR), stamped with the benchmark's name and the time."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    figures = {"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **figures}
+    (RESULTS / f"{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
+
+
+def read_results(name: str) -> dict[str, Any] | None:
+    try:
+        return dict(json.loads((RESULTS / f"{name}.json").read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+# --- set-up: Django, the local services, scratch topics and databases ---
+
+
+def setup_django(settings_module: str = "server.settings") -> None:
+    """Django for this process, with its log kept to warnings so that the figures stay readable."""
+    import logging
+
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", settings_module)
+    django.setup()
+    logging.getLogger().setLevel(logging.WARNING)
+
+
+def fresh_kafka(name: str) -> KafkaSettings:
+    """The local services up, and topics under a prefix of their own for this run."""
+    from django.conf import settings
+
+    from bank.kafka import ensure_topics
+    from devservices import services
+
+    services.up(
+        settings.VAR_DIR,
+        settings.DATABASE_URL,
+        settings.REDIS_URL,
+        settings.KAFKA.bootstrap_servers,
+        say=lambda s: None,
+    )
+    kafka = dataclasses.replace(settings.KAFKA, topic_prefix=f"bench-{name}-{uuid.uuid4().hex[:8]}.")
+    ensure_topics(kafka)
+    return kafka
+
+
+def scratch_name(suffix: str) -> str:
+    """A scratch database named after the DATABASE_URL one (bank → bank_bench), so that two checkouts with
+    databases of their own never share one (nor its migrations)."""
+    from django.conf import settings
+
+    return f"{settings.DATABASES['default']['NAME']}_{suffix}"
+
+
+def bench_database(name: str) -> dict[str, str]:
+    """Database `name` made if missing (never the DATABASE_URL one: benchmarks write projections); its parameters."""
+    import psycopg
+    from django.conf import settings
+    from psycopg import sql
+
+    db = settings.DATABASES["default"]
+    if name == db["NAME"]:
+        raise SystemExit(f"refusing to benchmark in {name!r}, the DATABASE_URL database: its projections would be lost")
+    params = {"host": db["HOST"] or "127.0.0.1", "port": str(db["PORT"] or 5432), "user": db["USER"]}
+    params["password"] = db["PASSWORD"] or ""
+    with psycopg.connect(dbname=db["NAME"], autocommit=True, **params) as admin:  # type: ignore[arg-type]
+        if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is None:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return params | {"dbname": name}
+
+
+def use_bench_database(name: str) -> str:
+    """Point this process at the scratch database `name`, migrated, before anything connects; its URL."""
+    from urllib.parse import quote
+
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.db import connections
+
+    params = bench_database(name)
+    connections.close_all()
+    settings.DATABASES["default"]["NAME"] = name
+    connections["default"].settings_dict["NAME"] = name
+    call_command("migrate", verbosity=0)
+    password = params["password"]
+    auth = quote(params["user"], safe="") + (":" + quote(password, safe="") if password else "")
+    return f"postgres://{auth}@{params['host']}:{params['port']}/{name}"
+
+
+# --- the events of a bank, decided by the domain ---
+
+
+@dataclasses.dataclass
+class Expected:
+    """What the projections must hold once every generated event is applied."""
+
+    balances: dict[uuid.UUID, int] = dataclasses.field(default_factory=dict)
+    types: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+def generate(events: int, accounts: int, expected: Expected, seed: int = 42) -> Iterator[messages.EventEnvelope]:
+    """`events` envelopes over `accounts` accounts, as the processor would have decided them from random commands.
+
+    Accounts open spread over the first half of the stream; deposits (55%), withdrawals (40%, some beyond the
+    balance), zero deposits (3%) and withdrawals above the limit (2%) go through `domain.decide` and
+    `domain.evolve`, so rejections and balances are the domain's own. Owners are user ids as the web app writes
+    them (`str(user.pk)`), actors "user:<id>".
+    """
+    if accounts < 1 or events < accounts:
+        raise SystemExit("need at least one account and at least as many events as accounts")
+    rng = random.Random(seed)
+    ids = [uuid.UUID(int=rng.getrandbits(128), version=4) for _ in range(accounts)]
+    states: dict[uuid.UUID, domain.Account] = {}
+    opened: list[uuid.UUID] = []
+    stride = max(1, events // (2 * accounts))  # one opening every `stride` events until all are open
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    for i in range(events):
+        command: domain.Command
+        if len(opened) < accounts and (i % stride == 0 or events - i <= accounts - len(opened)):
+            account_id = ids[len(opened)]
+            opened.append(account_id)
+            command = domain.OpenAccount(account_id, str(len(opened) % 997 + 1), f"Account {len(opened)}", "EUR")
+        else:
+            account_id = opened[rng.randrange(len(opened))]
+            roll = rng.random()
+            if roll < 0.55:
+                command = domain.Deposit(account_id, rng.randrange(1, 50_000))
+            elif roll < 0.95:
+                command = domain.Withdraw(account_id, rng.randrange(1, 40_000))
+            elif roll < 0.98:
+                command = domain.Deposit(account_id, 0)
+            else:
+                command = domain.Withdraw(account_id, domain.DEFAULT_MAX_AMOUNT * 2)
+        state = states.get(account_id) or domain.Account.new(account_id)
+        (event,) = domain.decide(state, command)
+        state = states[account_id] = domain.evolve(state, event)
+        expected.balances[account_id] = state.balance
+        name = type(event).__name__
+        expected.types[name] = expected.types.get(name, 0) + 1
+        yield messages.EventEnvelope(
+            event=event,
+            event_id=uuid.uuid4(),
+            account_id=account_id,
+            sequence=state.version,
+            occurred_at=start + timedelta(milliseconds=i),
+            command_id=uuid.uuid4(),
+            actor=f"user:{state.version % 997}",
+        )

@@ -1,0 +1,65 @@
+"""The Kafka clients made in bank/kafka.py, against a broker of the test's own that it stops and starts again."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+
+import pytest
+from confluent_kafka import Consumer, Producer
+
+from bank.command_bus import CommandBus
+from bank.config import KafkaSettings
+from bank.kafka import consumer, ensure_topics, producer
+from devservices.kafka import KafkaNode
+from devservices.process import free_port
+from tests.helpers import VAR, wait_until
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def serve(clients: tuple[Consumer, Producer], seconds: float) -> None:
+    """Poll both clients for `seconds`, as the workers' loops do: callbacks and logs are served from polls."""
+    listening, sending = clients
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        listening.poll(0.1)
+        sending.poll(0)
+
+
+def test_it_logs_a_broker_outage_once_when_it_starts_and_once_when_it_ends(caplog: pytest.LogCaptureFixture) -> None:
+    shutil.rmtree(VAR / "kafka-outage", ignore_errors=True)
+    node = KafkaNode(VAR / "kafka-outage", port=free_port(), controller_port=free_port(), internal_partitions=1)
+    node.start(wait=90)
+    kafka = KafkaSettings(bootstrap_servers=node.bootstrap, topic_prefix="outage.", partitions=1)
+    ensure_topics(kafka)
+    listening = consumer(kafka, "outage-test")
+    listening.subscribe([kafka.events_topic])
+    sending = producer(kafka)  # polled here like a worker's; the web's command bus polls its own
+    bus = CommandBus(kafka)
+    clients = (listening, sending)
+    caplog.set_level(logging.INFO)
+    try:
+        wait_until(lambda: serve(clients, 0.2) or listening.assignment(), 30, what="the consumer's assignment")
+        sending.produce(kafka.events_topic, b"before")
+        assert sending.flush(10) == 0
+        node.stop()
+        serve(clients, 5.0)  # every client retries its connections meanwhile
+        node.start(wait=90)
+
+        def back() -> bool:
+            serve(clients, 0.5)
+            return any("reachable again" in r.getMessage() for r in caplog.records)
+
+        wait_until(back, 60, 0, "the outage to be reported over")
+    finally:
+        bus.close()
+        listening.close()
+        node.stop()
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("bank.kafka")]
+    assert [line for line in lines if node.bootstrap in line and "unreachable" in line] != []
+    assert len([line for line in lines if "unreachable" in line]) == 1, lines
+    assert len([line for line in lines if "reachable again" in line]) == 1, lines
+    refused = [line for line in lines if "Connection refused" in line]
+    assert len(refused) <= 1, refused  # at most in the line that says the outage started
