@@ -20,7 +20,7 @@ from bank.kafka import ensure_topics
 from devservices import acls
 from devservices.cluster import KafkaCluster
 from devservices.process import free_port
-from tests.conftest import VAR
+from tests.helpers import VAR
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +69,7 @@ class Secure:
         return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
     def env(self, user: str) -> dict[str, str]:
-        """Environment of a worker process running as `user` (with tests.kafka_helpers.worker_env)."""
+        """Environment of a worker process running as `user` (with tests.helpers.worker_env)."""
         return self.cluster.env(user)
 
 

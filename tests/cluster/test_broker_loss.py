@@ -28,8 +28,7 @@ from bank.config import KafkaSettings
 from devservices.kafka import KafkaNode
 from tests.cluster.conftest import Secure
 from tests.cluster.test_flow import balance_of, start_bank
-from tests.conftest import PASSWORD, ROOT
-from tests.kafka_helpers import Worker, read_events, wait_until, worker_env
+from tests.helpers import PASSWORD, ROOT, Worker, read_events, wait_until, worker_env
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 

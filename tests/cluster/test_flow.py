@@ -16,8 +16,7 @@ from django.test import Client
 from bank import domain, messages
 from bank.command_bus import CommandBus
 from tests.cluster.conftest import Secure
-from tests.conftest import PASSWORD
-from tests.kafka_helpers import Worker, wait_until
+from tests.helpers import PASSWORD, Worker, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 

@@ -15,7 +15,7 @@ from bank.connection import check_connection
 from devservices import tls
 from devservices.cluster import KafkaCluster
 from tests.cluster.conftest import Secure
-from tests.kafka_helpers import Worker
+from tests.helpers import Worker
 
 pytestmark = pytest.mark.cluster
 
