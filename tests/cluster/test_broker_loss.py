@@ -30,7 +30,7 @@ from tests.cluster.conftest import Secure
 from tests.cluster.test_flow import balance_of, start_bank
 from tests.helpers import PASSWORD, ROOT, Worker, read_events, wait_until, worker_env
 
-pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
 
 ACCOUNTS = 20
 COMMANDS = 2_000

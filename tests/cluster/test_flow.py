@@ -3,6 +3,7 @@ every Kafka hop over SASL_SSL with SCRAM, each process as its own principal."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 
@@ -69,6 +70,9 @@ def test_it_runs_a_deposit_from_the_web_to_the_websocket_over_sasl_ssl(
             application, "/ws/live/", headers=[(b"origin", b"http://127.0.0.1"), (b"cookie", cookie)]
         )
         assert (await ws.connect())[0]
+        # What the account page says when its websocket opens: which page, which account, its history shown.
+        hello = {"type": "hello", "page": "account", "account": str(account_id), "history": True, "pending": []}
+        await ws.send_to(text_data=json.dumps(hello))
         while not await ws.receive_nothing(timeout=0.5):  # the catch-up on connect
             await ws.receive_from()
         response = await sync_to_async(client.post)(
