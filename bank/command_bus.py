@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from uuid import UUID
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from bank import messages
+from bank import messages, metrics
 from bank.config import KafkaSettings
 from bank.kafka import STATS_INTERVAL_MS, producer
 
@@ -63,8 +64,15 @@ class CommandBus:
     def _produce(self, envelope: messages.CommandEnvelope) -> Future[Message]:
         key, value, headers = messages.encode(envelope)
         done: Future[Message] = Future()
+        kind = envelope.type
+        metrics.commands_received.labels(kind).inc()
+        started = time.perf_counter()
 
         def on_delivery(error: KafkaError | None, message: Message) -> None:
+            # Counted here, not where the view waits: the broker's answer is what happened, even to a view that gave up.
+            metrics.commands_sent.labels(kind, "not_confirmed" if error is not None else "confirmed").inc()
+            if error is None:
+                metrics.command_confirm_seconds.observe(time.perf_counter() - started)
             if done.done():  # the view gave up waiting (timeout, client gone): nobody to tell
                 return
             if error is not None:
@@ -77,6 +85,7 @@ class CommandBus:
                 self.kafka.commands_topic, key=key, value=value, headers=headers, on_delivery=on_delivery
             )
         except BufferError:
+            metrics.commands_sent.labels(kind, "not_confirmed").inc()
             raise CommandNotConfirmed("Kafka producer queue is full; try again in a moment") from None
         return done
 

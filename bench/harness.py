@@ -256,8 +256,9 @@ def scratch_name(suffix: str) -> str:
     return f"{settings.DATABASES['default']['NAME']}_{suffix}"
 
 
-def bench_database(name: str) -> dict[str, str]:
-    """Database `name` made if missing (never the DATABASE_URL one: benchmarks write projections); its parameters."""
+def bench_database(name: str, fresh: bool = False) -> dict[str, str]:
+    """Database `name` made if missing, or made anew if `fresh` (never the DATABASE_URL one: benchmarks write
+    projections); its parameters."""
     import psycopg
     from django.conf import settings
     from psycopg import sql
@@ -268,20 +269,22 @@ def bench_database(name: str) -> dict[str, str]:
     params = {"host": db["HOST"] or "127.0.0.1", "port": str(db["PORT"] or 5432), "user": db["USER"]}
     params["password"] = db["PASSWORD"] or ""
     with psycopg.connect(dbname=db["NAME"], autocommit=True, **params) as admin:  # type: ignore[arg-type]
+        if fresh:  # a scratch database left by older code may hold tables its migrations no longer describe
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is None:
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     return params | {"dbname": name}
 
 
 def use_bench_database(name: str) -> str:
-    """Point this process at the scratch database `name`, migrated, before anything connects; its URL."""
+    """Point this process at the scratch database `name`, made anew and migrated, before anything connects; its URL."""
     from urllib.parse import quote
 
     from django.conf import settings
     from django.core.management import call_command
     from django.db import connections
 
-    params = bench_database(name)
+    params = bench_database(name, fresh=True)
     connections.close_all()
     settings.DATABASES["default"]["NAME"] = name
     connections["default"].settings_dict["NAME"] = name

@@ -14,7 +14,7 @@ and evolve, the state of every account as the processor writes it (one record pe
 the shape compaction converges to), reflecting all but the last `--tail` events, which a load
 must fold.
 
-    .venv/bin/python bench/recovery.py [--sizes 100000,1000000,5000000] [--accounts 10000]
+    .venv/bin/python -m bench.recovery [--sizes 100000,1000000,5000000] [--accounts 10000]
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import resource
 import subprocess
 import sys
@@ -30,12 +29,13 @@ import time
 import uuid
 from collections import deque
 
-from common import ROOT, fresh_kafka, table, write_results
+import orjson
 from confluent_kafka import Producer
 from django.conf import settings
 
 from bank import domain, messages
 from bank.config import KafkaSettings
+from bench.harness import ROOT, fresh_kafka, setup_django, table, write_results
 from consumers.recovery import AccountRecord, Loader, encode_state
 
 OCCURRED = "2026-11-27T10:00:00.000000Z"
@@ -50,11 +50,11 @@ def event_value(account: str, sequence: int, n: int, event: domain.Event) -> byt
     name = type(event).__name__
     return (
         (
-            f'{{"event_id":"{fake_uuid(1, n)}","type":"{name}","version":{messages.EVENT_VERSIONS[name]},'
+            f'{{"event_id":"{fake_uuid(1, n)}","type":"{name}","version":{messages.EVENTS[name].version},'
             f'"account_id":"{account}","sequence":{sequence},"occurred_at":"{OCCURRED}",'
             f'"command_id":"{fake_uuid(2, n)}","actor":"user:bench","data":'
         ).encode()
-        + messages.orjson.dumps(dict(vars(event)))
+        + orjson.dumps(dict(vars(event)))
         + b"}"
     )
 
@@ -121,7 +121,7 @@ def write_history(kafka: KafkaSettings, events: int, accounts: int, tail: int) -
 def measure_load(kafka: KafkaSettings, mode: str) -> dict[str, float | int]:
     """Load every partition in a fresh process: seconds, counts and peak memory."""
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "recovery.py"), "--load", mode, "--prefix", kafka.topic_prefix],
+        [sys.executable, "-m", "bench.recovery", "--load", mode, "--prefix", kafka.topic_prefix],
         check=True,
         capture_output=True,
         text=True,
@@ -162,8 +162,7 @@ def load_here(mode: str, prefix: str) -> None:
 
 def throughput(commands: int, accounts: int, batch_size: int, compaction_wait: float) -> dict[str, float | int]:
     """Commands/s of the processor with the state store and without it (mode "full" writes none)."""
-    from processor import make_commands, produce_all, run_loop
-
+    from bench.processor import make_commands, produce_all, run_loop
     from consumers.processor import Processor
 
     payload = make_commands(accounts, commands)
@@ -212,7 +211,7 @@ def main() -> None:
     parser.add_argument("--load", choices=["full", "state"], help=argparse.SUPPRESS)
     parser.add_argument("--prefix", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    setup_django()
     if args.load:
         load_here(args.load, args.prefix)
         return

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from bank import domain, messages
+from bank import domain, messages, metrics
 from bank.config import KafkaSettings
 from bank.kafka import (
     LogStalled,
@@ -95,6 +95,7 @@ class Processor:
         self.aborts = 0
         self._produced = 0
         self._delivered: list[tuple[int, int]] = []  # (partition, offset) of this transaction's events
+        self._outcomes: list[tuple[str, str, str]] = []  # (type, outcome, reason) of the open transaction
 
     # --- lifecycle ---
 
@@ -191,6 +192,8 @@ class Processor:
         partitions = sorted({m.partition() or 0 for m in batch} | pending | (unsaved if checkpoint else set()))
         self._delivered.clear()
         self._produced = 0
+        started = time.perf_counter()
+        self._outcomes.clear()
         try:
             self.producer.begin_transaction()
             decided = sum(self._handle(message) for message in batch)
@@ -215,9 +218,25 @@ class Processor:
                 )
             self._retrying("commit", lambda: self.producer.commit_transaction(30))
         except KafkaException as exc:
+            metrics.transactions.labels("aborted").inc()
             self._recover(exc.args[0], partitions)
             return len(batch)
         self.transactions += 1
+        metrics.transactions.labels("committed").inc()
+        metrics.processor_batch_size.observe(len(batch))
+        metrics.processor_batch_seconds.observe(time.perf_counter() - started)
+        for kind, outcome, reason in self._outcomes:
+            metrics.commands_decided.labels(kind, outcome).inc()
+            if reason:
+                metrics.rejections.labels(reason).inc()
+            if outcome == "poison":
+                metrics.dead_letters.labels("processor").inc()
+        if pending or self.transactions % 100 == 1 or any(kind == "ReleaseAccount" for kind, _, _ in self._outcomes):
+            # Counting walks every account: only when a quarantine may have changed, and now and then.
+            metrics.quarantined_accounts.labels("processor").set(
+                sum(1 for part in self.partitions.values() for r in part.accounts.values() if r.quarantine)
+            )
+        self._outcomes.clear()
         self.decided += decided
         for p in partitions:
             if part := self.partitions.get(p):
@@ -273,6 +292,7 @@ class Processor:
             command = messages.decode_command(message.value())
         except messages.PoisonMessage as error:
             dead_letter(self.producer, self.kafka, message, str(error))
+            self._outcomes.append(("unknown", "poison", ""))
             return 0
         partition = message.partition() or 0
         part = self.partitions.get(partition)
@@ -282,6 +302,7 @@ class Processor:
         record = part.record(command.account_id, self.window)
         if command.command_id.bytes in record.command_ids:
             log.info("command %s already decided; skipping the duplicate", command.command_id)
+            self._outcomes.append((command.type, "duplicate", ""))
             return 0
         state = record.state
         if isinstance(command.command, domain.ReleaseAccount):
@@ -294,6 +315,11 @@ class Processor:
             events = domain.reject(command.command, domain.Reason.ACCOUNT_QUARANTINED)
         else:
             events = domain.decide(state, command.command, self.max_amount)
+        rejected = next((e for e in events if isinstance(e, domain.CommandRejected)), None)
+        # Counted only once the transaction commits (process_batch): an aborted batch is decided again.
+        self._outcomes.append(
+            (command.type, "rejected" if rejected else "accepted", rejected.reason.value if rejected else "")
+        )
         for event in events:
             state = domain.evolve(state, event)
             envelope = messages.EventEnvelope(
@@ -398,6 +424,9 @@ class Processor:
             log.warning("%d foreign records on %s[%d] since offset %d", found, self.kafka.events_topic, p, part.seen)
 
     def _recover(self, error: KafkaError, partitions: list[int]) -> None:
+        self._outcomes.clear()
+        if error.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH):
+            metrics.fenced.inc()
         log.warning("transaction failed (%s); aborting and reloading partitions %s", error.str(), partitions)
         self.aborts += 1
         fatal = error if error.fatal() else None

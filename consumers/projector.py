@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from uuid import UUID
 
 import orjson
@@ -24,12 +26,13 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message,
 from django import db
 from django.db import connection, transaction
 
-from bank import messages
+from bank import messages, metrics
 from bank.config import KafkaSettings
 from bank.kafka import consume_batch, consumer, dead_letter, next_offsets, producer, reader
 from consumers.worker import Shutdown
 from projections import live, parking, registry, store
 from projections.apply import SequenceGap
+from projections.models import ParkedAccount
 
 log = logging.getLogger("bank.projector")
 
@@ -83,6 +86,7 @@ class Projector:
         self.consumer: Consumer = consumer(kafka, group or kafka.group("projector"))
         self.dead_letters: Producer = producer(kafka)
         self.applied = 0
+        self.batches = 0
         self.pushed = 0
         self.held: Held | None = None
         self.failures = 0
@@ -152,6 +156,7 @@ class Projector:
                 return 0
             self.held = self._prepare(batch)
         held = self.held
+        started = time.perf_counter()
         try:
             outcome = self._write(held)
         except (*DATABASE_DOWN, NotNow) as error:
@@ -162,6 +167,11 @@ class Projector:
             log.info("the database is back: wrote the held batch after %d failed attempt(s)", self.failures)
             self.failures = 0
         self.applied += outcome.applied
+        self._count(held.events, outcome, held.ends, len(held.poison), time.perf_counter() - started)
+        self.batches += 1
+        if held.poison or self.batches % 20 == 1:
+            # A gap or a refused row may have parked an account: counted now and then, and after poison.
+            metrics.quarantined_accounts.labels("projector").set(ParkedAccount.objects.count())
         try:
             # The consumer's position, not the last offset + 1: it is past transaction markers, so lag can reach 0.
             positions = self.consumer.position([TopicPartition(self.topic, p) for p in held.ends])
@@ -169,7 +179,13 @@ class Projector:
         except KafkaException as error:
             log.warning("could not commit offsets to Kafka (only lag reporting suffers): %s", error)
         if self.push:
-            self.pushed += live.push(outcome)
+            sent = live.push(outcome)
+            self.pushed += sent
+            metrics.pushes_sent.inc(sent)
+            pushed_at = datetime.now(UTC)
+            for rows in outcome.audit.values():
+                for row in rows:
+                    metrics.event_to_push_seconds.observe((pushed_at - row.occurred_at).total_seconds())
         return len(held.messages)
 
     def _prepare(self, batch: list[Message]) -> Held:
@@ -320,6 +336,23 @@ class Projector:
         )
         merge(outcome, released)
         return True
+
+    @staticmethod
+    def _count(
+        events: list[store.Positioned], outcome: store.Outcome, ends: dict[int, int], poison: int, seconds: float
+    ) -> None:
+        """The batch's figures, after its commit: applied per partition, duplicates, checkpoints, dead letters."""
+        applied_ids = {row.event_id for rows in outcome.audit.values() for row in rows}
+        per_partition = Counter(e.partition for e in events if e.envelope.event_id in applied_ids)
+        for partition, count in per_partition.items():
+            metrics.events_applied.labels(str(partition)).inc(count)
+        metrics.duplicates_skipped.inc(outcome.duplicates)
+        for partition, offset in ends.items():
+            metrics.checkpoint_offset.labels(str(partition)).set(offset)
+        if poison:
+            metrics.dead_letters.labels("projector").inc(poison)
+        metrics.projector_batch_size.observe(len(events) + poison)
+        metrics.projector_batch_seconds.observe(seconds)
 
     def _usable(self, message: Message) -> bool:
         error = message.error()

@@ -29,6 +29,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.template.loader import render_to_string
 
+from bank import metrics
 from projections import queries
 from projections.apply import AccountRow
 from projections.live import account_from_payload, account_group, entry_from_payload, owner_group, session_group
@@ -108,8 +109,12 @@ class LiveConsumer(AsyncWebsocketConsumer):
         for account_id in self.accounts:
             await self._join(account_group(account_id))
         await self.accept()
+        self.counted = True
+        metrics.websockets_open.inc()
 
     async def disconnect(self, code: int) -> None:
+        if getattr(self, "counted", False):
+            metrics.websockets_open.dec()
         for group in getattr(self, "joined", set()):
             await self.channel_layer.group_discard(group, self.channel_name)
 

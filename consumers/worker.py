@@ -20,7 +20,12 @@ class Worker(Protocol):
 
 
 def run_worker(
-    worker: Worker, shutdown: Shutdown, done: Callable[[], int], what: str, report_every: float = 30.0
+    worker: Worker,
+    shutdown: Shutdown,
+    done: Callable[[], int],
+    what: str,
+    report_every: float = 30.0,
+    on_turn: Callable[[], None] | None = None,
 ) -> None:
     """The loop of a long-running worker: batches until shutdown, a throughput line now and then, close() always."""
     last_report, last_count = time.monotonic(), 0
@@ -28,6 +33,8 @@ def run_worker(
         worker.start()
         while not shutdown:
             worker.process_batch()
+            if on_turn is not None:
+                on_turn()  # the liveness heartbeat
             if (elapsed := time.monotonic() - last_report) >= report_every:
                 count = done()
                 log.info(

@@ -11,16 +11,32 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 from devservices import services
 from devservices.process import ServiceError
+from devservices.prometheus import PrometheusServer, Target
+
+
+def local_prometheus(settings: Any, port: int) -> PrometheusServer:
+    """Prometheus for `./run`: the web on 8000 (with METRICS_TOKEN) and the workers on their metrics ports."""
+    targets = [
+        Target("web", "127.0.0.1:8000", "/metrics", settings.METRICS_TOKEN),
+        Target("processor", f"127.0.0.1:{settings.PROCESSOR_METRICS_PORT}"),
+        Target("projector", f"127.0.0.1:{settings.PROJECTOR_METRICS_PORT}"),
+    ]
+    rules = str(settings.BASE_DIR / "monitoring" / "alerts.yml")
+    return PrometheusServer(settings.VAR_DIR / "prometheus", port, targets, [rules])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m devservices", description="Start (up), stop (down) or report (status) the local services."
     )
-    parser.add_argument("action", choices=["up", "down", "status", "acls", "certs"])
+    parser.add_argument("action", choices=["up", "down", "status", "acls", "certs", "prometheus"])
+    parser.add_argument(
+        "--port", type=int, default=9090, help="prometheus: its port (it scrapes the web on 8000 and the workers)"
+    )
     parser.add_argument("dir", nargs="?", help="certs: where to write ca.pem and broker.pem")
     parser.add_argument("hosts", nargs="*", help="certs: the brokers' host names (default localhost 127.0.0.1)")
     args = parser.parse_args(argv)
@@ -56,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
             print("kafka cluster: stopped (PostgreSQL and Redis are shared system services and keep running)")
         elif action == "up":
             services.up(settings.VAR_DIR, settings.DATABASE_URL, settings.REDIS_URL, bootstrap)
+        elif action == "prometheus":
+            server = local_prometheus(settings, args.port)
+            started = server.start()
+            print(f"prometheus: {'started' if started else 'already up'} on {server.url}")
         elif action == "down":
             services.down(settings.VAR_DIR, bootstrap)
             print("kafka: stopped (PostgreSQL and Redis are shared system services and keep running)")

@@ -13,7 +13,7 @@ from typing import IO, Any
 from django.db import connection, transaction
 from tqdm import tqdm
 
-from bank import messages
+from bank import messages, metrics
 from bank.config import KafkaSettings
 from bank.kafka import end_offsets, offsets_at, read_to_end
 from projections import registry, store
@@ -116,7 +116,12 @@ def replay(
                 store.apply_batch(cursor, kafka.events_topic, events, batch_ends, chosen, memory)
                 result.events += len(events)
                 bar.update(len(batch))
+                metrics.replay_events.inc(len(events))
+                # Offsets are an upper bound of the events (transaction markers take offsets too).
+                metrics.replay_progress.set(min(1.0, bar.n / bar.total) if bar.total else 1.0)
+                metrics.replay_rate.set(result.events / max(time.monotonic() - started, 1e-9))
             bar.total = bar.n  # the events there were: the bar ends at 100%
+            metrics.replay_progress.set(1.0)
         for projection in chosen:
             if projection.finish is not None:
                 projection.finish(cursor, memory)

@@ -67,11 +67,19 @@ PROCESSOR_FAULT_PAUSE = env_float("PROCESSOR_FAULT_PAUSE", 0.0, minimum=0.0)
 PROCESSOR_RECOVERY = env_choice("PROCESSOR_RECOVERY", "state", ("state", "full"))
 # Command ids remembered per account: a resend of one of its last N commands is skipped, an older one decided again.
 PROCESSOR_DEDUP_WINDOW = env_int("PROCESSOR_DEDUP_WINDOW", 20, minimum=1)
-# Benchmarks only: mount the update-in-place baseline view (bank/baseline.py).
 PROJECTOR_BATCH_SIZE = env_int("PROJECTOR_BATCH_SIZE", 2000, minimum=1)
 PROJECTOR_BATCH_WAIT = env_float("PROJECTOR_BATCH_WAIT", 0.05)
 # daphne processes under supervisord (server/supervise.py reads it too); 0: one per core.
 WEB_PROCESSES = env_int("WEB_PROCESSES", 0, minimum=0)
+
+# Metrics: each worker serves /metrics, /livez and /readyz on its own port (0: none); the web
+# serves /metrics to staff, or to a scraper that sends `Authorization: Bearer <METRICS_TOKEN>`.
+METRICS_ENABLED = env_bool("BANK_METRICS", True)
+PROCESSOR_METRICS_PORT = env_int("PROCESSOR_METRICS_PORT", 9101, minimum=0)
+PROJECTOR_METRICS_PORT = env_int("PROJECTOR_METRICS_PORT", 9102, minimum=0)
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+# Set when several web processes share a socket: their metrics are summed from files here.
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR", "")
 
 INSTALLED_APPS = [
     "daphne",

@@ -6,7 +6,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from web import views
+from web import operations, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -18,5 +18,7 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/operations/", operations.operations, name="operations"),
+    path("metrics", operations.metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
 ]

@@ -64,7 +64,8 @@ def worker_env(kafka: KafkaSettings, **extra: str) -> dict[str, str]:
         CHANNELS_PREFIX="test",
         KAFKA_SESSION_TIMEOUT_MS="2000",
         PROCESSOR_TRANSACTION_TIMEOUT_MS="5000",
-        **extra,
+        # No metrics endpoints unless a test asks: fixed ports would clash between workers.
+        **({"PROCESSOR_METRICS_PORT": "0", "PROJECTOR_METRICS_PORT": "0"} | extra),
     )
 
 

@@ -57,13 +57,38 @@ def exposed_ports(service: dict) -> set[int]:
     return {int(str(port).split("/")[0]) for port in service.get("expose", [])}
 
 
+MONITORING = ("prometheus", "grafana")
+
+
+def test_it_monitors_the_workers_and_the_web(services: dict) -> None:
+    """Prometheus mounts the scrape config and alert rules of monitoring/, Grafana its provisioned dashboard,
+    and the workers' health checks ask their /readyz."""
+    volumes = " ".join(services["prometheus"]["volumes"])
+    assert "./monitoring/prometheus.yml" in volumes and "./monitoring/alerts.yml" in volumes
+    assert "./monitoring/grafana/dashboards" in " ".join(services["grafana"]["volumes"])
+    for worker, port in (("processor", 9101), ("projector", 9102)):
+        assert f"127.0.0.1:{port}/readyz" in " ".join(services[worker]["healthcheck"]["test"])
+    scrape = yaml.safe_load((ROOT / "monitoring" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job["static_configs"][0]["targets"] for job in scrape["scrape_configs"]}
+    assert jobs == {"web": ["web:8000"], "processor": ["processor:9101"], "projector": ["projector:9102"]}
+
+
 def test_it_parses_the_compose_file(compose: dict) -> None:
     assert isinstance(compose["services"], dict)
     assert set(compose.get("volumes") or {}) >= {"postgres-data", *(f"{node}-data" for node in KAFKA_NODES)}
 
 
 def test_it_has_exactly_the_expected_services(services: dict) -> None:
-    assert set(services) == {*KAFKA_NODES, "postgres", "redis", *APP_SERVICES, "certs", "kafka-users", "kafka-acls"}
+    assert set(services) == {
+        *KAFKA_NODES,
+        "postgres",
+        "redis",
+        *APP_SERVICES,
+        *MONITORING,
+        "certs",
+        "kafka-users",
+        "kafka-acls",
+    }
 
 
 def test_it_runs_kafka_as_three_kraft_nodes_with_rf3_and_min_isr2(services: dict) -> None:

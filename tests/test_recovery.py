@@ -27,8 +27,7 @@ from bank.config import KafkaSettings
 from bank.kafka import end_offsets, ensure_topics, producer
 from consumers.processor import Processor
 from consumers.recovery import Loader, decode_state
-from tests.kafka_helpers import Worker, read_events, read_raw, wait_until
-from tests.test_processor import send
+from tests.helpers import Worker, read_events, read_raw, send, wait_until
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -63,7 +63,9 @@ def test_it_ends_the_progress_bar_at_100_percent_of_the_events(
 def counts_projection(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A projection the bank does not have (events per type), registered for one test: one entry, one writer."""
 
-    def apply_counts(cursor: Any, envelopes: list[messages.EventEnvelope], outcome: Any, memory: Any) -> None:
+    def apply_counts(
+        cursor: Any, envelopes: list[messages.EventEnvelope], outcome: Any, memory: Any, lenient: bool
+    ) -> None:
         cursor.executemany(
             "INSERT INTO test_event_counts (type, n) VALUES (%s, %s) "
             "ON CONFLICT (type) DO UPDATE SET n = test_event_counts.n + EXCLUDED.n",

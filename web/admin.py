@@ -7,7 +7,9 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.contrib.auth.models import User
+from django.db.models import CharField, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Cast
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
@@ -57,10 +59,20 @@ class CorrectionForm(forms.Form):
 
 @admin.register(Account)
 class AccountAdmin(ReadOnlyAdmin):
-    list_display = ["name", "owner", "currency", "balance_display", "status", "last_sequence", "updated_at"]
+    list_display = ["name", "owner_name", "currency", "balance_display", "status", "last_sequence", "updated_at"]
     list_filter = ["status", "currency"]
     search_fields = ["id", "name", "owner"]
     actions = ["deposit_correction", "close_accounts", "release"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Account]:
+        # Events record the owner's user id; staff read user names. One subquery, not a query per row.
+        usernames = User.objects.annotate(key=Cast("pk", CharField())).filter(key=OuterRef("owner"))
+        queryset: QuerySet[Account] = super().get_queryset(request)
+        return queryset.annotate(owner_username=Subquery(usernames.values("username")[:1]))
+
+    @admin.display(description="owner", ordering="owner_username")
+    def owner_name(self, obj: Account) -> str:
+        return getattr(obj, "owner_username", None) or f"(user id {obj.owner})"
 
     @admin.display(description="balance", ordering="balance")
     def balance_display(self, obj: Account) -> str:

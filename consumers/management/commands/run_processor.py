@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from bank.connection import check_connection
 from bank.kafka import ReadInterrupted
+from consumers import health
 from consumers.processor import Processor, ProcessorFailed, log
 from consumers.worker import Shutdown, run_worker
 
@@ -43,8 +44,10 @@ class Command(BaseCommand):
             dedup_window=settings.PROCESSOR_DEDUP_WINDOW,
             stop=shutdown.__bool__,
         )
+        probes = {"kafka": health.broker_probe(settings.KAFKA, settings.KAFKA.commands_topic)}
+        beat = health.start("processor", processor.consumer, probes, settings.PROCESSOR_METRICS_PORT)
         try:
-            run_worker(processor, shutdown, lambda: processor.decided, "commands decided")
+            run_worker(processor, shutdown, lambda: processor.decided, "commands decided", on_turn=beat)
         except ReadInterrupted as stopped:
             log.info("processor %s stopped while reading the log: %s", processor.instance, stopped)
         except ProcessorFailed as error:

@@ -10,6 +10,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
 from bank.connection import check_connection
+from consumers import health
 from consumers.projector import Projector, ProjectorFailed, log
 from consumers.worker import Shutdown, run_worker
 
@@ -29,8 +30,13 @@ class Command(BaseCommand):
             batch_wait=settings.PROJECTOR_BATCH_WAIT,
             shutdown=shutdown,
         )
+        probes = {
+            "kafka": health.broker_probe(settings.KAFKA, settings.KAFKA.events_topic),
+            "postgresql": health.database_probe(settings.DATABASE_URL),
+        }
+        beat = health.start("projector", projector.consumer, probes, settings.PROJECTOR_METRICS_PORT)
         try:
-            run_worker(projector, shutdown, lambda: projector.applied, "events applied")
+            run_worker(projector, shutdown, lambda: projector.applied, "events applied", on_turn=beat)
         except ProjectorFailed as error:
             log.error("projector stopped: %s", error)
             sys.exit(1)

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from prometheus_client import start_http_server
 
 from projections import registry, replay
 
@@ -38,8 +39,16 @@ class Command(BaseCommand):
         parser.add_argument("--noinput", "--no-input", action="store_true", help="do not ask for confirmation")
         parser.add_argument("--dry-run", action="store_true", help="say what would be replayed, change nothing")
         parser.add_argument("--no-progress", action="store_true")
+        parser.add_argument(
+            "--metrics-port",
+            type=int,
+            default=0,
+            help="serve the replay's progress and rate for Prometheus on this port",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["metrics_port"]:
+            start_http_server(options["metrics_port"])
         kafka = settings.KAFKA
         projections = tuple(options["projection"] or registry.PROJECTIONS)
         progress = not options["no_progress"]

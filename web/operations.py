@@ -1,0 +1,57 @@
+"""Operators' views: the admin's live operations page and the web server's own /metrics."""
+
+from __future__ import annotations
+
+import hmac
+
+from confluent_kafka import KafkaException
+from django.conf import settings
+from django.contrib import admin
+from django.contrib.admin.views.decorators import staff_member_required
+from django.contrib.auth.decorators import login_not_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
+
+from ops.held import held_back_lines
+from ops.status import gather
+
+REFRESH_SECONDS = 2
+
+
+@staff_member_required
+@require_GET
+def operations(request: HttpRequest) -> HttpResponse:
+    """Per-partition lag, checkpoints and dead letters, the figures of `bank_status`; htmx refreshes the table."""
+    held: list[str] = []
+    try:
+        status, error = gather(settings.KAFKA), None
+        held = held_back_lines(settings.KAFKA)
+    except KafkaException as failure:
+        status, error = None, f"Kafka did not answer: {failure.args[0].str() if failure.args else failure}"
+    template = "admin/operations.html#figures" if request.htmx else "admin/operations.html"  # type: ignore[attr-defined]
+    context = {"status": status, "held": held, "error": error, "refresh": REFRESH_SECONDS, "title": "Operations"}
+    return render(request, template, {**admin.site.each_context(request), **context})
+
+
+def _may_scrape(request: HttpRequest) -> bool:
+    token = settings.METRICS_TOKEN
+    sent = request.headers.get("Authorization", "")
+    if token and hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+        return True
+    user = getattr(request, "user", None)
+    return bool(user is not None and user.is_authenticated and user.is_staff)
+
+
+@login_not_required
+@require_GET
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """The web process's metrics (all web processes' with PROMETHEUS_MULTIPROC_DIR) for staff or the scraper."""
+    if not _may_scrape(request):
+        return HttpResponse("Staff or the configured scraper only.\n", status=403, content_type="text/plain")
+    registry = REGISTRY
+    if settings.PROMETHEUS_MULTIPROC_DIR:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
