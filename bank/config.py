@@ -183,6 +183,23 @@ def kafka_from_env() -> KafkaSettings:
         raise ImproperlyConfigured(
             f"KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD are required with KAFKA_SECURITY_PROTOCOL={protocol}"
         )
-    if settings.ssl_ca_location and not os.path.isfile(settings.ssl_ca_location):
-        raise ImproperlyConfigured(f"KAFKA_SSL_CA_LOCATION={settings.ssl_ca_location!r} is not a readable file")
+    if settings.ssl_ca_location:
+        _check_ca_file(settings.ssl_ca_location, protocol)
     return settings
+
+
+def _check_ca_file(path: str, protocol: str) -> None:
+    """A CA that is not used, or not a PEM certificate, would only show up as a handshake failure later."""
+    if not protocol.endswith("SSL"):
+        raise ImproperlyConfigured(
+            f"KAFKA_SSL_CA_LOCATION is set but KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS (SSL or SASL_SSL)"
+        )
+    try:
+        with open(path, "rb") as f:
+            text = f.read()
+    except OSError:
+        raise ImproperlyConfigured(f"KAFKA_SSL_CA_LOCATION={path!r} is not a readable file") from None
+    if b"-----BEGIN CERTIFICATE-----" not in text:
+        raise ImproperlyConfigured(
+            f"KAFKA_SSL_CA_LOCATION={path!r} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+        )

@@ -19,13 +19,14 @@ decided once wherever it lands: the saga needs no database of its own.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
 from collections.abc import Callable
 from uuid import UUID
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from bank import domain, messages, metrics
 from bank.config import KafkaSettings
@@ -88,7 +89,8 @@ class Processor:
         group = group or kafka.group("processor")
         self.consumer: Consumer = consumer(kafka, group)
         # Stable per instance: a restarted instance fences its predecessor's open transaction at once.
-        self.producer = transactional_producer(kafka, f"{group}-{instance}", transaction_timeout_ms)
+        self._transactional_id, self._transaction_timeout_ms = f"{group}-{instance}", transaction_timeout_ms
+        self.producer = self._new_producer()
         # Fault injection for the tests: hold each transaction open this long before committing it,
         # and abort every n-th transaction (as a failed commit would).
         self.fault_pause = fault_pause
@@ -212,11 +214,16 @@ class Processor:
                 self.transactions += 1
                 self.producer.flush(30)  # as a failed commit would: everything sent, then refused
                 raise KafkaException(KafkaError(KafkaError._FAIL, "fault injection: abort this transaction"))
+            # Deliver the events first: if a broker loss made them fail, the transaction is abortable and
+            # send_offsets_to_transaction returns at once. Called while the group coordinator is gone it can
+            # block past its timeout, forever (librdkafka #5456, #5511; seen here after losing two brokers).
+            self.producer.flush(30)
             if batch:
-                self.producer.send_offsets_to_transaction(
-                    next_offsets(batch), self.consumer.consumer_group_metadata(), 30
+                offsets, group = next_offsets(batch), self.consumer.consumer_group_metadata()
+                self._retrying(
+                    "send the offsets", lambda: self.producer.send_offsets_to_transaction(offsets, group, 30)
                 )
-            self.producer.commit_transaction(30)
+            self._retrying("commit", lambda: self.producer.commit_transaction(30))
         except KafkaException as exc:
             metrics.transactions.labels("aborted").inc()
             self._recover(exc.args[0], partitions)
@@ -245,6 +252,35 @@ class Processor:
                     part.dirty.clear()
         self._check_own_offsets()
         return len(batch)
+
+    def _retrying(self, what: str, call: Callable[[], None], attempts: int = 10) -> None:
+        """A transaction call again while librdkafka says it is retriable (for a commit: it is still under way,
+        and aborting now would fail with "conflicting commit in progress", batch after batch). Bounded: the
+        last failure goes to _recover."""
+        for attempt in range(1, attempts + 1):
+            try:
+                call()
+                return
+            except KafkaException as exc:
+                error = exc.args[0]
+                if not error.retriable() or error.txn_requires_abort() or attempt == attempts:
+                    raise
+                log.warning("processor %s: %s not confirmed yet (%s); retrying", self.instance, what, error.str())
+
+    def _new_producer(self) -> Producer:
+        return transactional_producer(self.kafka, self._transactional_id, self._transaction_timeout_ms)
+
+    def _renew_producer(self, error: KafkaError) -> None:
+        """A new transactional producer with the same transactional.id: init_transactions bumps its epoch, so
+        whatever the old one left open is aborted; the caller then reloads the partitions' state."""
+        log.warning("processor %s: producer unusable (%s); making a new one", self.instance, error.str())
+        with contextlib.suppress(KafkaException):  # its queue is lost with its transaction, as it should be
+            self.producer.flush(0)
+        self.producer = self._new_producer()
+        try:
+            self.producer.init_transactions(30)
+        except KafkaException as exc:
+            raise ProcessorFailed(f"fatal Kafka error, this instance must restart: {exc.args[0].str()}") from exc
 
     def _without_errors(self, batch: list[Message]) -> list[Message]:
         good = []
@@ -406,15 +442,20 @@ class Processor:
         self._outcomes.clear()
         if error.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH):
             metrics.fenced.inc()
-        if error.fatal():
-            raise ProcessorFailed(f"fatal Kafka error, this instance must restart: {error.str()}")
         log.warning("transaction failed (%s); aborting and reloading partitions %s", error.str(), partitions)
         self.aborts += 1
-        try:
-            self.producer.abort_transaction(30)
-        except KafkaException as exc:
-            if exc.args[0].fatal():
-                raise ProcessorFailed(f"could not abort the transaction: {exc.args[0].str()}") from exc
+        fatal = error if error.fatal() else None
+        if fatal is None:
+            try:
+                self._retrying("abort", lambda: self.producer.abort_transaction(30))
+            except KafkaException as exc:
+                if exc.args[0].fatal():
+                    fatal = exc.args[0]
+        if fatal is not None:
+            # Fenced (the coordinator timed the transaction out, e.g. while brokers were down) or
+            # another fatal producer error: this producer is done, the process need not be.
+            self._renew_producer(fatal)
+            partitions = sorted({*partitions, *(tp.partition for tp in self.consumer.assignment())})
         for p in partitions:
             self.partitions.pop(p, None)
         owned = {tp.partition for tp in self.consumer.assignment()}

@@ -76,7 +76,12 @@ def ensure_jars() -> Path:
 
 @dataclass
 class KafkaNode:
-    """One combined broker+controller node with its own ports and data dir."""
+    """One combined broker+controller node with its own ports and data dir.
+
+    Alone (the default) it is the fast single PLAINTEXT broker of `./run` and the tests; in a
+    `devservices.cluster.KafkaCluster` it is one of three voters, with `settings` replacing the
+    listener and replication lines and `scram` users added when its storage is formatted.
+    """
 
     home: Path
     port: int = 9092
@@ -85,6 +90,11 @@ class KafkaNode:
     # Fewer internal partitions make the first start and first transaction much faster.
     internal_partitions: int = 6
     extra: dict[str, str] = field(default_factory=dict)
+    node_id: int = 1
+    voters: str = ""  # controller.quorum.voters; empty: this node alone
+    cluster_id: str = ""  # shared by the nodes of a cluster; empty: made at the first format
+    scram: dict[str, str] = field(default_factory=dict)  # SCRAM-SHA-512 users created at format time
+    client: dict[str, str] = field(default_factory=dict)  # client settings to reach the node (readiness checks)
 
     @property
     def bootstrap(self) -> str:
@@ -98,32 +108,33 @@ class KafkaNode:
     def log_file(self) -> Path:
         return self.home / "logs" / "server.log"
 
+    def settings(self) -> dict[str, str]:
+        """server.properties as a dict: the single-node defaults, then `extra` (which wins)."""
+        return {
+            "process.roles": "broker,controller",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": self.voters or f"{self.node_id}@127.0.0.1:{self.controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(self.home / "data"),
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": str(self.internal_partitions),
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": str(self.internal_partitions),
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "auto.create.topics.enable": "false",
+            "num.partitions": "1",
+            **self.extra,
+        }
+
     def properties(self) -> str:
-        return "\n".join(
-            [
-                "process.roles=broker,controller",
-                "node.id=1",
-                f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
-                f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
-                "inter.broker.listener.name=PLAINTEXT",
-                "controller.listener.names=CONTROLLER",
-                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-                f"log.dirs={self.home / 'data'}",
-                "offsets.topic.replication.factor=1",
-                f"offsets.topic.num.partitions={self.internal_partitions}",
-                "transaction.state.log.replication.factor=1",
-                "transaction.state.log.min.isr=1",
-                f"transaction.state.log.num.partitions={self.internal_partitions}",
-                "share.coordinator.state.topic.replication.factor=1",
-                "share.coordinator.state.topic.min.isr=1",
-                "group.initial.rebalance.delay.ms=0",
-                "auto.create.topics.enable=false",
-                "num.partitions=1",
-                *(f"{key}={value}" for key, value in self.extra.items()),
-                "",
-            ]
-        )
+        return "".join(f"{key}={value}\n" for key, value in self.settings().items())
 
     def pid(self) -> int | None:
         pid = read_pid(self.pid_file)
@@ -133,10 +144,12 @@ class KafkaNode:
         if not port_open("127.0.0.1", self.port):
             return False
         try:
-            metadata = AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=timeout)
+            admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0, **self.client})
+            metadata = admin.list_topics(timeout=timeout)
         except Exception:
             return False
-        return len(metadata.brokers) > 0
+        # In a cluster the node must see itself registered and unfenced, not only its peers.
+        return self.node_id in metadata.brokers if self.voters else len(metadata.brokers) > 0
 
     def _java(self, lib: Path, main: str, *args: str, jvm: tuple[str, ...] = ()) -> list[str]:
         java = shutil.which("java")
@@ -148,6 +161,8 @@ class KafkaNode:
         if (self.home / "data" / "meta.properties").exists():
             return
         cluster_id = self.home / "cluster.id"
+        if self.cluster_id:
+            cluster_id.write_text(self.cluster_id)
         if not cluster_id.exists():
             out = subprocess.run(
                 self._java(lib, "kafka.tools.StorageTool", "random-uuid"), capture_output=True, text=True
@@ -165,6 +180,12 @@ class KafkaNode:
                 "-c",
                 str(config),
                 "--ignore-formatted",
+                # The users exist before the first start, so brokers can talk SCRAM to each other at once.
+                *(
+                    arg
+                    for user, password in self.scram.items()
+                    for arg in ("--add-scram", f"SCRAM-SHA-512=[name={user},password={password}]")
+                ),
             ),
             capture_output=True,
             text=True,
@@ -180,6 +201,12 @@ class KafkaNode:
             # Started earlier and still coming up: just wait for it.
             self.wait_ready(wait, pid)
             return False
+        pid = self.launch()
+        self.wait_ready(wait, pid)
+        return True
+
+    def launch(self) -> int:
+        """Start the JVM without waiting for it (a cluster's nodes wait for each other's votes)."""
         lib = ensure_jars()
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
         config = self.home / "server.properties"
@@ -208,8 +235,7 @@ class KafkaNode:
                 start_new_session=True,  # survives the command that started it
             )
         self.pid_file.write_text(str(proc.pid))
-        self.wait_ready(wait, proc.pid)
-        return True
+        return proc.pid
 
     def wait_ready(self, timeout: float, pid: int) -> None:
         deadline = time.monotonic() + timeout
@@ -222,6 +248,15 @@ class KafkaNode:
                 return
             time.sleep(0.2)
         raise ServiceError(f"kafka: not ready on {self.bootstrap} after {timeout:.0f}s; see {self.log_file}")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: no controlled shutdown, log recovery on the next start."""
+        pid = self.pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            while pid_alive(pid):
+                time.sleep(0.05)
+        self.pid_file.unlink(missing_ok=True)
 
     def stop(self, timeout: float = 30.0) -> bool:
         pid = self.pid()

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from devservices import postgres, redis
+from bank.config import KafkaSettings
+from devservices import acls, postgres, redis
+from devservices.cluster import SERVICES, KafkaCluster
 from devservices.kafka import KafkaNode
 from devservices.process import port_open
 
@@ -76,3 +78,34 @@ def status(var_dir: Path, database_url: str, redis_url: str, bootstrap: str) -> 
 def _kafka_reachable(bootstrap: str) -> bool:
     host, _, port = bootstrap.split(",")[0].rpartition(":")
     return port.isdigit() and port_open(host, int(port))
+
+
+def local_cluster(var_dir: Path) -> KafkaCluster:
+    """The 3-node SASL_SSL cluster of `./run --cluster` (BANK_LOCAL_KAFKA=cluster), on its fixed ports."""
+    return KafkaCluster(var_dir / "kafka-cluster")
+
+
+def up_cluster(
+    var_dir: Path, database_url: str, redis_url: str, kafka: KafkaSettings, say: Callable[[str], None] = print
+) -> KafkaCluster:
+    """PostgreSQL, Redis and the cluster; then the services' ACLs and one env file per service.
+
+    `var/kafka-cluster/env/<service>.env` holds the KAFKA_* variables of that service's principal
+    (Procfile.cluster sources them), `operator.env` those for manage.py commands.
+    """
+    up(var_dir, database_url, redis_url, "", say)
+    cluster = local_cluster(var_dir)
+    started = time.monotonic()
+    fresh = cluster.start()
+    say(
+        f"kafka cluster: {'started' if fresh else 'already up'} on {cluster.bootstrap} ({time.monotonic() - started:.1f}s)"
+    )
+    count = acls.apply(cluster.admin(), kafka)
+    env_dir = cluster.home / "env"
+    env_dir.mkdir(exist_ok=True)
+    for service in SERVICES:
+        path = env_dir / f"{service}.env"
+        path.write_text("".join(f"{key}={value}\n" for key, value in cluster.env(service).items()))
+        path.chmod(0o600)
+    say(f"kafka cluster: {count} ACLs for {', '.join(SERVICES)}; credentials in {env_dir}/<service>.env")
+    return cluster

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "server.settings")
 django_asgi_app = get_asgi_application()
+
+from django.conf import settings  # noqa: E402
+from django.core.exceptions import ImproperlyConfigured  # noqa: E402
+
+from bank.connection import check_connection  # noqa: E402
+
+try:  # a refused password or an untrusted certificate stops the web server here, in one line
+    check_connection(settings.KAFKA)
+except ImproperlyConfigured as error:
+    sys.exit(f"error: {error}")
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402

@@ -41,6 +41,7 @@ def config(
     python: str = sys.executable,
     startsecs: int = 10,
     logs: Path | None = None,
+    env_dir: Path | None = None,
 ) -> str:
     """The text of a supervisord.conf; its socket and pid file under `var`.
 
@@ -80,12 +81,29 @@ def config(
             "process_name=web-%(process_num)d",
             f"numprocs={web_processes}",
             common,
+            *_environment(env_dir, "web"),
             "",
         ]
     for name, command in (("processor", "run_processor"), ("projector", "run_projector")):
         if name in only:
-            sections += [f"[program:{name}]", f"command={python} manage.py {command}", common, ""]
+            sections += [
+                f"[program:{name}]",
+                f"command={python} manage.py {command}",
+                common,
+                *_environment(env_dir, name),
+                "",
+            ]
     return "\n".join(sections)
+
+
+def _environment(env_dir: Path | None, program: str) -> list[str]:
+    """`environment=` from `<env_dir>/<program>.env` (KEY=value lines): each process as its own Kafka principal
+    (`./run --cluster`, whose files `python -m devservices up` writes)."""
+    if env_dir is None:
+        return []
+    pairs = [line.split("=", 1) for line in (env_dir / f"{program}.env").read_text().splitlines() if "=" in line]
+    quoted = ",".join(f'{key}="{value.replace("%", "%%")}"' for key, value in pairs)
+    return [f"environment={quoted}"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -95,11 +113,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--web-processes", type=int, default=None, help="default: WEB_PROCESSES, else the core count")
     parser.add_argument("--only", nargs="+", choices=PROGRAMS, default=list(PROGRAMS))
     parser.add_argument("--var", type=Path, default=ROOT / "var")
+    parser.add_argument("--env-dir", type=Path, help="per-program environment files <program>.env (./run --cluster)")
     args = parser.parse_args(argv)
     web_processes = args.web_processes or default_web_processes()
     (args.var / "supervisor").mkdir(parents=True, exist_ok=True)
     path = args.var / "supervisor" / "supervisord.conf"
-    path.write_text(config(args.var, args.host, args.port, web_processes, tuple(args.only)))
+    path.write_text(config(args.var, args.host, args.port, web_processes, tuple(args.only), env_dir=args.env_dir))
     supervisord = Path(sys.executable).with_name("supervisord")
     os.execv(supervisord, [str(supervisord), "-c", str(path)])
 

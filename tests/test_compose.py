@@ -12,6 +12,8 @@ from django.conf import settings
 ROOT = Path(__file__).resolve().parent.parent
 KAFKA_NODES = ("kafka-1", "kafka-2", "kafka-3")
 APP_SERVICES = ("migrate", "web", "processor", "projector")
+ONE_SHOT = ("certs", "kafka-users", "kafka-acls", "migrate")  # set-up jobs the others wait for
+PRINCIPALS = {"migrate": "operator", "web": "web", "processor": "processor", "projector": "projector"}
 LONG_RUNNING = (*KAFKA_NODES, "postgres", "redis", "web", "processor", "projector")
 REQUIRED_APP_ENV = ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "DJANGO_SECRET_KEY")
 
@@ -77,7 +79,16 @@ def test_it_parses_the_compose_file(compose: dict) -> None:
 
 
 def test_it_has_exactly_the_expected_services(services: dict) -> None:
-    assert set(services) == {*KAFKA_NODES, "postgres", "redis", *APP_SERVICES, *MONITORING}
+    assert set(services) == {
+        *KAFKA_NODES,
+        "postgres",
+        "redis",
+        *APP_SERVICES,
+        *MONITORING,
+        "certs",
+        "kafka-users",
+        "kafka-acls",
+    }
 
 
 def test_it_runs_kafka_as_three_kraft_nodes_with_rf3_and_min_isr2(services: dict) -> None:
@@ -117,8 +128,9 @@ def test_it_points_the_app_at_services_that_exist(services: dict) -> None:
         assert sorted(host for host, _ in brokers) == sorted(KAFKA_NODES), name
         for host, port in brokers:
             broker = env(services[host])
-            listener = broker["KAFKA_INTER_BROKER_LISTENER_NAME"]
-            assert listener_ports(services[host])[listener] == int(port), (name, host)
+            listener = next(n for n, p in listener_ports(services[host]).items() if p == int(port))
+            protocols = dict(item.split(":") for item in broker["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+            assert protocols[listener] == "SASL_SSL", (name, host)
             assert f"{listener}://{host}:{port}" in broker["KAFKA_ADVERTISED_LISTENERS"].split(","), (name, host)
         assert e["KAFKA_REPLICATION_FACTOR"] == "3", name
 
@@ -131,7 +143,7 @@ def test_it_starts_the_app_after_healthy_services_and_migrations(services: dict)
     for name in APP_SERVICES:
         depends = services[name]["depends_on"]
         for dependency, spec in depends.items():
-            if dependency == "migrate":
+            if dependency in ONE_SHOT:
                 assert spec["condition"] == "service_completed_successfully", name
             else:
                 assert spec["condition"] == "service_healthy", (name, dependency)
@@ -157,3 +169,24 @@ def test_it_lists_every_variable_in_env_example(env_vars: dict[str, str]) -> Non
     assert len(keys) == len(set(keys)), "duplicate keys in .env.example"
     assert set(keys) == set(env_vars)
     assert {key.strip(): value.strip() for key, value in pairs} == env_vars, ".env.example shows a stale default"
+
+
+def test_it_runs_each_service_as_its_own_principal_over_sasl_ssl(services: dict) -> None:
+    for name, principal in PRINCIPALS.items():
+        e = env(services[name])
+        assert e["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL", name
+        assert e["KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512", name
+        assert e["KAFKA_SASL_USERNAME"] == principal, name
+        # The secret comes from the environment, never from the file.
+        assert e["KAFKA_SASL_PASSWORD"].startswith(f"${{KAFKA_{principal.upper()}_PASSWORD:?"), name
+        assert e["KAFKA_SSL_CA_LOCATION"] == "/certs/ca.pem", name
+
+
+def test_it_secures_every_kafka_listener(services: dict) -> None:
+    for name in KAFKA_NODES:
+        e = env(services[name])
+        protocols = dict(item.split(":") for item in e["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+        assert set(protocols.values()) <= {"SSL", "SASL_SSL"}, name
+        assert set(listener_ports(services[name])) == set(protocols), name
+        assert e["KAFKA_AUTHORIZER_CLASS_NAME"].endswith("StandardAuthorizer"), name
+        assert e["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false", name

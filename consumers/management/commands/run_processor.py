@@ -7,8 +7,10 @@ import sys
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from bank.connection import check_connection
 from bank.kafka import ReadInterrupted
 from consumers import health
 from consumers.processor import Processor, ProcessorFailed, log
@@ -26,6 +28,10 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, default=500)
 
     def handle(self, *args: Any, instance: str, batch_size: int, **options: Any) -> None:
+        try:  # a refused password or an untrusted certificate stops here, in one line
+            check_connection(settings.KAFKA)
+        except ImproperlyConfigured as error:
+            raise CommandError(str(error)) from None
         shutdown = Shutdown().install()
         processor = Processor(
             settings.KAFKA,

@@ -6,8 +6,10 @@ import sys
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import BaseCommand, CommandError
 
+from bank.connection import check_connection
 from consumers import health
 from consumers.projector import Projector, ProjectorFailed, log
 from consumers.worker import Shutdown, run_worker
@@ -17,6 +19,10 @@ class Command(BaseCommand):
     help = "Run the projector (consumer group bank-projector)."
 
     def handle(self, *args: Any, **options: Any) -> None:
+        try:  # a refused password or an untrusted certificate stops here, in one line
+            check_connection(settings.KAFKA)
+        except ImproperlyConfigured as error:
+            raise CommandError(str(error)) from None
         shutdown = Shutdown().install()
         projector = Projector(
             settings.KAFKA,
