@@ -235,6 +235,19 @@ def produce_all(out: Producer, topic: str, records: Iterable[tuple[bytes, bytes,
         raise SystemExit(f"producing to {topic} failed: {left} undelivered, {len(failures)} errors ({failures[:3]})")
 
 
+def time_until(step: Callable[[], int], done: Callable[[], bool], what: str, patience: float = 60.0) -> float:
+    """Seconds from the first `step()` that did some work until `done()` (joining a group is not timed); fails
+    after `patience` seconds without work."""
+    started, worked = 0.0, time.monotonic()
+    while not done():
+        polled = time.perf_counter()
+        if step():
+            started, worked = started or polled, time.monotonic()
+        elif time.monotonic() - worked > patience:
+            raise SystemExit(f"{what}: no progress for {patience:.0f}s")
+    return time.perf_counter() - started
+
+
 # --- results ---
 
 

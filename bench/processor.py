@@ -17,7 +17,7 @@ from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 from bank import domain, messages
 from bank.config import KafkaSettings
 from bank.kafka import admin, consume_batch, consumer, next_offsets, producer
-from bench.harness import arguments, fresh_kafka, produce_all, setup_django, table, write_results
+from bench.harness import arguments, fresh_kafka, produce_all, setup_django, table, time_until, write_results
 from consumers.processor import Processor
 
 Payload = list[tuple[bytes, bytes, messages.Headers]]
@@ -71,14 +71,9 @@ class UntransactionalProcessor(Processor):
 def run_loop(processor: Processor, total: int) -> float:
     """Seconds for `processor` to decide `total` commands, group joining excluded."""
     processor.start()
-    while not processor.consumer.assignment():
-        processor.process_batch()
-    started = time.perf_counter()
-    while processor.decided < total:
-        processor.process_batch()
-    elapsed = time.perf_counter() - started
+    seconds = time_until(processor.process_batch, lambda: processor.decided >= total, "processor")
     processor.close()
-    return elapsed
+    return seconds
 
 
 def decide_all(payload: Payload, batch_size: int, untransactional: bool = False, **options: object) -> float:

@@ -79,20 +79,9 @@ def projector_run(kafka: KafkaSettings, events: int, push: bool) -> tuple[float,
         push=push,
     )
     projector.start()
-    started: float | None = None
-    deadline, idle = time.monotonic() + 60, 0
-    while projector.applied < events:
-        polled = time.perf_counter()
-        if projector.process_batch():
-            idle = 0
-            started = started or polled
-        elif started is None and time.monotonic() > deadline:
-            raise SystemExit("projector: no events after 60s (no partitions assigned?)")
-        elif started is not None and (idle := idle + 1) > 200:  # 10 s of empty polls
-            raise SystemExit(f"projector stalled at {projector.applied} of {events} events")
-    elapsed = time.perf_counter() - (started or 0.0)
+    seconds = harness.time_until(projector.process_batch, lambda: projector.applied >= events, "projector")
     projector.close()
-    return elapsed, projector.applied
+    return seconds, projector.applied
 
 
 def main() -> None:
