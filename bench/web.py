@@ -225,13 +225,10 @@ def main() -> None:
         ),
     ]
     print(harness.table(rows))
-    for side, s in (("baseline", base_line), ("command", command)):
-        bad = {k: v for r in s["rounds"] for k, v in r["statuses"].items() if k != str(EXPECTED[side])}
-        sockets = {k: v for r in s["rounds"] for k, v in r["socket_errors"].items()}
-        if bad or sockets:
-            print(f"  {side} errors: statuses {bad or '-'}, socket {sockets or '-'}")
-    if tracebacks:
-        print(f"daphne logged {tracebacks} tracebacks: see {server.log_path}")
+    if tracebacks or base_line["errors"] or command["errors"]:
+        print(
+            f"errors: statuses and socket errors per round in {harness.RESULTS}/http.json; daphne's log {server.log_path}"
+        )
     harness.write_results("http", figures)
     if mismatch:
         raise SystemExit("the counts do not match: see checks above")
