@@ -1,22 +1,23 @@
-"""The benchmarks' small harness, shared with the tests: processes, bounded waits, login, CPU, results, scratch data.
+"""The benchmarks' harness, shared with the tests: processes, waits, login, CPU, Kafka, results, scratch data.
 
-Importing this module sets nothing up: a benchmark's `main()` calls `setup_django()` first, then imports what
-needs Django. Run the benchmarks as modules from the project root (`.venv/bin/python -m bench.web`).
+Importing it sets nothing up: a benchmark's `main()` calls `setup_django()`, then imports what needs Django.
 """
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import dataclasses
 import json
 import os
 import random
+import secrets
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ from bank import domain, messages
 
 if TYPE_CHECKING:
     import aiohttp
+    from confluent_kafka import Producer
 
     from bank.config import KafkaSettings
 
@@ -35,19 +37,29 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(os.environ.get("BENCH_RESULTS_DIR") or ROOT / "bench" / "results")
 
 
+def arguments(doc: str | None, **defaults: Any) -> argparse.Namespace:
+    """The command line: one `--dashed-name` per keyword, typed by its default (False: a flag; None: text)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name, default in defaults.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(default, bool):
+            parser.add_argument(flag, action="store_true")
+        else:
+            parser.add_argument(flag, type=str if default is None else type(default), default=default)
+    return parser.parse_args()
+
+
 # --- processes and waits ---
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2, what: str = "it") -> Any:
     """Poll `condition` until it returns something true (returned), or fail after `timeout` seconds saying `what`."""
     deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
+    while not (result := condition()):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)
+    return result
 
 
 try:  # resolved here, not in the child: after a fork, only a C call is safe while other threads hold locks
@@ -57,10 +69,8 @@ except (OSError, AttributeError):
 
 
 def _die_with_parent() -> None:
-    """In the child: SIGTERM when the parent dies, so that no worker outlives a killed benchmark or test run.
-
-    (Linux sends it when the *thread* that started the child ends: start processes from the main thread.)
-    """
+    """In the child: SIGTERM when the parent (precisely: the thread that started it) dies, so no worker outlives a
+    killed run."""
     if _prctl is not None:
         _prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
@@ -129,6 +139,12 @@ def worker_env(kafka: KafkaSettings, database_url: str, redis_url: str, **extra:
     }
 
 
+def production_env(kafka: KafkaSettings, database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
+    """`worker_env` as deployed: DEBUG off (it would keep every SQL query), a throwaway key, warnings only."""
+    extra = {"DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": secrets.token_hex(32), "LOG_LEVEL": "WARNING", **extra}
+    return worker_env(kafka, database_url, redis_url, **extra)
+
+
 def serving(base: str, process: Process, timeout: float = 60.0) -> None:
     """Until `base`/healthz answers 200; fails at once if the server exits."""
     import urllib.request
@@ -172,16 +188,15 @@ class CpuMeter:
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.processes = {name: psutil.Process(pid) for name, pid in pids.items()}
-        self.started = self._sample()
+        self.restart()
 
     def _sample(self) -> tuple[float, dict[str, float]]:
         times = {}
         for name, process in self.processes.items():
             try:
-                cpu = process.cpu_times()
+                times[name] = sum(process.cpu_times()[:2])  # user + system
             except psutil.Error:
                 continue
-            times[name] = cpu.user + cpu.system
         return time.perf_counter(), times
 
     def restart(self) -> None:
@@ -193,10 +208,51 @@ class CpuMeter:
         return {n: round((second[n] - first[n]) / (t1 - t0), 2) for n in second if n in first and t1 > t0}
 
 
+# --- Kafka ---
+
+
+def send(out: Producer, topic: str, key: bytes, value: bytes, **options: Any) -> None:
+    """Produce one record, waiting for room in the producer's queue when it is full."""
+    while True:
+        try:
+            return out.produce(topic, key=key, value=value, **options)
+        except BufferError:
+            out.poll(0.05)
+
+
+def produce_all(out: Producer, topic: str, records: Iterable[tuple[bytes, bytes, Any]], timeout: float = 120) -> None:
+    """Produce pre-encoded (key, value, headers) records and wait until every one is delivered."""
+    failures: list[str] = []
+
+    def delivered(error: Any, _message: Any) -> None:
+        if error is not None:
+            failures.append(error.str())
+
+    for key, value, headers in records:
+        send(out, topic, key, value, headers=headers, on_delivery=delivered)
+        out.poll(0)
+    if (left := out.flush(timeout)) or failures:
+        raise SystemExit(f"producing to {topic} failed: {left} undelivered, {len(failures)} errors ({failures[:3]})")
+
+
+def time_until(step: Callable[[], int], done: Callable[[], bool], what: str, patience: float = 60.0) -> float:
+    """Seconds from the first `step()` that did some work until `done()` (joining a group is not timed); fails
+    after `patience` seconds without work."""
+    started, worked = 0.0, time.monotonic()
+    while not done():
+        polled = time.perf_counter()
+        if step():
+            started, worked = started or polled, time.monotonic()
+        elif time.monotonic() - worked > patience:
+            raise SystemExit(f"{what}: no progress for {patience:.0f}s")
+    return time.perf_counter() - started
+
+
 # --- results ---
 
 
 def table(rows: list[tuple[str, str]]) -> str:
+    """Labels and values in two aligned columns."""
     width = max(len(label) for label, _ in rows)
     return "\n".join(f"  {label:<{width}}  {value}" for label, value in rows)
 
@@ -241,7 +297,7 @@ def fresh_kafka(name: str) -> KafkaSettings:
         settings.DATABASE_URL,
         settings.REDIS_URL,
         settings.KAFKA.bootstrap_servers,
-        say=lambda s: None,
+        say=lambda _: None,
     )
     kafka = dataclasses.replace(settings.KAFKA, topic_prefix=f"bench-{name}-{uuid.uuid4().hex[:8]}.")
     ensure_topics(kafka)
@@ -249,16 +305,14 @@ def fresh_kafka(name: str) -> KafkaSettings:
 
 
 def scratch_name(suffix: str) -> str:
-    """A scratch database named after the DATABASE_URL one (bank → bank_bench), so that two checkouts with
-    databases of their own never share one (nor its migrations)."""
+    """A scratch database named after the DATABASE_URL one (bank → bank_bench): checkouts never share one."""
     from django.conf import settings
 
     return f"{settings.DATABASES['default']['NAME']}_{suffix}"
 
 
 def bench_database(name: str, fresh: bool = False) -> dict[str, str]:
-    """Database `name` made if missing, or made anew if `fresh` (never the DATABASE_URL one: benchmarks write
-    projections); its parameters."""
+    """Database `name` made if missing (anew if `fresh`), never the DATABASE_URL one; its parameters."""
     import psycopg
     from django.conf import settings
     from psycopg import sql
@@ -266,8 +320,12 @@ def bench_database(name: str, fresh: bool = False) -> dict[str, str]:
     db = settings.DATABASES["default"]
     if name == db["NAME"]:
         raise SystemExit(f"refusing to benchmark in {name!r}, the DATABASE_URL database: its projections would be lost")
-    params = {"host": db["HOST"] or "127.0.0.1", "port": str(db["PORT"] or 5432), "user": db["USER"]}
-    params["password"] = db["PASSWORD"] or ""
+    params = {
+        "host": db["HOST"] or "127.0.0.1",
+        "port": str(db["PORT"] or 5432),
+        "user": db["USER"],
+        "password": db["PASSWORD"] or "",
+    }
     with psycopg.connect(dbname=db["NAME"], autocommit=True, **params) as admin:  # type: ignore[arg-type]
         if fresh:  # a scratch database left by older code may hold tables its migrations no longer describe
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
@@ -305,16 +363,14 @@ class Expected:
     types: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
-def generate(events: int, accounts: int, expected: Expected, seed: int = 42) -> Iterator[messages.EventEnvelope]:
-    """`events` envelopes over `accounts` accounts, as the processor would have decided them from random commands.
-
-    Accounts open spread over the first half of the stream; deposits (55%), withdrawals (40%, some beyond the
-    balance), zero deposits (3%) and withdrawals above the limit (2%) go through `domain.decide` and
-    `domain.evolve`, so rejections and balances are the domain's own. Owners are user ids as the web app writes
-    them (`str(user.pk)`), actors "user:<id>".
-    """
+def generate(
+    events: int, accounts: int, expected: Expected | None = None, seed: int = 42
+) -> Iterator[messages.EventEnvelope]:
+    """`events` envelopes over `accounts` accounts (opened over the first half), decided by the domain from random
+    deposits (55%), withdrawals (40%), zero deposits (3%) and withdrawals above the limit (2%)."""
     if accounts < 1 or events < accounts:
         raise SystemExit("need at least one account and at least as many events as accounts")
+    expected = expected if expected is not None else Expected()
     rng = random.Random(seed)
     ids = [uuid.UUID(int=rng.getrandbits(128), version=4) for _ in range(accounts)]
     states: dict[uuid.UUID, domain.Account] = {}
@@ -342,8 +398,7 @@ def generate(events: int, accounts: int, expected: Expected, seed: int = 42) -> 
         (event,) = domain.decide(state, command)
         state = states[account_id] = domain.evolve(state, event)
         expected.balances[account_id] = state.balance
-        name = type(event).__name__
-        expected.types[name] = expected.types.get(name, 0) + 1
+        expected.types[type(event).__name__] = expected.types.get(type(event).__name__, 0) + 1
         yield messages.EventEnvelope(
             event=event,
             event_id=uuid.uuid4(),

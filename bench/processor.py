@@ -1,19 +1,14 @@
 """Decide-and-emit throughput: the command processor (Kafka transactions) against two baselines.
 
-Prints, for the same commands on the same broker in the same run:
-- the processor: `consumers.processor.Processor` (consume, decode, decide, produce events,
-  commit the offsets in the same Kafka transaction), commands/s;
-- the same loop without transactions: identical decoding and deciding, events produced by
-  an idempotent producer, offsets committed after a flush (at-least-once, what one would
-  write without exactly-once);
-- raw Kafka: produce the messages, then consume them, no decoding (the client's ceiling).
+The same commands through the processor (consume, decide, produce events and commit offsets in one Kafka
+transaction), through the same loop without transactions (idempotent producer, offsets committed after a
+flush), and through raw Kafka (produce, then consume; the client's ceiling).
 
-    .venv/bin/python -m bench.processor [--commands 20000] [--accounts 500]
+    .venv/bin/python -m bench.processor [--commands 20000] [--accounts 500] [--batch-size 500]
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 import uuid
 
@@ -22,39 +17,29 @@ from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 from bank import domain, messages
 from bank.config import KafkaSettings
 from bank.kafka import admin, consume_batch, consumer, next_offsets, producer
-from bench.harness import fresh_kafka, setup_django, table, write_results
+from bench.harness import arguments, fresh_kafka, produce_all, setup_django, table, time_until, write_results
 from consumers.processor import Processor
 
+Payload = list[tuple[bytes, bytes, messages.Headers]]
 
-def make_commands(accounts: int, commands: int) -> list[tuple[bytes, bytes, messages.Headers]]:
+
+def make_commands(accounts: int, commands: int) -> Payload:
+    """`accounts` openings, then deposits and withdrawals round robin, encoded."""
     ids = [uuid.uuid4() for _ in range(accounts)]
-    out = [
-        messages.encode(messages.CommandEnvelope.new(domain.OpenAccount(a, "bench", "Bench", "EUR"), "user:bench"))
-        for a in ids
-    ]
+    out: list[domain.Command] = [domain.OpenAccount(a, "bench", "Bench", "EUR") for a in ids]
     for i in range(commands - accounts):
-        account_id = ids[i % accounts]
-        command: domain.Command = domain.Deposit(account_id, 1_00) if i % 4 else domain.Withdraw(account_id, 50)
-        out.append(messages.encode(messages.CommandEnvelope.new(command, "user:bench")))
-    return out
+        out.append(domain.Deposit(ids[i % accounts], 1_00) if i % 4 else domain.Withdraw(ids[i % accounts], 50))
+    return [messages.encode(messages.CommandEnvelope.new(command, "user:bench")) for command in out]
 
 
-def produce_all(kafka: KafkaSettings, topic: str, payload: list[tuple[bytes, bytes, messages.Headers]]) -> None:
-    out = producer(kafka, **{"linger.ms": 5})
-    for key, value, headers in payload:
-        while True:
-            try:
-                out.produce(topic, key=key, value=value, headers=headers)
-                break
-            except BufferError:
-                out.poll(0.05)
-    out.flush(60)
+def send_commands(kafka: KafkaSettings, payload: Payload, topic: str | None = None) -> None:
+    produce_all(producer(kafka, **{"linger.ms": 5}), topic or kafka.commands_topic, payload)
 
 
-def raw_round_trip(kafka: KafkaSettings, payload: list[tuple[bytes, bytes, messages.Headers]]) -> float:
+def raw_round_trip(kafka: KafkaSettings, payload: Payload) -> float:
     """Seconds to produce the messages and consume them all back, plain Kafka."""
     started = time.perf_counter()
-    produce_all(kafka, kafka.topic("raw"), payload)
+    send_commands(kafka, payload, kafka.topic("raw"))
     with consumer(kafka, f"raw-{uuid.uuid4()}") as raw:
         raw.subscribe([kafka.topic("raw")])
         seen = 0
@@ -86,49 +71,31 @@ class UntransactionalProcessor(Processor):
 def run_loop(processor: Processor, total: int) -> float:
     """Seconds for `processor` to decide `total` commands, group joining excluded."""
     processor.start()
-    while not processor.consumer.assignment():
-        processor.process_batch()
-    started = time.perf_counter()
-    while processor.decided < total:
-        processor.process_batch()
-    elapsed = time.perf_counter() - started
+    seconds = time_until(processor.process_batch, lambda: processor.decided >= total, "processor")
     processor.close()
-    return elapsed
+    return seconds
+
+
+def decide_all(payload: Payload, batch_size: int, untransactional: bool = False, **options: object) -> float:
+    """Seconds for a processor on topics of its own to decide every command of `payload`."""
+    kafka = fresh_kafka("processor")
+    send_commands(kafka, payload)
+    kind = UntransactionalProcessor if untransactional else Processor
+    group = f"{kind.__name__}-{uuid.uuid4().hex[:6]}"
+    return run_loop(kind(kafka, instance=group, group=group, batch_size=batch_size, **options), len(payload))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--commands", type=int, default=20_000)
-    parser.add_argument("--accounts", type=int, default=500)
-    parser.add_argument("--batch-size", type=int, default=500)
-    args = parser.parse_args()
+    args = arguments(__doc__, commands=20_000, accounts=500, batch_size=500)
     setup_django()
     kafka = fresh_kafka("processor")
     with admin(kafka) as client:
-        client.create_topics([NewTopic(kafka.topic("raw"), kafka.partitions, kafka.replication_factor)])[
-            kafka.topic("raw")
-        ].result()
+        raw_topic = NewTopic(kafka.topic("raw"), kafka.partitions, kafka.replication_factor)
+        client.create_topics([raw_topic])[raw_topic.topic].result()
     payload = make_commands(args.accounts, args.commands)
     raw = raw_round_trip(kafka, payload)
-    produce_all(kafka, kafka.commands_topic, payload)
-    plain = run_loop(
-        UntransactionalProcessor(
-            kafka, instance="plain", group=f"plain-{uuid.uuid4().hex[:6]}", batch_size=args.batch_size
-        ),
-        len(payload),
-    )
-    # Topics of its own, so the transactional run starts from the same empty state.
-    second = fresh_kafka("processor")
-    produce_all(second, second.commands_topic, payload)
-    transactional = run_loop(
-        Processor(
-            second,
-            instance=f"bench-{uuid.uuid4().hex[:6]}",
-            group=f"tx-{uuid.uuid4().hex[:6]}",
-            batch_size=args.batch_size,
-        ),
-        len(payload),
-    )
+    plain = decide_all(payload, args.batch_size, untransactional=True)
+    transactional = decide_all(payload, args.batch_size)
     n = args.commands
     figures = {
         "commands": n,
@@ -139,18 +106,15 @@ def main() -> None:
         "ratio_to_untransactional": round(plain / transactional, 3),
         "ratio_to_raw": round(raw / transactional, 3),
     }
-    print(f"decide-and-emit, {args.commands} commands over {args.accounts} accounts, {kafka.partitions} partitions")
-    print(
-        table(
-            [
-                ("raw produce+consume (ceiling)", f"{figures['raw_produce_consume_per_s']:>8,} msg/s"),
-                ("same loop, no transactions (baseline)", f"{figures['untransactional_per_s']:>8,} commands/s"),
-                ("processor, Kafka transactions", f"{figures['processor_decided_per_s']:>8,} commands/s"),
-                ("processor / no-transaction loop", f"{figures['ratio_to_untransactional']:.2f}x (goal >= 0.8x)"),
-                ("processor / raw", f"{figures['ratio_to_raw']:.2f}x"),
-            ]
-        )
-    )
+    print(f"decide-and-emit, {n} commands over {args.accounts} accounts, {kafka.partitions} partitions")
+    rows = [
+        ("raw produce+consume (ceiling)", f"{figures['raw_produce_consume_per_s']:>8,} msg/s"),
+        ("same loop, no transactions (baseline)", f"{figures['untransactional_per_s']:>8,} commands/s"),
+        ("processor, Kafka transactions", f"{figures['processor_decided_per_s']:>8,} commands/s"),
+        ("processor / no-transaction loop", f"{figures['ratio_to_untransactional']:.2f}x (goal >= 0.8x)"),
+        ("processor / raw", f"{figures['ratio_to_raw']:.2f}x"),
+    ]
+    print(table(rows))
     write_results("processor", figures)
 
 

@@ -1,80 +1,28 @@
 """Read-side throughput: the live projector and replay against the raw consume-and-decode ceiling.
 
-Produces `--events` event envelopes, decided by the domain from random commands (`bench.harness.generate`:
-openings, deposits, withdrawals, some rejected), straight to a fresh events topic, then measures on it:
-
-1. ceiling: a plain read_committed consumer reading every event from offset 0 and decoding
-   it with `messages.decode_event` (no database);
-2. live projector: `consumers.projector.Projector` applying them into PostgreSQL from an
-   empty state (joining the group is not timed);
-3. replay: `projections.replay.replay` rebuilding the projections from the same events.
-
-The projector runs with push=False by default (no channel-layer messages): the figure is the
-database side. `--push` turns live updates on (through Redis); it needs a batch to touch at
-most ~100 accounts (the channel layer's Redis pool), so use it with few `--accounts`.
-
-The projector and replay write the projection tables, so by default they run in a database
-of their own (`--database`, default `bank_bench_projection` beside `bank`, created with the DATABASE_URL role and migrated).
+Produces `--events` envelopes decided by the domain to fresh topics, then measures a plain read_committed
+consumer decoding them (the ceiling; also without the decode time), the live projector into PostgreSQL
+(`--push` for live updates, few `--accounts` only) and replay (also of the balances alone), each checked
+against the generator's expected rows in a scratch database.
 
     .venv/bin/python -m bench.projection [--events 1000000] [--accounts 10000] [--push]
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from bank import messages
 from bank.config import KafkaSettings
 from bank.kafka import end_offsets, producer, reading
-from bench.harness import (
-    Expected,
-    fresh_kafka,
-    generate,
-    scratch_name,
-    setup_django,
-    table,
-    use_bench_database,
-    write_results,
-)
+from bench import harness
+from bench.harness import Expected, generate, table
 
 PROJECTION_TABLES = "projections_account, projections_auditentry, projections_checkpoint, projections_deadletter"
-
-
-def produce_events(kafka: KafkaSettings, events: int, accounts: int) -> tuple[Expected, float]:
-    """Encode and produce the events with an idempotent, batching producer. (expected state, seconds)."""
-    expected = Expected()
-    failures: list[str] = []
-
-    def delivered(error: KafkaError | None, message: Message) -> None:
-        if error is not None:
-            failures.append(error.str())
-
-    out = producer(kafka, **{"linger.ms": 50, "batch.size": 1_000_000, "queue.buffering.max.messages": 500_000})
-    topic = kafka.events_topic
-    started = time.perf_counter()
-    for envelope in generate(events, accounts, expected):
-        key, value, headers = messages.encode(envelope)
-        while True:
-            try:
-                out.produce(topic, key=key, value=value, headers=headers, on_delivery=delivered)
-                break
-            except BufferError:
-                out.poll(0.05)
-        out.poll(0)
-    left = out.flush(120)
-    seconds = time.perf_counter() - started
-    if left or failures:
-        raise SystemExit(f"producing failed: {left} undelivered, {len(failures)} errors ({failures[:3]})")
-    return expected, seconds
-
-
-# --- the database ---
 
 
 def empty_projections() -> None:
@@ -98,34 +46,23 @@ def check_projections(expected: Expected, what: str) -> None:
         raise SystemExit(f"{what}: projections do not match the events: got {(accounts, total, types)}, want {want}")
 
 
-# --- the three measurements ---
-
-
-@dataclass
-class Ceiling:
-    seconds: float
-    decode_seconds: float
-
-
-def ceiling(kafka: KafkaSettings, events: int) -> Ceiling:
-    """Seconds for a plain read_committed consumer to read and decode every event from offset 0."""
+def ceiling(kafka: KafkaSettings, events: int) -> tuple[float, float]:
+    """(seconds, of which decoding) for a plain read_committed consumer to read and decode every event."""
     topic = kafka.events_topic
     with reading(kafka, **{"group.id": f"bench-ceiling-{uuid.uuid4().hex[:8]}"}) as reader:
         partitions = reader.list_topics(topic, timeout=10).topics[topic].partitions
         reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        seen = 0
-        decoding = 0.0
-        decode = messages.decode_event
+        seen, decoding = 0, 0.0
         started = time.perf_counter()
         while seen < events:
             batch = reader.consume(10_000, 0.2)
             t = time.perf_counter()
             for m in batch:
                 if m.error() is None:
-                    decode(m.value())
+                    messages.decode_event(m.value())
                     seen += 1
             decoding += time.perf_counter() - t
-        return Ceiling(time.perf_counter() - started, decoding)
+        return time.perf_counter() - started, decoding
 
 
 def projector_run(kafka: KafkaSettings, events: int, push: bool) -> tuple[float, int]:
@@ -142,69 +79,46 @@ def projector_run(kafka: KafkaSettings, events: int, push: bool) -> tuple[float,
         push=push,
     )
     projector.start()
-    # Joining the group is not what we measure: the clock starts with the poll that returned the first events.
-    started: float | None = None
-    deadline = time.monotonic() + 60
-    idle = 0
-    while projector.applied < events:
-        polled = time.perf_counter()
-        if projector.process_batch():
-            idle = 0
-            if started is None:
-                started = polled
-        elif started is None and time.monotonic() > deadline:
-            raise SystemExit("projector: no events after 60s (no partitions assigned?)")
-        elif started is not None and (idle := idle + 1) > 200:  # 10 s of empty polls
-            raise SystemExit(f"projector stalled at {projector.applied} of {events} events")
-    assert started is not None
-    elapsed = time.perf_counter() - started
+    seconds = harness.time_until(projector.process_batch, lambda: projector.applied >= events, "projector")
     projector.close()
-    return elapsed, projector.applied
+    return seconds, projector.applied
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--accounts", type=int, default=10_000)
-    parser.add_argument("--database", help="scratch database of its own (default: DATABASE_URL's + _bench_projection)")
-    parser.add_argument(
-        "--push", action="store_true", help="projector pushes live updates through Redis (few --accounts only)"
-    )
-    args = parser.parse_args()
-    setup_django()
-    args.database = args.database or scratch_name("bench_projection")
+    args = harness.arguments(__doc__, events=1_000_000, accounts=10_000, database=None, push=False)
+    harness.setup_django()
+    database = args.database or harness.scratch_name("bench_projection")
     from django.conf import settings
 
     from projections.replay import replay
 
     run_started = time.perf_counter()
-
-    kafka = fresh_kafka("projection")
-    use_bench_database(args.database)
-    database = args.database
+    kafka = harness.fresh_kafka("projection")
+    harness.use_bench_database(database)
     empty_projections()
 
-    expected, produce_seconds = produce_events(kafka, args.events, args.accounts)
+    expected = Expected()
+    started = time.perf_counter()
+    envelopes = (messages.encode(e) for e in generate(args.events, args.accounts, expected))
+    out = producer(kafka, **{"linger.ms": 50, "batch.size": 1_000_000, "queue.buffering.max.messages": 500_000})
+    harness.produce_all(out, kafka.events_topic, envelopes)
+    produce_seconds = time.perf_counter() - started
     ends = end_offsets(kafka, kafka.events_topic)
     if sum(ends.values()) != args.events:
         raise SystemExit(f"the events topic holds {sum(ends.values())} messages, not {args.events}")
 
-    raw = ceiling(kafka, args.events)
-
+    raw_seconds, decode_seconds = ceiling(kafka, args.events)
     projector_seconds, projected = projector_run(kafka, args.events, args.push)
     check_projections(expected, "live projector")
-
     empty_projections()
     replayed = replay(kafka, progress=False)
     if replayed.events != args.events:
         raise SystemExit(f"replay applied {replayed.events} events, not {args.events}")
     check_projections(expected, "replay")
-    # The balances projection alone: what the eventsourcing comparison rebuilds.
     balances_only = replay(kafka, ["accounts"], progress=False)
     check_projections(expected, "replay of accounts")
 
-    ceiling_rate = args.events / raw.seconds
-    consume_only_rate = args.events / max(raw.seconds - raw.decode_seconds, 1e-9)
+    ceiling_rate = args.events / raw_seconds
     projector_rate = projected / projector_seconds
     figures: dict[str, Any] = {
         "replay_accounts_per_s": round(balances_only.rate),
@@ -216,7 +130,7 @@ def main() -> None:
         "produce_seconds": round(produce_seconds, 2),
         "produce_per_s": round(args.events / produce_seconds),
         "ceiling_consume_decode_per_s": round(ceiling_rate),
-        "ceiling_consume_only_per_s": round(consume_only_rate),
+        "ceiling_consume_only_per_s": round(args.events / max(raw_seconds - decode_seconds, 1e-9)),
         "projector_per_s": round(projector_rate),
         "projector_push": args.push,
         "projector_batch_size": settings.PROJECTOR_BATCH_SIZE,
@@ -226,10 +140,7 @@ def main() -> None:
         "replay_vs_projector": round(replayed.rate / projector_rate, 3),
         "run_seconds": round(time.perf_counter() - run_started, 1),
     }
-    print(
-        f"projection, {args.events:,} events over {args.accounts:,} accounts, {len(ends)} partitions, "
-        f"database {database}"
-    )
+    print(f"projection, {args.events:,} events over {args.accounts:,} accounts, {len(ends)} partitions, {database}")
     rate = "{:>9,} events/s".format
     rows = [
         ("encode + produce (set-up, not a figure)", f"{rate(figures['produce_per_s'])} ({produce_seconds:.1f}s)"),
@@ -241,9 +152,8 @@ def main() -> None:
         ("replay / projector", f"{figures['replay_vs_projector']:.2f}x"),
         ("replay --projection accounts (balances)", rate(figures["replay_accounts_per_s"])),
     ]
-    print(table(rows))
-    print(f"  (whole run {figures['run_seconds']:.0f}s)")
-    write_results("projection", figures)
+    print(table(rows) + f"\n  (whole run {figures['run_seconds']:.0f}s)")
+    harness.write_results("projection", figures)
 
 
 if __name__ == "__main__":

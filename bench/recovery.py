@@ -1,28 +1,17 @@
 """Processor recovery: the state store (bank.account-state + the tail of events) against the full-history fold.
 
-Prints, in one run:
-- recovery time and peak memory of a processor loading all partitions, for histories of
-  `--sizes` events over `--accounts` accounts, in mode "full" (fold every event: the baseline,
-  what the processor did before the state topic) and mode "state"; each load runs in a fresh
-  process, so its peak RSS is its own;
-- the processor's commands/s with the state store against the same loop without it
-  (mode "full" writes no state), and how many state records a load reads right after that
-  run and once the log cleaner has compacted the state topic.
-
-The histories are written fast with a plain producer (lz4): events built with domain.decide
-and evolve, the state of every account as the processor writes it (one record per account,
-the shape compaction converges to), reflecting all but the last `--tail` events, which a load
-must fold.
+Per history of `--sizes` events over `--accounts` accounts: the load time and peak memory of a processor
+(each load in a fresh process) folding every event (mode "full", the baseline) and reading the states plus
+the last `--tail` events (mode "state"). Then the processor's commands/s with the state store against the
+same loop without it, and the state records a load reads right after that run and after compaction.
 
     .venv/bin/python -m bench.recovery [--sizes 100000,1000000,5000000] [--accounts 10000]
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -35,7 +24,7 @@ from django.conf import settings
 
 from bank import domain, messages
 from bank.config import KafkaSettings
-from bench.harness import ROOT, fresh_kafka, setup_django, table, write_results
+from bench.harness import ROOT, arguments, fresh_kafka, send, setup_django, table, write_results
 from consumers.recovery import AccountRecord, Loader, encode_state
 
 OCCURRED = "2026-11-27T10:00:00.000000Z"
@@ -46,7 +35,7 @@ def fake_uuid(kind: int, n: int) -> str:
 
 
 def event_value(account: str, sequence: int, n: int, event: domain.Event) -> bytes:
-    """The event as the processor encodes it (checked against the schema for the first few)."""
+    """The event as the processor encodes it (checked against the decoder for the first few)."""
     name = type(event).__name__
     return (
         (
@@ -60,18 +49,9 @@ def event_value(account: str, sequence: int, n: int, event: domain.Event) -> byt
 
 
 def write_history(kafka: KafkaSettings, events: int, accounts: int, tail: int) -> dict[str, int]:
-    """`events` events over `accounts` accounts on bank.events, and the state of every account as of
-    `events - tail` on bank.account-state. Returns what was written."""
-    out = Producer(
-        kafka.client_config()
-        | {
-            "linger.ms": 50,
-            "batch.size": 1_000_000,
-            "compression.type": "lz4",
-            "acks": "all",
-            "queue.buffering.max.messages": 500_000,
-        }
-    )
+    """`events` events on bank.events, and every account's state as of `events - tail` on bank.account-state."""
+    options = {"linger.ms": 50, "batch.size": 1_000_000, "compression.type": "lz4", "acks": "all"}
+    out = Producer(kafka.client_config() | options | {"queue.buffering.max.messages": 500_000})
     ids = [uuid.UUID(fake_uuid(3, a)) for a in range(accounts)]
     keys = [str(a).encode() for a in ids]
     partition_of = [a % kafka.partitions for a in range(accounts)]
@@ -79,37 +59,25 @@ def write_history(kafka: KafkaSettings, events: int, accounts: int, tail: int) -
     recent: list[deque[bytes]] = [deque(maxlen=20) for _ in ids]
     offsets = [0] * kafka.partitions
 
-    def produce(topic: str, key: bytes, value: bytes, partition: int) -> None:
-        while True:
-            try:
-                out.produce(topic, key=key, value=value, partition=partition)
-                return
-            except BufferError:
-                out.poll(0.05)
-
     def snapshot() -> None:
         for a, state in enumerate(states):
-            record = AccountRecord(state, recent[a])
-            produce(kafka.state_topic, keys[a], encode_state(record, offsets[partition_of[a]]), partition_of[a])
+            value = encode_state(AccountRecord(state, recent[a]), offsets[partition_of[a]])
+            send(out, kafka.state_topic, keys[a], value, partition=partition_of[a])
 
     for n in range(events):
         if n == events - tail:
             snapshot()
         a = n % accounts
         state = states[a]
-        command: domain.Command
+        command: domain.Command = domain.Deposit(ids[a], 1_00) if n % 4 else domain.Withdraw(ids[a], 50)
         if state.status is domain.Status.NONE:
             command = domain.OpenAccount(ids[a], "bench", "Bench", "EUR")
-        elif n % 4:
-            command = domain.Deposit(ids[a], 1_00)
-        else:
-            command = domain.Withdraw(ids[a], 50)
         [event] = domain.decide(state, command)
         states[a] = domain.evolve(state, event)
         value = event_value(str(ids[a]), states[a].version, n, event)
         if n < 3:
             messages.decode_event(value)  # the fast encoding is the real wire format
-        produce(kafka.events_topic, keys[a], value, partition_of[a])
+        send(out, kafka.events_topic, keys[a], value, partition=partition_of[a])
         recent[a].append(uuid.UUID(fake_uuid(2, n)).bytes)
         offsets[partition_of[a]] += 1
     if tail >= events:
@@ -120,13 +88,8 @@ def write_history(kafka: KafkaSettings, events: int, accounts: int, tail: int) -
 
 def measure_load(kafka: KafkaSettings, mode: str) -> dict[str, float | int]:
     """Load every partition in a fresh process: seconds, counts and peak memory."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.recovery", "--load", mode, "--prefix", kafka.topic_prefix],
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
+    argv = [sys.executable, "-m", "bench.recovery", "--load", mode, "--prefix", kafka.topic_prefix]
+    done = subprocess.run(argv, check=True, capture_output=True, text=True, cwd=ROOT)
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
@@ -134,91 +97,57 @@ def peak_rss_kb() -> int:
     """This process's peak resident memory. Not getrusage's ru_maxrss: Linux carries that over from
     the parent across fork and exec, so a child would report the benchmark's own peak."""
     with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
 
 
 def load_here(mode: str, prefix: str) -> None:
     kafka = dataclasses.replace(settings.KAFKA, topic_prefix=prefix)
     before = peak_rss_kb()
-    loader = Loader(kafka, "full" if mode == "full" else "state")
-    _, counts = loader.load(range(kafka.partitions))
+    _, counts = Loader(kafka, "full" if mode == "full" else "state").load(range(kafka.partitions))
     peak = peak_rss_kb()
-    print(
-        json.dumps(
-            {
-                "seconds": round(counts.seconds, 3),
-                "states_read": counts.states,
-                "events_read": counts.events,
-                "accounts": counts.accounts,
-                "peak_rss_mb": round(peak / 1024, 1),
-                "load_rss_mb": round((peak - before) / 1024, 1),
-            }
-        )
-    )
+    figures = {"seconds": round(counts.seconds, 3), "states_read": counts.states, "events_read": counts.events}
+    figures |= {"accounts": counts.accounts, "peak_rss_mb": round(peak / 1024, 1)}
+    print(json.dumps(figures | {"load_rss_mb": round((peak - before) / 1024, 1)}))
 
 
 def throughput(commands: int, accounts: int, batch_size: int, compaction_wait: float) -> dict[str, float | int]:
     """Commands/s of the processor with the state store and without it (mode "full" writes none)."""
-    from bench.processor import make_commands, produce_all, run_loop
+    from bench.processor import make_commands, run_loop, send_commands
     from consumers.processor import Processor
 
     payload = make_commands(accounts, commands)
     figures: dict[str, float | int] = {"commands": commands, "accounts": accounts}
-    last: KafkaSettings | None = None
     for mode in ("full", "state", "full", "state"):  # interleaved twice: the machine's load drifts
         kafka = fresh_kafka("recovery")
-        produce_all(kafka, kafka.commands_topic, payload)
-        seconds = run_loop(
-            Processor(
-                kafka,
-                instance=f"bench-{uuid.uuid4().hex[:6]}",
-                group=f"rec-{uuid.uuid4().hex[:6]}",
-                batch_size=batch_size,
-                recovery=mode,  # type: ignore[arg-type]
-            ),
-            len(payload),
-        )
+        send_commands(kafka, payload)
+        name = f"rec-{uuid.uuid4().hex[:6]}"
+        processor = Processor(kafka, instance=name, group=name, batch_size=batch_size, recovery=mode)  # type: ignore[arg-type]
         key = "with_state_per_s" if mode == "state" else "without_state_per_s"
-        figures[key] = max(figures.get(key, 0), round(len(payload) / seconds))
-        if mode == "state":
-            last = kafka
+        figures[key] = max(figures.get(key, 0), round(len(payload) / run_loop(processor, len(payload))))
     figures["ratio"] = round(figures["with_state_per_s"] / figures["without_state_per_s"], 3)
-    assert last is not None
-    right_after = measure_load(last, "state")
+    later = right_after = measure_load(kafka, "state")  # the topics of the last run, mode "state"
     figures["states_read_right_after"] = right_after["states_read"]
     # The cleaner compacts closed segments only: roll them (segment.ms) and let it run, then load again.
     deadline = time.monotonic() + compaction_wait
-    later = right_after
     while time.monotonic() < deadline and later["states_read"] > 1.5 * accounts:
         time.sleep(10)
-        later = measure_load(last, "state")
+        later = measure_load(kafka, "state")
     figures["states_read_after_compaction"] = later["states_read"]
     figures["compaction_waited_s"] = round(compaction_wait - max(0.0, deadline - time.monotonic()))
     return figures
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="100000,1000000,5000000")
-    parser.add_argument("--accounts", type=int, default=10_000)
-    parser.add_argument("--tail", type=int, default=5_000, help="events after the states (a load folds them)")
-    parser.add_argument("--commands", type=int, default=50_000, help="for the throughput comparison")
-    parser.add_argument("--batch-size", type=int, default=500)
-    parser.add_argument("--compaction-wait", type=float, default=150.0)
-    parser.add_argument("--load", choices=["full", "state"], help=argparse.SUPPRESS)
-    parser.add_argument("--prefix", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = arguments(
+        __doc__, sizes="100000,1000000,5000000", accounts=10_000, tail=5_000, commands=50_000,
+        batch_size=500, compaction_wait=150.0, load=None, prefix=None,
+    )  # fmt: skip
     setup_django()
-    if args.load:
-        load_here(args.load, args.prefix)
-        return
-    sizes = [int(s) for s in args.sizes.split(",") if s]
+    if args.load:  # the child process of measure_load
+        return load_here(args.load, args.prefix)
     rows: list[tuple[str, str]] = []
     results = []
-    for size in sizes:
+    for size in [int(s) for s in args.sizes.split(",") if s]:
         kafka = fresh_kafka("recovery")
         started = time.monotonic()
         written = write_history(kafka, size, args.accounts, args.tail)
@@ -235,21 +164,17 @@ def main() -> None:
                 f"({state['states_read']:,} states + {state['events_read']:,} events read)",
             )
         )
-        print(rows[-1][0], rows[-1][1], flush=True)
+        print(*rows[-1], flush=True)
     speed = throughput(args.commands, min(args.accounts, 500), args.batch_size, args.compaction_wait)
-    by_size = {r["events"]: r for r in results}
+    by = {r["events"]: r for r in results}
     figures = {"accounts": args.accounts, "tail": args.tail, "sizes": results, "throughput": speed}
-    if 1_000_000 in by_size and 5_000_000 in by_size:
-        figures["state_5m_over_1m"] = round(
-            by_size[5_000_000]["state"]["seconds"] / by_size[1_000_000]["state"]["seconds"], 2
-        )
-    if 100_000 in by_size and 1_000_000 in by_size:
-        figures["state_peak_rss_1m_over_100k"] = round(
-            by_size[1_000_000]["state"]["peak_rss_mb"] / by_size[100_000]["state"]["peak_rss_mb"], 2
-        )
-        figures["full_peak_rss_1m_over_100k"] = round(
-            by_size[1_000_000]["full"]["peak_rss_mb"] / by_size[100_000]["full"]["peak_rss_mb"], 2
-        )
+    for name, mode, key, small, large in (
+        ("state_5m_over_1m", "state", "seconds", 1_000_000, 5_000_000),
+        ("state_peak_rss_1m_over_100k", "state", "peak_rss_mb", 100_000, 1_000_000),
+        ("full_peak_rss_1m_over_100k", "full", "peak_rss_mb", 100_000, 1_000_000),
+    ):
+        if small in by and large in by:
+            figures[name] = round(by[large][mode][key] / by[small][mode][key], 2)
     rows += [
         ("processor without state store", f"{speed['without_state_per_s']:>8,} commands/s"),
         (

@@ -25,23 +25,11 @@ def headline(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
             f"  {'':<12} p50 {c['p50_ms']:.1f} vs {b['p50_ms']:.1f} ms, p99 {c['p99_ms']:.1f} vs {b['p99_ms']:.1f} ms (goal: p99 no worse)"
         )
     if proc := results.get("processor"):
-        decided = proc["processor_decided_per_s"]
-        add(
-            "processor",
-            "transactions vs the same loop without",
-            decided,
-            proc["untransactional_per_s"],
-            "cmd/s",
-            "goal >= 0.8x",
-        )
-        add(
-            "processor",
-            "transactions vs raw produce+consume",
-            decided,
-            proc["raw_produce_consume_per_s"],
-            "cmd/s",
-            "ceiling",
-        )
+        for key, label, goal in (
+            ("untransactional_per_s", "transactions vs the same loop without", "goal >= 0.8x"),
+            ("raw_produce_consume_per_s", "transactions vs raw produce+consume", "ceiling"),
+        ):
+            add("processor", label, proc["processor_decided_per_s"], proc[key], "cmd/s", goal)
     if proj := results.get("projection"):
         projector, ceiling = proj["projector_per_s"], proj["ceiling_consume_decode_per_s"]
         add("projection", "live projector vs consume+decode ceiling", projector, ceiling, "events/s", "goal >= 0.2x")

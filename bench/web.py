@@ -1,35 +1,15 @@
-"""Command throughput over HTTP: authenticated deposit POSTs through daphne, until Kafka confirmed them.
+"""HTTP ingest: deposit commands (202 once Kafka confirmed them) against update-in-place (200), through daphne.
 
-Starts daphne (one process, DEBUG off, the baseline view mounted) on a free port, against a
-database of its own (`--database`, default `bank_bench` beside `bank`, created and migrated) and fresh Kafka topics;
-logs in over HTTP like a browser; then drives, from `wrk` in a separate process
-(`bench/wrk_post.lua`), with the same connections and duration for both sides:
+One daphne (DEBUG off, bench/baseline.py mounted), a scratch database and fresh topics; `wrk`
+(bench/wrk_post.lua) logged in as a browser drives each side with the same connections and duration, after a
+warm-up. Other answers, socket errors and timeouts are errors, not req/s. Afterwards the commands topic and
+the balance rows must hold what was answered. No processor runs: the write path up to "durably in Kafka".
 
-1. baseline: POST /bench/deposit-in-place/<id> (`bench/baseline.py`): the update-in-place way,
-   SELECT … FOR UPDATE and UPDATE of a balance row in PostgreSQL; answers 200;
-2. command: POST /accounts/<id>/deposit (`web.views.move_money`): form checks, then the
-   command produced to Kafka with acks=all; answers 202 once the broker confirmed it.
-
-Each request picks one of `--accounts` accounts (owned by the logged-in user on both sides) and
-deposits 1.00; the command side sends a fresh command id per request. Each side gets a warm-up
-run first (not measured). Any answer other than 202 (command) or 200 (baseline), and any socket
-error or timeout, counts as an error, and not in req/s. Afterwards the script checks that the commands topic
-holds at least as many commands as there were 202s, and the balance rows at least as many
-deposits as there were 200s (requests cut off by the end of a run may land without an answer).
-
-No processor runs: the figure is the write path up to "durably in Kafka". daphne runs as the
-Procfile runs it (one process, access log on), with DJANGO_DEBUG=false and a throwaway secret key.
-
-    .venv/bin/python -m bench.web [--duration 15] [--connections 16] [--threads 2] [--rounds 1]
-    .venv/bin/python -m bench.web --duration 2 --warmup 1      # smoke run (about 20 s in all)
-
-daphne gets this process's environment plus the variables above, so settings such as
-DATABASE_POOL_SIZE can be varied from the command line: `DATABASE_POOL_SIZE=20 .venv/bin/python -m bench.web`.
+    .venv/bin/python -m bench.web [--duration 15] [--connections 16] [--threads 2] [--rounds 1] [--warmup 3]
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -37,7 +17,6 @@ import secrets
 import statistics
 import subprocess
 import uuid
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,18 +30,12 @@ from devservices.process import apt_install, free_port
 
 LUA = Path(__file__).resolve().with_name("wrk_post.lua")
 LOGS = harness.ROOT / "var" / "bench" / "http"
-AMOUNT_CENTS = 100  # the Lua script deposits 1.00
 EXPECTED = {"baseline": 200, "command": 202}
-
-
-# --- the database ---
+Run = dict[str, Any]  # one wrk run's figures
 
 
 def make_customer(accounts: int) -> tuple[str, str, list[str]]:
-    """A fresh user with `accounts` accounts, as projection rows (command side) and balance rows (baseline).
-
-    Returns (username, password, account ids).
-    """
+    """A fresh user with `accounts` accounts, as projection rows (command side) and balance rows (baseline)."""
     from django.contrib.auth.models import User
     from django.db import connection
 
@@ -79,23 +52,20 @@ def make_customer(accounts: int) -> tuple[str, str, list[str]]:
     )
     baseline.ensure_table()
     with connection.cursor() as cursor:
-        cursor.executemany(
-            f"INSERT INTO {baseline.TABLE} (id, owner, balance) VALUES (%s, %s, 0)", [(i, owner) for i in ids]
-        )
+        insert = f"INSERT INTO {baseline.TABLE} (id, owner, balance) VALUES (%s, %s, 0)"
+        cursor.executemany(insert, [(i, owner) for i in ids])
     return username, password, [str(i) for i in ids]
 
 
 def deposited_in_place(accounts: list[str]) -> int:
+    """Deposits of 1.00 found in the baseline's balance rows."""
     from django.db import connection
 
     from bench import baseline
 
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT coalesce(sum(balance), 0) FROM {baseline.TABLE} WHERE id = ANY(%s::uuid[])", [accounts])
-        return int(cursor.fetchone()[0])
-
-
-# --- the client side ---
+        return int(cursor.fetchone()[0]) // 100
 
 
 async def log_in_and_check(base: str, username: str, password: str, account: str) -> tuple[str, str]:
@@ -110,74 +80,50 @@ async def log_in_and_check(base: str, username: str, password: str, account: str
         ):
             async with session.post(f"{base}{path}", data=form, headers=headers) as answer:
                 if answer.status != EXPECTED[side]:
-                    body = await answer.text()
-                    raise SystemExit(
-                        f"{side}: POST {path} answered {answer.status}, not {EXPECTED[side]}:\n{body[:2000]}"
-                    )
+                    text = (await answer.text())[:2000]
+                    raise SystemExit(f"{side}: POST {path} answered {answer.status}, not {EXPECTED[side]}:\n{text}")
         cookie = "; ".join(f"{c.key}={c.value}" for c in session.cookie_jar if c.key in ("sessionid", "csrftoken"))
     return cookie, csrf
 
 
-@dataclass
-class Run:
-    side: str
-    requests: int
-    seconds: float
-    per_s: float
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    max_ms: float
-    ok: int
-    errors: int
-    statuses: dict[str, int]
-    socket_errors: dict[str, int]
-    server_cpu: float = 0.0  # daphne's CPU time over the run / wall time (1.0 = one core busy)
-
-
-def wrk(
-    base: str, side: str, login: tuple[str, str], accounts: list[str], args: argparse.Namespace, seconds: int
-) -> Run:
-    """One wrk run of `seconds` against one side, in a separate process."""
+def wrk(base: str, side: str, login: tuple[str, str], accounts: list[str], args: Any, seconds: int) -> Run:
+    """One wrk run of `seconds` against one side, in a separate process; daphne's CPU (cores busy) meanwhile."""
     command = [
         *("wrk", f"--threads={args.threads}", f"--connections={args.connections}", f"--duration={seconds}s"),
         *("--timeout=10s", "--latency", f"--script={LUA}", base, "--", side, *login, ",".join(accounts)),
     ]  # the 10 s timeout: a command view waits up to KAFKA_COMMAND_TIMEOUT + 1 s before its 503
+    cpu = harness.CpuMeter({"daphne": args.daphne_pid})
     result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
     line = next((x for x in result.stdout.splitlines() if x.startswith("WRK_RESULT ")), None)
     if result.returncode != 0 or line is None:
         raise SystemExit(f"wrk failed ({result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
-    if args.verbose:
-        print(result.stdout.replace(line, "").rstrip())
     raw: dict[str, Any] = json.loads(line.removeprefix("WRK_RESULT "))
     statuses = {str(k): int(v) for k, v in sorted(raw["statuses"].items())}
     ok = statuses.get(str(EXPECTED[side]), 0)
     socket_errors = {k: int(v) for k, v in raw["socket_errors"].items() if v}
     elapsed = raw["duration_us"] / 1e6
-    return Run(
-        side=side,
-        requests=raw["requests"],
-        seconds=round(elapsed, 3),
-        per_s=ok / elapsed,  # answers with the expected status: fast errors do not count
+    return {
+        "side": side,
+        "requests": raw["requests"],
+        "seconds": round(elapsed, 3),
+        "per_s": round(ok / elapsed, 1),  # answers with the expected status: fast errors do not count
         **{f"{q}_ms": raw[f"{q}_us"] / 1000 for q in ("p50", "p90", "p99", "max")},
-        ok=ok,
-        errors=sum(statuses.values()) - ok + sum(socket_errors.values()),
-        statuses=statuses,
-        socket_errors=socket_errors,
-    )
+        "ok": ok,
+        "errors": sum(statuses.values()) - ok + sum(socket_errors.values()),
+        "statuses": statuses,
+        "socket_errors": socket_errors,
+        "server_cpu": cpu.busy().get("daphne", 0.0),
+    }
 
 
 def summary(runs: list[Run]) -> dict[str, Any]:
     """The median over the rounds of every figure (one round: that round), with the error totals."""
     return {
-        **{
-            key: round(statistics.median(getattr(r, key) for r in runs), 2)
-            for key in ("per_s", "p50_ms", "p90_ms", "p99_ms")
-        },
-        "max_ms": round(max(r.max_ms for r in runs), 2),
-        **{key: sum(getattr(r, key) for r in runs) for key in ("requests", "ok", "errors")},
-        "server_cpu": round(statistics.median(r.server_cpu for r in runs), 2),
-        "rounds": [asdict(r) | {"per_s": round(r.per_s, 1)} for r in runs],
+        **{key: round(statistics.median(r[key] for r in runs), 2) for key in ("per_s", "p50_ms", "p90_ms", "p99_ms")},
+        "max_ms": round(max(r["max_ms"] for r in runs), 2),
+        **{key: sum(r[key] for r in runs) for key in ("requests", "ok", "errors")},
+        "server_cpu": round(statistics.median(r["server_cpu"] for r in runs), 2),
+        "rounds": runs,
     }
 
 
@@ -191,51 +137,34 @@ def commands_in_kafka(kafka: KafkaSettings) -> tuple[int, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=int, default=15, help="seconds measured per side and round")
-    parser.add_argument(
-        "--warmup", type=int, default=None, help="seconds of warm-up per side (default min(3, duration))"
+    args = harness.arguments(
+        __doc__, duration=15, warmup=3, connections=16, threads=2, accounts=50, rounds=1, database=None
     )
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
-    parser.add_argument("--accounts", type=int, default=50, help="accounts the requests spread over")
-    parser.add_argument("--rounds", type=int, default=1, help="measured rounds per side, alternating; medians reported")
-    parser.add_argument("--database", help="scratch database, made and migrated (default: DATABASE_URL's + _bench)")
-    parser.add_argument("--verbose", "-v", action="store_true", help="print wrk's own output too")
-    args = parser.parse_args()
-    if args.connections < args.threads or min(args.duration, args.rounds, args.accounts, args.threads) < 1:
-        parser.error("need duration, rounds, accounts, threads >= 1 and connections >= threads")
-    warmup = min(3, args.duration) if args.warmup is None else args.warmup
+    warmup = min(args.warmup, args.duration)
     harness.setup_django()
-    args.database = args.database or harness.scratch_name("bench")
     from django.conf import settings
 
     apt_install("wrk")
     kafka = harness.fresh_kafka("http")
-    database_url = harness.use_bench_database(args.database)
+    database_url = harness.use_bench_database(args.database or harness.scratch_name("bench"))
     username, password, accounts = make_customer(args.accounts)
-    # DEBUG would keep every SQL query in memory; off, it needs a key other than the dev one.
-    env = harness.worker_env(kafka, database_url, settings.REDIS_URL, DJANGO_SETTINGS_MODULE="bench.settings")
-    env |= {"DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": secrets.token_urlsafe(40), "LOG_LEVEL": "WARNING"}
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
+    env = harness.production_env(kafka, database_url, settings.REDIS_URL, DJANGO_SETTINGS_MODULE="bench.settings")
+    base = f"http://127.0.0.1:{free_port()}"
     runs: dict[str, list[Run]] = {"baseline": [], "command": []}
     answered = {"baseline": 1, "command": 1}  # the checks at log-in
-    server = harness.Process("daphne", harness.daphne(port), env, LOGS)
+    server = harness.Process("daphne", harness.daphne(int(base.rsplit(":", 1)[1])), env, LOGS)
+    args.daphne_pid = server.pid
     try:
         harness.serving(base, server)
         print(f"  daphne pid {server.pid} (to profile it: py-spy record --pid {server.pid})", flush=True)
         login = asyncio.run(log_in_and_check(base, username, password, accounts[0]))
         for side in ("baseline", "command"):
             if warmup:
-                answered[side] += wrk(base, side, login, accounts, args, warmup).ok
+                answered[side] += wrk(base, side, login, accounts, args, warmup)["ok"]
         for round_ in range(args.rounds):
             for side in ("baseline", "command") if round_ % 2 == 0 else ("command", "baseline"):
-                cpu = harness.CpuMeter({"daphne": server.pid})
-                run = wrk(base, side, login, accounts, args, args.duration)
-                run.server_cpu = cpu.busy().get("daphne", 0.0)
-                answered[side] += run.ok
-                runs[side].append(run)
+                runs[side].append(run := wrk(base, side, login, accounts, args, args.duration))
+                answered[side] += run["ok"]
         if not server.alive():
             raise SystemExit(f"daphne died during the run:\n{server.tail()}")
     finally:
@@ -243,9 +172,8 @@ def main() -> None:
     tracebacks = server.log().count("Traceback")
 
     in_kafka, distinct_ids = commands_in_kafka(kafka)
-    in_place = deposited_in_place(accounts) // AMOUNT_CENTS
-    # A request still in flight when wrk stops is done on the server but not counted by wrk.
-    cut_off = args.connections * (args.rounds + (1 if warmup else 0))
+    in_place = deposited_in_place(accounts)
+    cut_off = args.connections * (args.rounds + (1 if warmup else 0))  # done on the server, not counted by wrk
     checks = {
         "commands_202": answered["command"],
         "commands_in_kafka": in_kafka,
@@ -297,13 +225,10 @@ def main() -> None:
         ),
     ]
     print(harness.table(rows))
-    for side, s in (("baseline", base_line), ("command", command)):
-        bad = {k: v for r in s["rounds"] for k, v in r["statuses"].items() if k != str(EXPECTED[side])}
-        sockets = {k: v for r in s["rounds"] for k, v in r["socket_errors"].items()}
-        if bad or sockets:
-            print(f"  {side} errors: statuses {bad or '-'}, socket {sockets or '-'}")
-    if tracebacks:
-        print(f"daphne logged {tracebacks} tracebacks: see {server.log_path}")
+    if tracebacks or base_line["errors"] or command["errors"]:
+        print(
+            f"errors: statuses and socket errors per round in {harness.RESULTS}/http.json; daphne's log {server.log_path}"
+        )
     harness.write_results("http", figures)
     if mismatch:
         raise SystemExit("the counts do not match: see checks above")
