@@ -1,15 +1,12 @@
 """The price of durability and security: the 3-broker RF 3 SASL_SSL cluster against the single PLAINTEXT broker.
 
-Both run in the same run, on the same machine, each started here on free ports (under var/bench/):
-- the processor (`consumers.processor.Processor`, Kafka transactions): commands decided per second,
-  over the same pre-produced commands (on the cluster as the `processor` principal, with ACLs);
-- latency, command bus → projector committed: commands sent at a steady rate through
-  `bank.command_bus.CommandBus` (the views' producer, as the `web` principal), decided by a
-  processor process, projected by `consumers.projector.Projector` in this process; the clock stops
-  when the projector has committed the command's event to PostgreSQL and hands it to the live
-  push. This stands in for the view → websocket figure (bench/latency.py), which needs daphne,
-  Redis and websocket clients on top and was too heavy to run twice on 2 cores; the web and
-  websocket hops do not touch Kafka, so the ratio is the Kafka part of it.
+Both started here, in the same run, on free ports (under var/bench/):
+- the processor (Kafka transactions; on the cluster as the `processor` principal, with ACLs): commands decided
+  per second over the same pre-produced commands;
+- latency, `CommandBus.send` (the views' producer, as `web`) → a processor process → the projector (in this
+  process) committed the event to PostgreSQL and hands it to the live push. It stands in for the view →
+  websocket figure (bench/latency.py), too heavy to run twice on 2 cores; the web and websocket hops do not
+  touch Kafka, so the ratio is the Kafka part of it.
 
     .venv/bin/python -m bench.cluster [--commands 20000] [--rate 50] [--seconds 20]
 
@@ -18,33 +15,26 @@ Writes bench/results/cluster.json. Timings on a shared 2-core machine are noisy:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import logging
-import os
 import shutil
 import statistics
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from bank import domain, messages
 from bank.config import KafkaSettings
 from bank.kafka import ensure_topics
-from bench.harness import ROOT, scratch_name, setup_django, table, use_bench_database, write_results
+from bench import harness
 from devservices import acls
 from devservices.cluster import KafkaCluster
 from devservices.kafka import KafkaNode
 from devservices.process import free_port
 
-VAR = ROOT / "var" / "bench"
-
-
-USERS = ("web", "processor", "projector", "operator")
+VAR = harness.ROOT / "var" / "bench"
 
 
 @dataclasses.dataclass
@@ -76,10 +66,7 @@ def single_broker() -> Iterator[Setup]:
 
     try:
         yield Setup(
-            "single PLAINTEXT broker, RF 1",
-            as_user,
-            prepare,
-            lambda user: {"KAFKA_BOOTSTRAP_SERVERS": node.bootstrap},
+            "single PLAINTEXT broker, RF 1", as_user, prepare, lambda _: {"KAFKA_BOOTSTRAP_SERVERS": node.bootstrap}
         )
     finally:
         node.stop()
@@ -117,46 +104,32 @@ def secured_cluster() -> Iterator[Setup]:
 
 def processor_rate(setup: Setup, commands: int, accounts: int) -> float:
     """Commands/s the processor decides, from pre-produced commands (group joining excluded)."""
-    from bench.processor import make_commands, produce_all, run_loop
+    from bench.processor import make_commands, run_loop, send_commands
     from consumers.processor import Processor
 
     kafka = setup.fresh()
     payload = make_commands(accounts, commands)
-    produce_all(kafka("web"), kafka("web").commands_topic, payload)
+    send_commands(kafka("web"), payload)
     processor = Processor(kafka("processor"), instance=f"bench-{uuid.uuid4().hex[:6]}", batch_size=500)
     return len(payload) / run_loop(processor, len(payload))
 
 
 def latencies(setup: Setup, database_url: str, rate: float, seconds: float) -> list[float]:
     """Seconds from CommandBus.send to the projector's commit, per command, at a steady `rate`."""
+    from django.conf import settings
+
     from bank.command_bus import CommandBus
     from consumers.projector import Projector
     from projections import live, store
 
     on = setup.fresh()
     kafka = on("web")
-    env = {
-        **os.environ,
-        **setup.env("processor"),
-        "KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
-        "KAFKA_PARTITIONS": str(kafka.partitions),
-        "DATABASE_URL": database_url,
-        "DJANGO_SETTINGS_MODULE": "server.settings",
-    }
-    log_file = open(VAR / "latency-processor.log", "w")  # noqa: SIM115 - closed below
-    processor = subprocess.Popen(
-        [sys.executable, str(ROOT / "manage.py"), "run_processor", "--instance", "lat"],
-        env=env,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
+    env = harness.worker_env(kafka, database_url, settings.REDIS_URL, **setup.env("processor"))
+    processor = harness.Process("latency-processor", harness.manage("run_processor", "--instance", "lat"), env, VAR)
     sent: dict[uuid.UUID, float] = {}
     done: dict[uuid.UUID, float] = {}
 
-    def record(
-        outcome: store.Outcome, *args: object, **kwargs: object
-    ) -> int:  # stands in for live.push: called right after the commit
+    def record(outcome: store.Outcome) -> int:  # stands in for live.push, called right after the commit
         now = time.perf_counter()
         for rows in outcome.audit.values():
             for row in rows:
@@ -172,8 +145,7 @@ def latencies(setup: Setup, database_url: str, rate: float, seconds: float) -> l
             projector.process_batch()
         projector.close()
 
-    original_push = live.push
-    live.push = record  # type: ignore[assignment]
+    original_push, live.push = live.push, record
     thread = threading.Thread(target=project, daemon=True)
     thread.start()
     bus = CommandBus(kafka)
@@ -181,50 +153,33 @@ def latencies(setup: Setup, database_url: str, rate: float, seconds: float) -> l
         accounts = [uuid.uuid4() for _ in range(20)]
         for account in accounts:
             bus.send(messages.CommandEnvelope.new(domain.OpenAccount(account, "bench", "Bench", "EUR"), "user:bench"))
-        _wait(lambda: len(done) >= len(accounts), 120, "the projector to see the opened accounts")
+        harness.wait_until(lambda: len(done) >= len(accounts), 120, 0.05, "the projector to see the opened accounts")
         done.clear()
-        interval, total = 1.0 / rate, int(rate * seconds)
         started = time.perf_counter()
-        for i in range(total):
-            time.sleep(max(0.0, started + i * interval - time.perf_counter()))
+        for i in range(int(rate * seconds)):
+            time.sleep(max(0.0, started + i / rate - time.perf_counter()))
             envelope = messages.CommandEnvelope.new(domain.Deposit(accounts[i % len(accounts)], 1_00), "user:bench")
             sent[envelope.command_id] = time.perf_counter()
             bus.send(envelope)
-        _wait(lambda: all(c in done for c in sent), 120, "every command projected")
+        harness.wait_until(lambda: all(c in done for c in sent), 120, 0.05, "every command projected")
     finally:
         bus.close()
         stop.set()
         thread.join(30)
-        live.push = original_push  # type: ignore[assignment]
-        processor.terminate()
-        processor.wait(30)
-        log_file.close()
+        live.push = original_push
+        processor.stop(30)
     return [done[c] - t for c, t in sent.items()]
 
 
-def _wait(condition: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
-
-
-def p(values: list[float], q: float) -> float:
+def p(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if q < 100 else max(values)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--commands", type=int, default=20_000)
-    parser.add_argument("--accounts", type=int, default=500)
-    parser.add_argument("--rate", type=float, default=50.0, help="commands/s for the latency part")
-    parser.add_argument("--seconds", type=float, default=20.0)
-    args = parser.parse_args()
-    setup_django()
-    logging.basicConfig(level=logging.WARNING)
-    database_url = use_bench_database(scratch_name("bench_cluster"))
-    figures: dict[str, dict[str, float | str]] = {}
+    args = harness.arguments(__doc__, commands=20_000, accounts=500, rate=50.0, seconds=20.0)
+    harness.setup_django()
+    database_url = harness.use_bench_database(harness.scratch_name("bench_cluster"))
+    figures: dict[str, dict[str, Any]] = {}
     for key, setup_of in (("single", single_broker), ("cluster", secured_cluster)):
         with setup_of() as setup:
             rate = processor_rate(setup, args.commands, args.accounts)
@@ -238,37 +193,29 @@ def main() -> None:
             }
     single, cluster = figures["single"], figures["cluster"]
     ratios = {
-        "processor_rate_cluster_to_single": round(
-            float(cluster["processor_commands_per_s"]) / float(single["processor_commands_per_s"]), 3
-        ),
-        "latency_p99_cluster_to_single": round(float(cluster["latency_p99_ms"]) / float(single["latency_p99_ms"]), 3),
-        "latency_p50_cluster_to_single": round(float(cluster["latency_p50_ms"]) / float(single["latency_p50_ms"]), 3),
+        f"{name}_cluster_to_single": round(cluster[key] / single[key], 3)
+        for name, key in (
+            ("processor_rate", "processor_commands_per_s"),
+            ("latency_p99", "latency_p99_ms"),
+            ("latency_p50", "latency_p50_ms"),
+        )
     }
     print(f"processor: {args.commands} commands; latency: command bus → projector committed, {args.rate:g}/s")
-    rows = []
-    for key in ("single", "cluster"):
-        f = figures[key]
-        rows.append(
-            (
-                str(f["setup"]),
-                f"{f['processor_commands_per_s']:>7,} commands/s, p50 {f['latency_p50_ms']} ms, p99 {f['latency_p99_ms']} ms",
-            )
+    rows = [
+        (
+            f["setup"],
+            f"{f['processor_commands_per_s']:>7,} commands/s, p50 {f['latency_p50_ms']} ms, p99 {f['latency_p99_ms']} ms",
         )
+        for f in (single, cluster)
+    ]
     rows += [
         ("processor rate, cluster / single", f"{ratios['processor_rate_cluster_to_single']:.2f}x"),
         ("latency p99, cluster / single", f"{ratios['latency_p99_cluster_to_single']:.2f}x"),
     ]
-    print(table(rows))
-    write_results(
-        "cluster",
-        {
-            "commands": args.commands,
-            "latency_rate_per_s": args.rate,
-            "latency_measures": "CommandBus.send to the projector's commit (not view to websocket)",
-            **figures,
-            **ratios,
-        },
-    )
+    print(harness.table(rows))
+    measures = "CommandBus.send to the projector's commit (not view to websocket)"
+    figures_out = {"commands": args.commands, "latency_rate_per_s": args.rate, "latency_measures": measures}
+    harness.write_results("cluster", figures_out | figures | ratios)
 
 
 if __name__ == "__main__":

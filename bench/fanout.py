@@ -1,41 +1,24 @@
 """Fan-out: 1,000 open pages on one web process, and how fast each gets an update.
 
-Runs the whole bank as real processes (processor, projector and one daphne, DEBUG off) on fresh
-topics, a scratch database (`--database`) and a channel-layer prefix of its own, as
-bench/latency.py does (its helpers are reused). This process is the browsers: one user logs in,
-opens one account, then opens `--pages` websockets with the session cookie, half of them saying
-hello as the account page does and half as the dashboard does (both are in the account's group):
-
-1. a storm: the first `--storm` pages at once (the issue's goal: 500 connected within 10 s);
-2. the rest in waves of `--wave` (a real crowd arrives over time; an instant 1,000-connection
-   burst overflows the listen backlog of one process);
-
-then it POSTs `--deposits` deposits through the view, `--interval` seconds apart, and measures,
-for every page and deposit:
-
-    latency = t_update - t_accepted
-    t_accepted  when the 202 of POST /accounts/<id>/deposit arrived
-    t_update    when that page's websocket brought a balance (data-cents) that includes the deposit
-
-(a page has a deposit when it shows a balance that includes it: the account page's balance, the
-dashboard's account row) and prints updates delivered / expected and the p50/p99/max. It also records Redis's client
-count before and after the pages opened (the channel layer multiplexes: it should barely move),
-pages refused with 1013 (try again later) or failed in the handshake, and the CPU of daphne.
-The client side (1,000 sockets parsing ~60,000 messages in one Python process) shares the two
-cores: its own delay is part of every figure.
+Runs processor, projector and one daphne (as bench/latency.py does) on fresh topics and a scratch database.
+This process is the browsers: one user, one account, `--pages` websockets with the session cookie, half saying
+hello as the account page does and half as the dashboard (both in the account's group): first a storm of
+`--storm` at once (goal: 500 connected within 10 s), then the rest in waves of `--wave` (an instant burst of
+1,000 overflows one process's listen backlog). Then `--deposits` deposits through the view, `--interval` s
+apart; per page and deposit, latency = the 202 of POST /accounts/<id>/deposit → that page's websocket showing
+a balance (data-cents) that includes it. Also: Redis's client count before and with the pages open (the
+channel layer multiplexes: it should barely move), pages told to retry (1013) or failed, daphne's CPU. The
+client (1,000 sockets parsing ~60,000 messages) shares the two cores: its delay is in every figure.
 
     .venv/bin/python -m bench.fanout [--pages 1000] [--storm 500] [--deposits 20]
-    .venv/bin/python -m bench.fanout --pages 20 --storm 10 --deposits 3   # smoke run
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
 import re
-import secrets
 import statistics
 import time
 import uuid
@@ -47,8 +30,7 @@ import redis
 
 from bench import harness
 from bench.harness import ROOT, table
-from bench.latency import ORIGIN, PASSWORD, Browser, pct, wait_for_accounts
-from devservices.process import free_port
+from bench.latency import ORIGIN, PASSWORD, Browser, pct, quantiles, wait_for_accounts
 
 LOGS = ROOT / "var" / "bench" / "fanout"
 CENTS = re.compile(r'data-cents="(\d+)"')
@@ -64,7 +46,6 @@ class Page:
     error: str = ""
     close_code: int | None = None
     updates: dict[int, float] = field(default_factory=dict)  # balance in cents -> perf_counter when first seen
-    messages: int = 0
 
     def has(self, cents: int) -> float | None:
         """When the page first showed a balance of at least `cents` (a later push includes the earlier deposits)."""
@@ -88,7 +69,6 @@ async def listen(page: Page) -> None:
         now = time.perf_counter()
         if message.type != aiohttp.WSMsgType.TEXT:
             continue
-        page.messages += 1
         for cents in CENTS.findall(message.data):
             page.updates.setdefault(int(cents), now)
     page.close_code = page.ws.close_code
@@ -100,13 +80,10 @@ async def storm(session: aiohttp.ClientSession, url: str, pages: list[Page], acc
     return time.perf_counter() - started
 
 
-async def deposit(browser: Browser, account: str) -> tuple[str, int, float]:
-    command_id = str(uuid.uuid4())
-    data = {"deposit-amount": "1.00", "deposit-command_id": command_id}
-    headers = {"X-CSRFToken": browser.csrf, "HX-Request": "true"}
-    async with browser.session.post(f"{browser.base}/accounts/{account}/deposit", data=data, headers=headers) as r:
-        await r.read()
-        return command_id, r.status, time.perf_counter()
+async def deposit(browser: Browser, account: str) -> tuple[int, float]:
+    """The answer's status and when it arrived."""
+    data = {"deposit-amount": "1.00", "deposit-command_id": str(uuid.uuid4())}
+    return await browser.post(f"/accounts/{account}/deposit", data), time.perf_counter()
 
 
 def redis_clients() -> int:
@@ -115,20 +92,19 @@ def redis_clients() -> int:
     return int(redis.Redis.from_url(settings.REDIS_URL).info("clients")["connected_clients"])
 
 
-async def measure(args: argparse.Namespace, port: int, workers: list[harness.Process]) -> dict[str, Any]:
+async def measure(args: Any, port: int, workers: list[harness.Process]) -> dict[str, Any]:
     from django.contrib.auth.models import User
 
     base, url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws/live/"
     username = f"fanout-{uuid.uuid4().hex[:8]}"
     await asyncio.to_thread(User.objects.create_user, username, password=PASSWORD)
-    web = next(w for w in workers if w.name == "daphne")
-    cpu = harness.CpuMeter({"daphne": web.pid, "load generator": os.getpid()})
+    cpu = harness.CpuMeter({"daphne": workers[-1].pid, "load generator": os.getpid()})  # daphne starts last
     connector = aiohttp.TCPConnector(limit=0)  # every page its own connection, as browsers
     async with aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
         browser = Browser(base, session)
-        await browser.login(username)
+        browser.csrf = await harness.log_in(session, base, username, PASSWORD)
         account = await browser.open_account("Fan-out")
-        await wait_for_accounts([account], workers, timeout=120)
+        await wait_for_accounts([account], workers)
         await deposit(browser, account)  # warm-up: the view's producer, the first renders
         clients_before = await asyncio.to_thread(redis_clients)
 
@@ -153,7 +129,7 @@ async def measure(args: argparse.Namespace, port: int, workers: list[harness.Pro
         cpu.restart()
         sent: list[tuple[int, int, float]] = []  # (balance in cents after it, status, t_accepted)
         for n in range(args.deposits):
-            _, status, accepted_at = await deposit(browser, account)
+            status, accepted_at = await deposit(browser, account)
             sent.append(((n + 2) * 100, status, accepted_at))  # after the warm-up's 1.00 and n + 1 deposits
             await asyncio.sleep(args.interval)
         accepted = {cents: t for cents, status, t in sent if status == 202}
@@ -196,12 +172,9 @@ async def measure(args: argparse.Namespace, port: int, workers: list[harness.Pro
         "redis_clients": {"before": clients_before, "pages_open": clients_open},
         "deposits": {"sent": len(sent), "accepted_202": len(accepted), "interval_s": args.interval},
         "updates": {"delivered": len(latencies), "expected": expected, **by_kind},
-        "latency_ms": {
-            "p50": round(pct(latencies, 50) or 0.0, 1) if latencies else None,
-            "p99": round(pct(latencies, 99) or 0.0, 1) if latencies else None,
-            "max": round(max(latencies), 1) if latencies else None,
-            "mean": round(statistics.fmean(latencies), 1) if latencies else None,
-        },
+        "latency_ms": quantiles(latencies, (50, 99))
+        | {"max": round(max(latencies), 1) if latencies else None}
+        | {"mean": round(statistics.fmean(latencies), 1) if latencies else None},
         "first_page_ms": {"p50": round((pct(first, 50) or 0) * 1000, 1), "max": round(max(first, default=0) * 1000, 1)},
         "last_page_ms": {"p50": round((pct(last, 50) or 0) * 1000, 1), "max": round(max(last, default=0) * 1000, 1)},
         "cpu_cores_busy_while_sending": cpu_busy,
@@ -209,48 +182,21 @@ async def measure(args: argparse.Namespace, port: int, workers: list[harness.Pro
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pages", type=int, default=1000, help="websockets to open on the one web process")
-    parser.add_argument("--storm", type=int, default=500, help="pages of them opened at once, first")
-    parser.add_argument("--wave", type=int, default=250, help="pages opened at once after the storm")
-    parser.add_argument("--deposits", type=int, default=20)
-    parser.add_argument("--interval", type=float, default=0.5, help="seconds between two deposits")
-    parser.add_argument("--settle", type=float, default=2.0, help="seconds after opening before the deposits")
-    parser.add_argument("--drain", type=float, default=15.0, help="seconds after the last deposit to wait")
-    parser.add_argument("--database", help="scratch database, made and migrated (default: DATABASE_URL's + _bench)")
-    args = parser.parse_args()
+    args = harness.arguments(
+        __doc__, pages=1000, storm=500, wave=250, deposits=20, interval=0.5, settle=2.0, drain=15.0, database=None
+    )
     if not 0 < args.storm <= args.pages or args.wave < 1 or args.deposits < 1:
-        parser.error("need 0 < storm <= pages, wave >= 1, deposits >= 1")
+        raise SystemExit("need 0 < storm <= pages, wave >= 1, deposits >= 1")
     harness.setup_django()
-    args.database = args.database or harness.scratch_name("bench")
-    from django.conf import settings
-
-    kafka = harness.fresh_kafka("fanout")
-    database_url = harness.use_bench_database(args.database)
-    prefix = f"bench-fanout-{uuid.uuid4().hex[:8]}"
-    env = harness.worker_env(kafka, database_url, settings.REDIS_URL, CHANNELS_PREFIX=prefix)
-    env |= {"DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": secrets.token_hex(32), "LOG_LEVEL": "WARNING"}
-    port = free_port()
-    workers: list[harness.Process] = []
-    try:
-        for name, argv in (
-            ("processor", harness.manage("run_processor", "--instance", f"fanout-{port}")),
-            ("projector", harness.manage("run_projector")),
-            ("daphne", harness.daphne(port)),
-        ):
-            workers.append(harness.Process(name, argv, env, LOGS))
-        harness.serving(f"http://127.0.0.1:{port}", workers[-1])
+    with harness.bank_processes("fanout", args.database, LOGS) as (_, port, workers):
         figures = asyncio.run(measure(args, port, workers))
-    finally:
-        for worker in workers:
-            worker.stop()
-    figures["worker_tracebacks"] = {w.name: n for w in workers if (n := w.log().count("Traceback"))}
+    figures["worker_tracebacks"] = harness.tracebacks(workers)
     figures["load_average_1m"] = round(os.getloadavg()[0], 2)
     figures["cpus"] = os.cpu_count()
-    lat, upd, opened = figures["latency_ms"], figures["updates"], figures["open"]
+    storm, opened, redis_clients = figures["storm"], figures["open"], figures["redis_clients"]
+    lat, upd, first, last = figures["latency_ms"], figures["updates"], figures["first_page_ms"], figures["last_page_ms"]
     figures["meets"] = {
-        "storm_all_connected_within_10s": figures["storm"]["connected"] == args.storm
-        and figures["storm"]["seconds"] <= 10,
+        "storm_all_connected_within_10s": storm["connected"] == args.storm and storm["seconds"] <= 10,
         "all_pages_open": opened["connected"] == args.pages,
         "every_update_delivered": upd["delivered"] == upd["expected"] > 0,
         "p99_under_250ms": lat["p99"] is not None and lat["p99"] < GOAL_P99_MS,
@@ -259,41 +205,30 @@ def main() -> None:
         f"fan-out on one daphne: {args.pages} pages (half account page, half dashboard) on one account, "
         f"{args.deposits} deposits, load average {figures['load_average_1m']}"
     )
-    print(
-        table(
-            [
-                (
-                    "storm",
-                    f"{figures['storm']['connected']} of {args.storm} connected in {figures['storm']['seconds']} s",
-                ),
-                (
-                    "pages open",
-                    f"{opened['connected']} of {args.pages} ({opened['refused_1013']} told to retry (1013), "
-                    f"{opened['failed_handshakes']} failed handshakes) in {opened['seconds']} s",
-                ),
-                (
-                    "Redis clients",
-                    f"{figures['redis_clients']['before']} before the pages, {figures['redis_clients']['pages_open']} "
-                    "with them open",
-                ),
-                ("updates delivered", f"{upd['delivered']} / {upd['expected']} expected"),
-                (
-                    "202 -> page update",
-                    f"p50 {lat['p50']} ms, p99 {lat['p99']} ms, max {lat['max']} ms (goal p99 < {GOAL_P99_MS:.0f} ms)",
-                ),
-                (
-                    "per deposit",
-                    f"first page p50 {figures['first_page_ms']['p50']} ms (max {figures['first_page_ms']['max']}), "
-                    f"last page p50 {figures['last_page_ms']['p50']} ms (max {figures['last_page_ms']['max']})",
-                ),
-                (
-                    "CPU while sending",
-                    ", ".join(f"{k} {v:.2f}" for k, v in figures["cpu_cores_busy_while_sending"].items()) + " cores",
-                ),
-                ("meets", ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in figures["meets"].items())),
-            ]
-        )
-    )
+    rows = [
+        ("storm", f"{storm['connected']} of {args.storm} connected in {storm['seconds']} s"),
+        (
+            "pages open",
+            f"{opened['connected']} of {args.pages} ({opened['refused_1013']} told to retry (1013), "
+            f"{opened['failed_handshakes']} failed handshakes) in {opened['seconds']} s",
+        ),
+        ("Redis clients", f"{redis_clients['before']} before the pages, {redis_clients['pages_open']} with them open"),
+        ("updates delivered", f"{upd['delivered']} / {upd['expected']} expected"),
+        (
+            "202 -> page update",
+            f"p50 {lat['p50']} ms, p99 {lat['p99']} ms, max {lat['max']} ms (goal p99 < {GOAL_P99_MS:.0f} ms)",
+        ),
+        (
+            "per deposit",
+            f"first page p50 {first['p50']} ms (max {first['max']}), last page p50 {last['p50']} ms (max {last['max']})",
+        ),
+        (
+            "CPU while sending",
+            ", ".join(f"{k} {v:.2f}" for k, v in figures["cpu_cores_busy_while_sending"].items()) + " cores",
+        ),
+        ("meets", ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in figures["meets"].items())),
+    ]
+    print(table(rows))
     if figures["worker_tracebacks"]:
         print(f"tracebacks in the workers' logs: {figures['worker_tracebacks']}")
     harness.write_results("fanout", figures)

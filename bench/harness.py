@@ -6,6 +6,7 @@ Importing it sets nothing up: a benchmark's `main()` calls `setup_django()`, the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import dataclasses
 import json
@@ -143,6 +144,39 @@ def production_env(kafka: KafkaSettings, database_url: str, redis_url: str, **ex
     """`worker_env` as deployed: DEBUG off (it would keep every SQL query), a throwaway key, warnings only."""
     extra = {"DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": secrets.token_hex(32), "LOG_LEVEL": "WARNING", **extra}
     return worker_env(kafka, database_url, redis_url, **extra)
+
+
+@contextlib.contextmanager
+def bank_processes(name: str, database: str | None, logs: Path) -> Iterator[tuple[KafkaSettings, int, list[Process]]]:
+    """The bank as processes (processor, projector, daphne; as deployed) on fresh topics, the scratch database
+    `database` (default: DATABASE_URL's + _bench) and a channel-layer prefix of its own: (kafka, port, workers)."""
+    from django.conf import settings
+
+    from devservices.process import free_port
+
+    kafka = fresh_kafka(name)
+    database_url = use_bench_database(database or scratch_name("bench"))
+    prefix = f"bench-{name}-{uuid.uuid4().hex[:8]}"
+    env = production_env(kafka, database_url, settings.REDIS_URL, CHANNELS_PREFIX=prefix)
+    port = free_port()
+    workers: list[Process] = []
+    try:
+        for worker, argv in (
+            ("processor", manage("run_processor", "--instance", f"{name}-{port}")),
+            ("projector", manage("run_projector")),
+            ("daphne", daphne(port)),
+        ):
+            workers.append(Process(worker, argv, env, logs))
+        serving(f"http://127.0.0.1:{port}", workers[-1])
+        yield kafka, port, workers
+    finally:
+        for worker_process in workers:
+            worker_process.stop()
+
+
+def tracebacks(workers: list[Process]) -> dict[str, int]:
+    """Tracebacks per worker log: a benchmark reports them rather than hide a crash behind its figures."""
+    return {w.name: n for w in workers if (n := w.log().count("Traceback"))}
 
 
 def serving(base: str, process: Process, timeout: float = 60.0) -> None:

@@ -29,10 +29,10 @@ from bank.config import KafkaSettings
 from bank.kafka import read_to_end
 from bench import harness
 from bench.harness import ROOT, table
-from devservices.process import free_port
 
 LOGS = ROOT / "var" / "bench" / "latency"
 PASSWORD = "latency-bench-2026"
+ORIGIN = "http://127.0.0.1"
 CMD_ID = re.compile(r'id="cmd-[0-9a-f-]{36}-([0-9a-f-]{36})"')  # cmd-<account id>-<command id>
 TARGET_RATE, TARGET_P99_MS = 200, 100.0
 SETTLE = 15.0  # seconds a rate that was not held may take to clear its backlog before the next one
@@ -77,7 +77,7 @@ def quantiles(values: list[float], qs: tuple[int, ...] = (50, 95, 99)) -> dict[s
 
 class Browser:
     def __init__(self, base: str, session: aiohttp.ClientSession) -> None:
-        self.base, self.session = base, session
+        self.base, self.session, self.csrf = base, session, ""
         self.records: dict[str, Record] = {}
         self.ws_messages = 0
         self.ws_closes: list[tuple[float, int | None]] = []
@@ -114,7 +114,7 @@ class Browser:
         """Stamp each command when the websocket brings its outcome row; reconnect as the page does."""
         while True:
             try:
-                ws = await self.session.ws_connect(url, headers={"Origin": "http://127.0.0.1"}, heartbeat=None)
+                ws = await self.session.ws_connect(url, headers={"Origin": ORIGIN}, heartbeat=None)
             except (aiohttp.ClientError, OSError) as error:
                 self.ws_closes.append((time.perf_counter(), None))
                 print(f"  websocket: cannot connect ({error}); retrying", flush=True)
@@ -265,10 +265,20 @@ def stamp_from_kafka(kafka: KafkaSettings, records: dict[str, Record]) -> None:
                     setattr(record, field, getattr(envelope, field).timestamp())
 
 
+async def wait_for_accounts(accounts: list[str], workers: list[harness.Process], timeout: float = 120) -> None:
+    """Until the accounts are projected (the processor and the projector are both up and working)."""
+    from projections.models import Account
+
+    def projected() -> bool:
+        if dead := [w for w in workers if not w.alive()]:
+            raise SystemExit(f"{dead[0].name} exited:\n{dead[0].tail()}")
+        return Account.objects.filter(id__in=accounts).count() == len(accounts)
+
+    await asyncio.to_thread(harness.wait_until, projected, timeout, 0.1, "the accounts projected (logs in var/bench)")
+
+
 async def measure(args: Any, port: int, workers: list[harness.Process]) -> dict[str, Any]:
     from django.contrib.auth.models import User
-
-    from projections.models import Account
 
     measuring = time.monotonic()
     username = f"latency-{uuid.uuid4().hex[:8]}"
@@ -282,13 +292,7 @@ async def measure(args: Any, port: int, workers: list[harness.Process]) -> dict[
         browser = Browser(f"http://127.0.0.1:{port}", session)
         browser.csrf = await harness.log_in(session, browser.base, username, PASSWORD)
         accounts = [await browser.open_account(f"Latency {i + 1}") for i in range(args.accounts)]
-
-        def projected() -> bool:  # the processor and the projector are both up and working
-            if dead := [w for w in workers if not w.alive()]:
-                raise SystemExit(f"{dead[0].name} exited:\n{dead[0].tail()}")
-            return Account.objects.filter(id__in=accounts).count() == len(accounts)
-
-        await asyncio.to_thread(harness.wait_until, projected, 120, 0.1, f"the accounts projected (logs in {LOGS})")
+        await wait_for_accounts(accounts, workers)
         ready_s = time.monotonic() - measuring
         listener = asyncio.create_task(browser.listen(f"ws://127.0.0.1:{port}/ws/live/"))
         await asyncio.wait_for(browser.ws_ready.wait(), 30)
@@ -327,30 +331,12 @@ def main() -> None:
     args.rates = [int(r) for r in args.rates.split(",")]
     harness.setup_django()
     database = args.database or harness.scratch_name("bench")
-    from django.conf import settings
-
     started = time.monotonic()
-    kafka = harness.fresh_kafka("latency")
-    database_url = harness.use_bench_database(database)
-    prefix = f"bench-latency-{uuid.uuid4().hex[:8]}"
-    env = harness.production_env(kafka, database_url, settings.REDIS_URL, CHANNELS_PREFIX=prefix)
-    port = free_port()
-    workers: list[harness.Process] = []
-    try:
-        for name, argv in (
-            ("processor", harness.manage("run_processor", "--instance", f"latency-{port}")),
-            ("projector", harness.manage("run_projector")),
-            ("daphne", harness.daphne(port)),
-        ):
-            workers.append(harness.Process(name, argv, env, LOGS))
-        harness.serving(f"http://127.0.0.1:{port}", workers[-1])
+    with harness.bank_processes("latency", database, LOGS) as (kafka, port, workers):
         print("  workers: " + ", ".join(f"{w.name} pid {w.pid}" for w in workers) + f"; port {port}; logs in {LOGS}")
         result = asyncio.run(measure(args, port, workers))
         stamp_from_kafka(kafka, result["records"])
-    finally:
-        for worker in workers:
-            worker.stop()
-    crashed = {w.name: n for w in workers if (n := w.log().count("Traceback"))}
+    crashed = harness.tracebacks(workers)
 
     rates = [figures | {"stages_ms": stages(records)} for figures, records in result["runs"]]
     max_held = max((r["rate"] for r in rates if r["held"]), default=0)
