@@ -14,7 +14,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
-from ops.held import held_back_lines
+from ops.held import held_back_lines, transfers_in_flight
 from ops.status import gather
 
 REFRESH_SECONDS = 2
@@ -27,7 +27,7 @@ def operations(request: HttpRequest) -> HttpResponse:
     held: list[str] = []
     try:
         status, error = gather(settings.KAFKA), None
-        held = held_back_lines(settings.KAFKA)
+        held = [*held_back_lines(settings.KAFKA), transfers_in_flight()]
     except KafkaException as failure:
         status, error = None, f"Kafka did not answer: {failure.args[0].str() if failure.args else failure}"
     template = "admin/operations.html#figures" if request.htmx else "admin/operations.html"  # type: ignore[attr-defined]

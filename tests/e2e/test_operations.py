@@ -33,6 +33,7 @@ def test_it_shows_lag_rising_and_falling_live(
     page.goto(f"{bank_server}/admin/operations/")
     expect(page.locator("#projector-lag")).to_have_text("0")
     expect(page.locator("#held-back")).to_contain_text("parked by the projector: 0")
+    expect(page.locator("#held-back")).to_contain_text("transfers in flight: 0")
 
     projector = next(w for w in workers.started if w.name == "projector")  # type: ignore[attr-defined]
     projector.stop()

@@ -3,17 +3,13 @@ dead letters, and the accounts held back (quarantined by the processor, parked b
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from ops.held import held_back_lines
+from ops.held import held_back_lines, transfers_in_flight
 from ops.status import gather
-from projections.models import Transfer
-
-IN_FLIGHT = ("sent", "credited", "refused")
 
 
 class Command(BaseCommand):
@@ -42,24 +38,6 @@ class Command(BaseCommand):
         )
         for line in held_back_lines(kafka):
             self.stdout.write(line)
-
-
-def transfers_in_flight() -> str:
-    """One line: transfers debited and not yet completed or refunded, by step, the oldest, and how many are flagged."""
-    from django.db.models import Count, Min
-    from django.utils import timezone
-
-    pending = Transfer.objects.filter(status__in=IN_FLIGHT)
-    by_status = dict(pending.order_by().values("status").annotate(n=Count("id")).values_list("status", "n"))
-    total = sum(by_status.values())
-    if not total:
-        return "transfers in flight: 0"
-    oldest = pending.aggregate(oldest=Min("debited_at"))["oldest"]
-    flag_after = settings.BANK_TRANSFER_FLAG_AFTER
-    flagged = pending.filter(debited_at__lt=timezone.now() - timedelta(seconds=flag_after)).count()
-    steps = ", ".join(f"{by_status.get(s, 0)} {s}" for s in IN_FLIGHT)
-    age = f"; oldest debited {(timezone.now() - oldest).total_seconds():.0f}s ago" if oldest else ""
-    return f"transfers in flight: {total} ({steps}){age}; {flagged} flagged (in flight over {flag_after}s)"
 
 
 def _show(value: int | None) -> str:
