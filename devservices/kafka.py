@@ -16,7 +16,7 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
-from devservices.process import ServiceError, pid_alive, port_open, read_pid
+from devservices.process import ServiceError, pid_alive, port_open, read_pid, terminate
 
 KAFKA_VERSION = "4.1.1"
 POM = Path(__file__).with_name("kafka-pom.xml")
@@ -262,12 +262,7 @@ class KafkaNode:
         pid = self.pid()
         if pid is None:
             return False
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        terminate(pid, timeout)
         self.pid_file.unlink(missing_ok=True)
         return True
 
