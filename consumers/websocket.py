@@ -264,7 +264,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return
         # The account's own update may have gone out before this socket joined its group: look its outcomes up.
         outcomes = await self._outcomes([c for c in self.watching if c[0] == account.id])
-        messages = [self._summary(totals=self.page.kind == "dashboard", no_accounts=True, outcomes=outcomes)]
+        on_dashboard = self.page.kind == "dashboard"  # only the dashboard has #total and #no-accounts
+        messages = [self._summary(totals=on_dashboard, no_accounts=on_dashboard, outcomes=outcomes)]
         if self.page.kind == "dashboard":
             # A row the page may already show (from a catch-up) is replaced; a new one goes at the end.
             messages.append(self._render("account-row" if known else "ws-account-appended", account=account))
