@@ -204,6 +204,9 @@ async def measure(args: Any, port: int, workers: list[harness.Process]) -> dict[
         | {"mean": round(statistics.fmean(latencies), 1) if latencies else None},
         "first_page_ms": {"p50": round((pct(first, 50) or 0) * 1000, 1), "max": round(max(first, default=0) * 1000, 1)},
         "last_page_ms": {"p50": round((pct(last, 50) or 0) * 1000, 1), "max": round(max(last, default=0) * 1000, 1)},
+        "per_deposit_first_last_ms": [
+            [round(min(spread(c)) * 1000), round(max(spread(c)) * 1000)] for c in sorted(accepted) if spread(c)
+        ],
         "stages_ms": {
             "202→pushed": quantiles(to_push, (50, 99)),
             "pushed→first page": quantiles(push_to_first, (50, 99)),

@@ -9,12 +9,13 @@ page has (htmx logs an error for any other). Every fragment is a partial of temp
 the same ones the pages render; reads go through projections.queries.
 
 One push reaches every open page of the account in this process (a thousand, say), so what each page
-does per push is kept small: a fragment is rendered once per distinct input (`Fragments`: the partial,
-the time zone and the values it shows, never a model instance) and reused by the other pages that ask
-for exactly the same; the session check is shared by the pages of one session (`SessionChecks`); and
+does per push is kept small: a fragment is rendered once per distinct input (`render`: by the partial,
+the time zone and the values it shows, never from a model instance) and reused by the other pages that
+ask for exactly the same; the session check is shared by the pages of one session (`SessionChecks`);
 channel-layer messages skip Channels' per-message thread hop to close old database connections (the
-reads here go through `database_sync_to_async`, which closes them itself). Each page still decides on
-its own what it may see: a fragment is looked up by what that page's own state and authorization give.
+reads here go through `database_sync_to_async`, which closes them itself), and frames skip Channels'
+session wrapper (`past_session_wrapper`). Each page still decides on its own what it may see: the
+values it renders come from its own user's accounts and the commands it waits for, as before.
 
 Messages from the browser:
   {"type": "hello", "page": "dashboard"|"account", "account": id, "history": bool, "pending": [[account, command], ...]}
@@ -192,7 +193,7 @@ def _render(partial: str, zone: ZoneInfo | None, context: dict[str, Any]) -> str
         return render_to_string(f"{LIVE}#{partial}", context)
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=256)  # a push's fragments are asked for within moments
 def _rendered(partial: str, zone: ZoneInfo | None, key: tuple[tuple[str, Any], ...]) -> str:
     return _render(partial, zone, dict(key))  # the key holds the values themselves (lists as tuples)
 
@@ -364,15 +365,16 @@ class LiveConsumer(AsyncWebsocketConsumer):
         listed = {(account_id, c) for c in filter(None, map(_uuid, event.get("command_ids", [])))}
         if missing := [c for c in listed if c in self.watching and c not in answered]:
             outcomes += await self._outcomes(missing)
-        messages = [
-            self._summary(
-                totals=self.page.kind == "dashboard" and payload is not None,
-                balance_of=account if shown and payload is not None else None,
-                outcomes=outcomes,
-            )
-        ]
+        summary = self._summary(
+            totals=self.page.kind == "dashboard" and payload is not None,
+            balance_of=account if shown and payload is not None else None,
+            outcomes=outcomes,
+        )
         if self.page.kind == "dashboard" and payload is not None:
-            messages.append(self._render("account-row", account=account))
+            # One frame, the table row first (see live.html): a push's frames cost daphne more than its renders.
+            messages = [self._render("account-row", account=account) + summary]
+        else:
+            messages = [summary]
         if shown and self.page.history and entries:
             if event.get("entry_count", len(entries)) > len(entries):
                 messages.append(await self._history(account))  # too many to prepend: page one afresh
