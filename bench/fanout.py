@@ -7,8 +7,10 @@ hello as the account page does and half as the dashboard (both in the account's 
 1,000 overflows one process's listen backlog). Then `--deposits` deposits through the view, `--interval` s
 apart; per page and deposit, latency = the 202 of POST /accounts/<id>/deposit → that page's websocket showing
 a balance (data-cents) that includes it. Also: Redis's client count before and with the pages open (the
-channel layer multiplexes: it should barely move), pages told to retry (1013) or failed, daphne's CPU. The
-client (1,000 sockets parsing ~60,000 messages) shares the two cores: its delay is in every figure.
+channel layer multiplexes: it should barely move), pages told to retry (1013) or failed, daphne's CPU, and
+where the time goes: 202 → the projector's push on the channel layer (a listener of this process), push →
+the first and the last page. The client (1,000 sockets parsing ~60,000 messages) shares the two cores: its
+delay is in every figure.
 
     .venv/bin/python -m bench.fanout [--pages 1000] [--storm 500] [--deposits 20]
 """
@@ -92,6 +94,23 @@ def redis_clients() -> int:
     return int(redis.Redis.from_url(settings.REDIS_URL).info("clients")["connected_clients"])
 
 
+async def listen_layer(prefix: str, account: str, pushed: dict[int, float]) -> None:
+    """When the projector's push of each balance reached the channel layer (a listener of this process, as daphne)."""
+    from channels_redis.pubsub import RedisPubSubChannelLayer
+    from django.conf import settings
+
+    from projections.live import account_group
+
+    layer = RedisPubSubChannelLayer(hosts=[{"address": settings.REDIS_URL, "socket_timeout": None}], prefix=prefix)
+    channel = await layer.new_channel()
+    await layer.group_add(account_group(account), channel)
+    while True:
+        message = await layer.receive(channel)
+        now = time.perf_counter()
+        if (row := message.get("account")) is not None:
+            pushed.setdefault(int(row["balance"]), now)
+
+
 async def measure(args: Any, port: int, workers: list[harness.Process]) -> dict[str, Any]:
     from django.contrib.auth.models import User
 
@@ -126,6 +145,9 @@ async def measure(args: Any, port: int, workers: list[harness.Process]) -> dict[
             flush=True,
         )
 
+        pushed: dict[int, float] = {}  # balance in cents -> when its push reached the channel layer
+        layer_listener = asyncio.create_task(listen_layer(workers[-1].env["CHANNELS_PREFIX"], account, pushed))
+        await asyncio.sleep(0.2)  # subscribed
         cpu.restart()
         sent: list[tuple[int, int, float]] = []  # (balance in cents after it, status, t_accepted)
         for n in range(args.deposits):
@@ -139,10 +161,11 @@ async def measure(args: Any, port: int, workers: list[harness.Process]) -> dict[
                 break
             await asyncio.sleep(0.05)
         cpu_busy = cpu.busy()
+        layer_listener.cancel()
         for page in pages:
             if page.ws is not None:
                 await page.ws.close()
-        await asyncio.gather(*listeners, return_exceptions=True)
+        await asyncio.gather(*listeners, layer_listener, return_exceptions=True)
 
     arrivals = {(page.index, c): page.has(c) for page in connected for c in accepted}
     latencies = [(when - accepted[c]) * 1000 for (_, c), when in arrivals.items() if when is not None]
@@ -154,6 +177,10 @@ async def measure(args: Any, port: int, workers: list[harness.Process]) -> dict[
 
     first = [min(spread(c)) for c in accepted if spread(c)]
     last = [max(spread(c)) for c in accepted if spread(c)]
+    # The pipeline (view's 202 → the projector's push on the channel layer), then daphne's part (push → pages).
+    to_push = [(pushed[c] - accepted[c]) * 1000 for c in accepted if c in pushed]
+    push_to_first = [(min(spread(c)) + accepted[c] - pushed[c]) * 1000 for c in accepted if c in pushed and spread(c)]
+    push_to_last = [(max(spread(c)) + accepted[c] - pushed[c]) * 1000 for c in accepted if c in pushed and spread(c)]
     expected = len(connected) * len(accepted)
     by_kind = {
         kind: sum(1 for p in connected if p.account_page == (kind == "account page") for c in accepted if p.has(c))
@@ -177,6 +204,14 @@ async def measure(args: Any, port: int, workers: list[harness.Process]) -> dict[
         | {"mean": round(statistics.fmean(latencies), 1) if latencies else None},
         "first_page_ms": {"p50": round((pct(first, 50) or 0) * 1000, 1), "max": round(max(first, default=0) * 1000, 1)},
         "last_page_ms": {"p50": round((pct(last, 50) or 0) * 1000, 1), "max": round(max(last, default=0) * 1000, 1)},
+        "per_deposit_first_last_ms": [
+            [round(min(spread(c)) * 1000), round(max(spread(c)) * 1000)] for c in sorted(accepted) if spread(c)
+        ],
+        "stages_ms": {
+            "202→pushed": quantiles(to_push, (50, 99)),
+            "pushed→first page": quantiles(push_to_first, (50, 99)),
+            "pushed→last page": quantiles(push_to_last, (50, 99)),
+        },
         "cpu_cores_busy_while_sending": cpu_busy,
     }
 
@@ -221,6 +256,10 @@ def main() -> None:
         (
             "per deposit",
             f"first page p50 {first['p50']} ms (max {first['max']}), last page p50 {last['p50']} ms (max {last['max']})",
+        ),
+        (
+            "where the time goes",
+            ", ".join(f"{k} p50 {v['p50']} / p99 {v['p99']} ms" for k, v in figures["stages_ms"].items()),
         ),
         (
             "CPU while sending",

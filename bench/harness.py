@@ -82,6 +82,7 @@ class Process:
     def __init__(self, name: str, argv: list[str], env: dict[str, str], logs: Path) -> None:
         logs.mkdir(parents=True, exist_ok=True)
         self.name = name
+        self.env = env
         self.log_path = logs / f"{name}.log"
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(

@@ -3,8 +3,10 @@
 Runs processor, projector and daphne (DEBUG off) on fresh topics and a scratch database; this process is the
 browser (login, accounts, /ws/live/ with hello and watch as the page does) and POSTs deposits open loop at
 each of `--rates` for `--seconds`. Per rate: latency percentiles, HTTP answer times, where the time goes
-(`issued_at` and `occurred_at` read back from Kafka), CPU per process, and whether the rate was *held*
-(all answered 202 and updated within `--drain` s, no slowdown, no websocket close, p99 < `--held-p99-ms`).
+(`issued_at` and `occurred_at` read back from Kafka; when a read_committed consumer of this process could
+read the event; when the projector's push reached a channel-layer listener of this process), CPU per
+process, and whether the rate was *held* (all answered 202 and updated within `--drain` s, no slowdown, no
+websocket close, p99 < `--held-p99-ms`).
 
     .venv/bin/python -m bench.latency [--rates 50,100,150,200,300] [--seconds 10]
 """
@@ -16,6 +18,7 @@ import contextlib
 import json
 import os
 import re
+import threading
 import time
 import uuid
 from collections import Counter
@@ -26,7 +29,7 @@ import aiohttp
 
 from bank import messages
 from bank.config import KafkaSettings
-from bank.kafka import read_to_end
+from bank.kafka import consume_batch, read_to_end
 from bench import harness
 from bench.harness import ROOT, table
 
@@ -42,7 +45,9 @@ STAGES = {
     "send→view": "client request until the view built the command (issued_at)",
     "view→202": "Kafka confirmation, render, answer",
     "202→decided": "processor: consume, decide (the event's occurred_at)",
-    "decided→ws": "commit, projector batch and DB commit, channel layer, daphne: render, websocket frame",
+    "decided→readable": "processor's transaction commit until a read_committed consumer (of the bench) has the event",
+    "readable→pushed": "projector: fetch, batch, DB transaction, channel-layer push (seen by a listener of the bench)",
+    "pushed→ws": "daphne: channel layer to consumer, render, websocket frame",
 }
 
 
@@ -58,6 +63,8 @@ class Record:
     update: float | None = None
     issued_at: float | None = None
     occurred_at: float | None = None
+    readable: float | None = None  # perf_counter, when the bench's read_committed consumer got the event
+    pushed: float | None = None  # perf_counter, when the projector's push reached the bench's listener
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -242,14 +249,68 @@ def evaluate(
 
 def stages(records: list[Record]) -> dict[str, dict[str, float | None]]:
     """Where the time goes, per stage (p50/p99 ms), over the commands whose every timestamp is known."""
-    known = [r for r in records if None not in (r.accepted, r.update, r.issued_at, r.occurred_at)]
+    known = [r for r in records if None not in (r.accepted, r.update, r.issued_at, r.occurred_at, r.readable, r.pushed)]
     parts = [
         [(r.issued_at - (r.scheduled + WALL)) * 1000 for r in known],  # type: ignore[operator]
         [(r.accepted + WALL - r.issued_at) * 1000 for r in known],  # type: ignore[operator]
         [(r.occurred_at - (r.accepted + WALL)) * 1000 for r in known],  # type: ignore[operator]
-        [(r.update + WALL - r.occurred_at) * 1000 for r in known],  # type: ignore[operator]
+        [(r.readable + WALL - r.occurred_at) * 1000 for r in known],  # type: ignore[operator]
+        [(r.pushed - r.readable) * 1000 for r in known],  # type: ignore[operator]
+        [(r.update - r.pushed) * 1000 for r in known],  # type: ignore[operator]
     ]
     return {name: quantiles(values, (50, 99)) for name, values in zip(STAGES, parts, strict=True)}
+
+
+class Stamps:
+    """When each command's event became readable to a read_committed consumer, and when its push reached the
+    channel layer: a consumer thread and a channel-layer listener of this process (timing aids only)."""
+
+    def __init__(self, kafka: KafkaSettings, records: dict[str, Record]) -> None:
+        from confluent_kafka import OFFSET_END, TopicPartition
+
+        from bank.kafka import reader
+
+        self.records = records
+        self.stop = threading.Event()
+        # As the projector reads: read_committed, fetches as they come (the reader's defaults, a group of its own).
+        self.consumer = reader(kafka, **{"group.id": f"bench-latency-{uuid.uuid4().hex[:8]}"})
+        self.consumer.assign([TopicPartition(kafka.events_topic, p, OFFSET_END) for p in range(kafka.partitions)])
+        self.thread = threading.Thread(target=self._read, name="bench-readable", daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        while not self.stop.is_set():
+            # As the projector's consume_batch: consume(n, t) would wait all of t unless n messages came.
+            for message in consume_batch(self.consumer, 1000, 0.05):
+                now = time.perf_counter()
+                if message.error() is not None:
+                    continue
+                with contextlib.suppress(messages.PoisonMessage):
+                    envelope = messages.decode_event(message.value())
+                    if (record := self.records.get(str(envelope.command_id))) is not None and record.readable is None:
+                        record.readable = now
+        self.consumer.close()
+
+    async def listen_layer(self, prefix: str, accounts: list[str]) -> None:
+        from channels_redis.pubsub import RedisPubSubChannelLayer
+        from django.conf import settings
+
+        from projections.live import account_group
+
+        layer = RedisPubSubChannelLayer(hosts=[{"address": settings.REDIS_URL, "socket_timeout": None}], prefix=prefix)
+        channel = await layer.new_channel()
+        for account in accounts:
+            await layer.group_add(account_group(account), channel)
+        while True:
+            message = await layer.receive(channel)
+            now = time.perf_counter()
+            for command_id in message.get("command_ids", []):
+                if (record := self.records.get(command_id)) is not None and record.pushed is None:
+                    record.pushed = now
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
 
 
 def stamp_from_kafka(kafka: KafkaSettings, records: dict[str, Record]) -> None:
@@ -277,7 +338,7 @@ async def wait_for_accounts(accounts: list[str], workers: list[harness.Process],
     await asyncio.to_thread(harness.wait_until, projected, timeout, 0.1, "the accounts projected (logs in var/bench)")
 
 
-async def measure(args: Any, port: int, workers: list[harness.Process]) -> dict[str, Any]:
+async def measure(args: Any, kafka: KafkaSettings, port: int, workers: list[harness.Process]) -> dict[str, Any]:
     from django.contrib.auth.models import User
 
     measuring = time.monotonic()
@@ -295,6 +356,8 @@ async def measure(args: Any, port: int, workers: list[harness.Process]) -> dict[
         await wait_for_accounts(accounts, workers)
         ready_s = time.monotonic() - measuring
         listener = asyncio.create_task(browser.listen(f"ws://127.0.0.1:{port}/ws/live/"))
+        stamps = Stamps(kafka, browser.records)
+        layer_listener = asyncio.create_task(stamps.listen_layer(workers[-1].env["CHANNELS_PREFIX"], accounts))
         await asyncio.wait_for(browser.ws_ready.wait(), 30)
         try:
             await browser.run_rate(50, 1.0, accounts, args, drain=5.0)  # not measured: first renders, connections
@@ -308,7 +371,9 @@ async def measure(args: Any, port: int, workers: list[harness.Process]) -> dict[
                 listener.result()  # raises what stopped it
         finally:
             listener.cancel()
-            await asyncio.gather(listener, return_exceptions=True)
+            layer_listener.cancel()
+            await asyncio.gather(listener, layer_listener, return_exceptions=True)
+            stamps.close()
     return {"ready_s": ready_s, "runs": runs, "records": browser.records, "ws_messages": browser.ws_messages}
 
 
@@ -334,7 +399,7 @@ def main() -> None:
     started = time.monotonic()
     with harness.bank_processes("latency", database, LOGS) as (kafka, port, workers):
         print("  workers: " + ", ".join(f"{w.name} pid {w.pid}" for w in workers) + f"; port {port}; logs in {LOGS}")
-        result = asyncio.run(measure(args, port, workers))
+        result = asyncio.run(measure(args, kafka, port, workers))
         stamp_from_kafka(kafka, result["records"])
     crashed = harness.tracebacks(workers)
 

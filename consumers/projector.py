@@ -148,7 +148,8 @@ class Projector:
            database commit, so a crash can only duplicate a dead letter, never lose one).
         3. One database transaction: releases, projection rows, parked accounts, dead-letter
            rows, checkpoints. If PostgreSQL is down, hold the batch and try it again later.
-        4. After the commit: commit offsets to Kafka (for lag tools), push live updates.
+        4. After the commit: push live updates (first: the pages wait for them), commit offsets to
+           Kafka (for lag tools only), count.
         """
         if self.held is None:
             batch = [m for m in consume_batch(self.consumer, self.batch_size, self.batch_wait) if self._usable(m)]
@@ -163,6 +164,14 @@ class Projector:
             self._back_off(f"writing a batch of {len(held.messages)} events", error)
             return 0
         self.held = None
+        if self.push:
+            sent = live.push(outcome)
+            self.pushed += sent
+            metrics.pushes_sent.inc(sent)
+            pushed_at = datetime.now(UTC)
+            for rows in outcome.audit.values():
+                for row in rows:
+                    metrics.event_to_push_seconds.observe((pushed_at - row.occurred_at).total_seconds())
         if self.failures:
             log.info("the database is back: wrote the held batch after %d failed attempt(s)", self.failures)
             self.failures = 0
@@ -178,14 +187,6 @@ class Projector:
             self.consumer.commit(offsets=[tp for tp in positions if tp.offset >= 0], asynchronous=True)
         except KafkaException as error:
             log.warning("could not commit offsets to Kafka (only lag reporting suffers): %s", error)
-        if self.push:
-            sent = live.push(outcome)
-            self.pushed += sent
-            metrics.pushes_sent.inc(sent)
-            pushed_at = datetime.now(UTC)
-            for rows in outcome.audit.values():
-                for row in rows:
-                    metrics.event_to_push_seconds.observe((pushed_at - row.occurred_at).total_seconds())
         return len(held.messages)
 
     def _prepare(self, batch: list[Message]) -> Held:

@@ -8,6 +8,15 @@ history) and which commands it waits for; the consumer then sends only fragments
 page has (htmx logs an error for any other). Every fragment is a partial of templates/bank/live.html,
 the same ones the pages render; reads go through projections.queries.
 
+One push reaches every open page of the account in this process (a thousand, say), so what each page
+does per push is kept small: a fragment is rendered once per distinct input (`render`: by the partial,
+the time zone and the values it shows, never from a model instance) and reused by the other pages that
+ask for exactly the same; the session check is shared by the pages of one session (`SessionChecks`);
+channel-layer messages skip Channels' per-message thread hop to close old database connections (the
+reads here go through `database_sync_to_async`, which closes them itself), and frames skip Channels'
+session wrapper (`past_session_wrapper`). Each page still decides on its own what it may see: the
+values it renders come from its own user's accounts and the commands it waits for, as before.
+
 Messages from the browser:
   {"type": "hello", "page": "dashboard"|"account", "account": id, "history": bool, "pending": [[account, command], ...]}
   {"type": "watch", "account": id, "command": id}    a pending row that appeared after the hello
@@ -15,20 +24,26 @@ Messages from the browser:
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass
 from importlib import import_module
 from typing import Any
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import orjson
 from channels.auth import get_user
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.sessions import InstanceSessionWrapper
 from django.conf import settings
 from django.db import DatabaseError
 from django.template.loader import render_to_string
+from django.utils import timezone
 from redis.exceptions import RedisError
 
 from bank import metrics
@@ -37,7 +52,7 @@ from projections.apply import AccountRow, AuditRow
 from projections.live import account_from_payload, account_group, entry_from_payload, owner_group, session_group
 from projections.models import Account
 from projections.queries import Outcome
-from web.middleware import browser_zone
+from web.middleware import ZONE_COOKIE, zone_from_cookie
 
 log = logging.getLogger("bank.websocket")
 
@@ -98,10 +113,112 @@ async def session_alive(session_key: str, user_pk: Any) -> bool:
     return bool(user.is_authenticated and user.pk == user_pk)
 
 
+class SessionChecks:
+    """Whether a session still logs its user in, asked of the session store at most once per
+    SESSION_RECHECK_SECONDS per session and process, however many pages of it are open (each asks on
+    every push). Only "still logged in" is remembered: a session found gone closes its pages, and any
+    page asking after that asks the store again."""
+
+    def __init__(self) -> None:
+        self.alive_at: dict[tuple[str, Any], float] = {}  # when a check that found it alive started
+        self.running: dict[tuple[str, Any], asyncio.Task[bool]] = {}  # one check at a time per session
+
+    def seen(self, session_key: str, user_pk: Any) -> None:
+        """A page of the session just connected: its handshake read the session."""
+        self.alive_at.setdefault((session_key, user_pk), time.monotonic())
+
+    async def alive(self, session_key: str, user_pk: Any) -> bool:
+        key = (session_key, user_pk)
+        if time.monotonic() - self.alive_at.get(key, float("-inf")) < SESSION_RECHECK_SECONDS:
+            return True
+        task = self.running.get(key)
+        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+            task = self.running[key] = asyncio.ensure_future(self._check(key))
+        return await asyncio.shield(task)
+
+    async def _check(self, key: tuple[str, Any]) -> bool:
+        started = time.monotonic()
+        try:
+            alive = await session_alive(*key)
+        finally:
+            if self.running.get(key) is asyncio.current_task():
+                del self.running[key]
+        if not alive:
+            self.alive_at.pop(key, None)
+            return False
+        if len(self.alive_at) > 10_000:  # sessions come and go: forget those not asked about lately
+            self.alive_at = {k: t for k, t in self.alive_at.items() if started - t < SESSION_RECHECK_SECONDS}
+        self.alive_at[key] = started
+        return True
+
+
+SESSIONS = SessionChecks()
+
+
+class Unkeyed(Exception):
+    """A value a fragment cannot be looked up by (a model instance compares by primary key only)."""
+
+
+VALUES = (str, int, AccountRow, AuditRow, type(None))  # compared by value (a tuple: `a | b` is built at each use)
+SEQUENCES = (list, tuple)
+
+
+def fragment_key(value: Any) -> Any:
+    """`value`, made hashable, if two equal keys are sure to render the same; else Unkeyed."""
+    if isinstance(value, VALUES):
+        return value
+    if isinstance(value, Outcome) and isinstance(value.entry, AuditRow) and isinstance(value.account, AccountRow):
+        return value
+    if isinstance(value, SEQUENCES):
+        return tuple([fragment_key(v) for v in value])
+    raise Unkeyed(type(value).__name__)
+
+
+def render(partial: str, zone: ZoneInfo | None, context: dict[str, Any]) -> str:
+    """A partial of templates/bank/live.html, in the time zone `zone` (None: UTC).
+
+    Rendered once per distinct (partial, zone, context) and then reused: one push to a thousand
+    pages of an account renders its fragments a few times, not a thousand. Contexts holding model
+    instances are rendered every time (an instance equals any other of the same primary key).
+    """
+    try:
+        key = tuple([(name, fragment_key(value)) for name, value in context.items()])
+    except Unkeyed:
+        return _render(partial, zone, context)
+    return _rendered(partial, zone, key)
+
+
+def _render(partial: str, zone: ZoneInfo | None, context: dict[str, Any]) -> str:
+    with timezone.override(zone):
+        return render_to_string(f"{LIVE}#{partial}", context)
+
+
+@functools.lru_cache(maxsize=256)  # a push's fragments are asked for within moments
+def _rendered(partial: str, zone: ZoneInfo | None, key: tuple[tuple[str, Any], ...]) -> str:
+    return _render(partial, zone, dict(key))  # the key holds the values themselves (lists as tuples)
+
+
+WEBSOCKET_MESSAGES = {"websocket.accept", "websocket.send", "websocket.close"}
+
+
+def past_session_wrapper(send: Any) -> Any:
+    """The send under Channels' session wrapper, which passes websocket messages on unchanged (it saves
+    sessions on HTTP responses only) but reads the session's state through two lazy proxies for each: a
+    fifth of daphne's CPU when a push goes to a thousand pages. The wrapper itself if it would act on them."""
+    wrapper = getattr(send, "__self__", None)
+    if isinstance(wrapper, InstanceSessionWrapper) and not WEBSOCKET_MESSAGES & {
+        *wrapper.save_message_types,
+        *wrapper.cookie_response_message_types,
+    }:
+        return wrapper.real_send
+    return send
+
+
 class LiveConsumer(AsyncWebsocketConsumer):
     open_sockets = 0  # accepted and not yet closed, in this process
 
     async def connect(self) -> None:
+        self.base_send = past_session_wrapper(self.base_send)  # type: ignore[has-type]
         if unavailable := self.scope.get("live_unavailable"):
             log.warning("live page not connected, the session could not be read: %s", unavailable)
             await self._try_again_later("live updates are busy")
@@ -114,7 +231,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.closing = False
         self.owner = queries.owner_key(user)
         self.session_key: str | None = getattr(self.scope.get("session"), "session_key", None)
-        self.session_checked = time.monotonic()
+        if self.session_key:
+            SESSIONS.seen(self.session_key, user.pk)
+        self.zone = zone_from_cookie(self.scope.get("cookies", {}).get(ZONE_COOKIE))
         self.page: Page | None = None  # unknown until the hello: nothing is sent before it
         self.watching: dict[Command, None] = {}  # ordered: the oldest is dropped beyond MAX_PENDING
         self.recent: dict[Command, Outcome] = {}  # outcomes pushed lately, for a watch that comes after its push
@@ -158,6 +277,15 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if group not in self.joined:
             await self.channel_layer.group_add(group, self.channel_name)
             self.joined.add(group)
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels' dispatch without its thread hop per message to close old database connections: a push
+        goes to every open page, and the hops queued a thousand per push. Every read here goes through
+        database_sync_to_async, which closes old connections in its own thread before and after."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     # --- from the browser ---
 
@@ -237,15 +365,16 @@ class LiveConsumer(AsyncWebsocketConsumer):
         listed = {(account_id, c) for c in filter(None, map(_uuid, event.get("command_ids", [])))}
         if missing := [c for c in listed if c in self.watching and c not in answered]:
             outcomes += await self._outcomes(missing)
-        messages = [
-            self._summary(
-                totals=self.page.kind == "dashboard" and payload is not None,
-                balance_of=account if shown and payload is not None else None,
-                outcomes=outcomes,
-            )
-        ]
+        summary = self._summary(
+            totals=self.page.kind == "dashboard" and payload is not None,
+            balance_of=account if shown and payload is not None else None,
+            outcomes=outcomes,
+        )
         if self.page.kind == "dashboard" and payload is not None:
-            messages.append(self._render("account-row", account=account))
+            # One frame, the table row first (see live.html): a push's frames cost daphne more than its renders.
+            messages = [self._render("account-row", account=account) + summary]
+        else:
+            messages = [summary]
         if shown and self.page.history and entries:
             if event.get("entry_count", len(entries)) > len(entries):
                 messages.append(await self._history(account))  # too many to prepend: page one afresh
@@ -302,10 +431,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     async def _still_logged_in(self) -> bool:
         """Checked now and then (logging out closes the socket at once; this catches expiry and the like)."""
-        if time.monotonic() - self.session_checked < SESSION_RECHECK_SECONDS:
-            return True
-        self.session_checked = time.monotonic()
-        if self.session_key and await session_alive(self.session_key, self.user.pk):
+        if self.session_key and await SESSIONS.alive(self.session_key, self.user.pk):
             return True
         await self.close(code=UNAUTHORIZED)
         return False
@@ -334,8 +460,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
     # --- rendering (the same partials as the pages) ---
 
     def _render(self, partial: str, **context: Any) -> str:
-        with browser_zone(self.scope.get("cookies", {})):
-            return render_to_string(f"{LIVE}#{partial}", context)
+        return render(partial, self.zone, context)
 
     def _summary(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Callable
@@ -31,8 +32,10 @@ def wait_for(condition: Callable[[], object], what: str, timeout: float = 30.0) 
 
 
 def test_it_pushes_to_300_pages_open_on_one_web_process(bank_server: str, users: dict[str, User]) -> None:
+    """Each page of the owner gets the update (its fragments rendered once for all); no page of another user does."""
     alice = users["alice"]
     client = logged_in(alice)
+    bobs_cookie = f"sessionid={logged_in(users['bob']).cookies['sessionid'].value}"
     opened = client.post(
         "/accounts/open",
         {"name": "Many", "currency": "EUR", "command_id": str(uuid.uuid4())},
@@ -46,17 +49,19 @@ def test_it_pushes_to_300_pages_open_on_one_web_process(bank_server: str, users:
     ws_url = bank_server.replace("http://", "ws://") + "/ws/live/"
     marker = f'id="balance-{account.id}" class="balance" data-cents="4200"'
 
-    async def run() -> list[bool]:
+    async def run() -> tuple[list[bool], list[str]]:
         # No pool limit on the client side: every page is its own connection, as with browsers.
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
 
-            async def page() -> aiohttp.ClientWebSocketResponse:
+            async def page(cookie: str = cookie, kind: str = "account") -> aiohttp.ClientWebSocketResponse:
                 ws = await session.ws_connect(ws_url, headers={"Cookie": cookie, "Origin": bank_server})
                 # As the account page says after connecting: nothing is pushed to a page before it.
-                await ws.send_json({"type": "hello", "page": "account", "account": str(account.id), "history": False})
+                await ws.send_json({"type": "hello", "page": kind, "account": str(account.id), "history": False})
                 return ws
 
             sockets = await asyncio.gather(*(page() for _ in range(PAGES)))
+            # Bob's pages: dashboards, and account pages that name alice's account (edited pages).
+            others = await asyncio.gather(*(page(bobs_cookie, ("dashboard", "account")[i % 2]) for i in range(10)))
             try:
                 # A deposit through the view (the real path: Kafka, processor, projector, channel layer).
                 form = {"deposit-amount": "42.00", "deposit-command_id": str(uuid.uuid4())}
@@ -76,16 +81,35 @@ def test_it_pushes_to_300_pages_open_on_one_web_process(bank_server: str, users:
                             return True
                     return False
 
-                return await asyncio.gather(*(updated(ws) for ws in sockets))
-            finally:
-                await asyncio.gather(*(ws.close() for ws in sockets))
+                delivered = await asyncio.gather(*(updated(ws) for ws in sockets))
 
-    delivered = async_to_sync(run)()
+                async def seen_by_bob(ws: aiohttp.ClientWebSocketResponse) -> list[str]:
+                    """What a page of bob's got (its own catch-up), until it is quiet for half a second."""
+                    texts = []
+                    with contextlib.suppress(TimeoutError):
+                        while (message := await ws.receive(timeout=0.5)).type == aiohttp.WSMsgType.TEXT:
+                            texts.append(message.data)
+                    return texts
+
+                leaked = [t for texts in await asyncio.gather(*map(seen_by_bob, others)) for t in texts]
+                return delivered, leaked
+            finally:
+                await asyncio.gather(*(ws.close() for ws in sockets + others))
+
+    delivered, seen_by_bob = async_to_sync(run)()
     assert sum(delivered) == PAGES
+    assert not [text for text in seen_by_bob if str(account.id) in text or "4200" in text]
 
 
 @override_settings(LIVE_MAX_SOCKETS=1)
-def test_it_tells_a_page_past_the_limit_to_try_again_later(users: dict[str, User]) -> None:
+def test_it_tells_a_page_past_the_limit_to_try_again_later(
+    users: dict[str, User], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from consumers.websocket import LiveConsumer
+
+    # Counted from zero: a test's communicator closed by the server never says websocket.disconnect, so
+    # sockets of tests run before this one may still count in this process.
+    monkeypatch.setattr(LiveConsumer, "open_sockets", 0)
     cookie = session_cookie(users["alice"])
 
     async def run() -> None:

@@ -352,6 +352,126 @@ def test_it_closes_the_websocket_once_its_session_is_gone_otherwise(
     async_to_sync(run)()
 
 
+def test_it_renders_a_push_once_for_many_pages_and_sends_it_only_to_their_owner(users: dict[str, User]) -> None:
+    """One push reaches every page of the account: each fragment is rendered once, and no page of another user
+    gets it, not even one that says hello as the page of that account (an edited page)."""
+    from consumers import websocket
+
+    alices, bobs = account_of(users["alice"], "Alice main"), account_of(users["bob"], "Bob main")
+    alice_cookie, bob_cookie = session_cookie(users["alice"]), session_cookie(users["bob"])
+
+    async def run() -> None:
+        account_pages = [communicator(alice_cookie) for _ in range(3)]
+        dashboards = [communicator(alice_cookie) for _ in range(3)]
+        bob_pages = [communicator(bob_cookie) for _ in range(3)]
+        for ws in account_pages + dashboards + bob_pages:
+            assert (await ws.connect())[0]
+        for ws in account_pages:
+            await ws.send_to(text_data=hello("account", alices))
+        for ws in dashboards:
+            await ws.send_to(text_data=hello("dashboard"))
+        for ws, said in zip(
+            bob_pages, (hello("account", bobs), hello("dashboard"), hello("account", alices)), strict=True
+        ):
+            await ws.send_to(text_data=said)
+        for ws in account_pages + dashboards + bob_pages:
+            await drain(ws)
+
+        websocket._rendered.cache_clear()
+        await _push(alices, 12_34)  # the balance goes from 0 to 12.34
+        on_account_pages = ["".join(await drain(ws)) for ws in account_pages]
+        on_dashboards = ["".join(await drain(ws)) for ws in dashboards]
+        for text in on_account_pages:
+            assert f'id="balance-{alices.id}" class="balance" data-cents="1234"' in text
+        for text in on_dashboards:
+            assert f'id="account-{alices.id}"' in text and 'data-cents="1234"' in text and 'id="total"' in text
+        assert len(set(on_account_pages)) == 1 and len(set(on_dashboards)) == 1
+        for ws in bob_pages:
+            assert await ws.receive_nothing(timeout=0.5), "nothing of alice's account on bob's pages"
+        # Rendered once each: the account pages' summary, the dashboards' summary and the dashboards' row.
+        assert websocket._rendered.cache_info().misses == 3
+
+        await _push(bobs, 5_00)
+        assert f'id="balance-{bobs.id}" class="balance" data-cents="500"' in "".join(await drain(bob_pages[0]))
+        assert f'id="account-{bobs.id}"' in "".join(await drain(bob_pages[1]))
+        assert await bob_pages[2].receive_nothing(timeout=0.3)
+        for ws in account_pages + dashboards:
+            assert await ws.receive_nothing(timeout=0.3), "nothing of bob's account on alice's pages"
+        for ws in account_pages + dashboards + bob_pages:
+            await ws.disconnect()
+
+    async_to_sync(run)()
+
+
+def test_it_renders_a_shared_push_in_each_pages_time_zone(users: dict[str, User]) -> None:
+    alices = account_of(users["alice"], "Alice main")
+    cookie = session_cookie(users["alice"])
+
+    async def run() -> None:
+        in_tokyo, in_utc = communicator(cookie + b"; tz=Asia/Tokyo"), communicator(cookie)
+        for ws in (in_tokyo, in_utc):
+            assert (await ws.connect())[0]
+            await ws.send_to(text_data=hello("account", alices, history=True))
+            await drain(ws)
+        await _push(alices, 1_00)
+        tokyo, utc = "".join(await drain(in_tokyo)), "".join(await drain(in_utc))
+        assert f"afterbegin:#audit-live-{alices.id}" in tokyo and f"afterbegin:#audit-live-{alices.id}" in utc
+        assert "+09:00" in tokyo and "+09:00" not in utc and "+00:00" in utc
+        for ws in (in_tokyo, in_utc):
+            await ws.disconnect()
+
+    async_to_sync(run)()
+
+
+def test_it_never_reuses_a_fragment_rendered_from_a_model_instance(users: dict[str, User]) -> None:
+    """A model instance equals any other of its primary key: a fragment rendered from one is never looked up."""
+    from consumers import websocket
+
+    account = account_of(users["alice"], "Alice main", balance=1_00)
+    assert 'data-cents="100"' in websocket.render("balance", None, {"account": account})
+    account.balance = 2_00
+    assert 'data-cents="200"' in websocket.render("balance", None, {"account": account})
+    with pytest.raises(websocket.Unkeyed):
+        websocket.fragment_key([account])
+
+
+def test_it_asks_the_session_store_once_for_all_pages_of_a_session(
+    users: dict[str, User], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from consumers import websocket
+
+    asked: list[str] = []
+    session_alive = websocket.session_alive
+
+    async def counted(session_key: str, user_pk: object) -> bool:
+        asked.append(session_key)
+        return await session_alive(session_key, user_pk)
+
+    monkeypatch.setattr(websocket, "session_alive", counted)
+    alices = account_of(users["alice"], "Alice main")
+    cookie = session_cookie(users["alice"])
+
+    async def run() -> None:
+        pages = [communicator(cookie) for _ in range(5)]
+        for ws in pages:
+            assert (await ws.connect())[0]
+            await ws.send_to(text_data=hello("dashboard"))
+            await drain(ws)
+        websocket.SESSIONS.alive_at.clear()  # as if the last check were older than SESSION_RECHECK_SECONDS
+        await _push(alices, 3_00)
+        for ws in pages:
+            assert 'data-cents="300"' in "".join(await drain(ws))
+        assert len(asked) == 1
+        await _push(alices, 4_00)
+        for ws in pages:
+            assert 'data-cents="700"' in "".join(await drain(ws))
+        assert len(asked) == 1, "within SESSION_RECHECK_SECONDS the first check holds"
+        for ws in pages:
+            await ws.disconnect()
+
+    async_to_sync(run)()
+
+
 def test_it_sends_no_dashboard_fragment_to_an_account_page_when_an_account_is_opened(users: dict[str, User]) -> None:
     """Regression (htmx:oobErrorNoTarget #no-accounts, found by a browser pass): only the dashboard has
     #no-accounts and #total, so an account page open while another account is opened gets neither."""
