@@ -224,10 +224,11 @@ class Projector:
             store.take_lock(cursor)
             mentioned = list({e.envelope.account_id for e in held.events} | {a for _, _, a in held.poison if a})
             before = parking.parked(cursor, self.topic, mentioned)
-            rules = parking.Parking(dict(before), store.last_sequences(cursor, mentioned), reread=self._reread)
+            last = store.last_sequences(cursor, mentioned)
+            rules = parking.Parking(dict(before), dict(last), reread=self._reread)
             plan = rules.decide(held.records)
             parking.save(cursor, self.topic, before, rules.spots)
-            outcome = self._apply(cursor, plan.apply, held.ends)
+            outcome = self._apply(cursor, plan.apply, held.ends, last)
             for spot, applied in plan.released:
                 log.info(
                     "released account %s: applied %d of its events from %s[%d]@%d on",
@@ -249,12 +250,14 @@ class Projector:
                 )
         return outcome
 
-    def _apply(self, cursor: object, todo: list[store.Positioned], ends: dict[int, int]) -> store.Outcome:
+    def _apply(
+        self, cursor: object, todo: list[store.Positioned], ends: dict[int, int], last: dict[UUID, int]
+    ) -> store.Outcome:
         """apply_batch in a savepoint, leaving out (and parking) each account that fails it, until it goes through."""
         while True:
             try:
                 with transaction.atomic():
-                    return store.apply_batch(cursor, self.topic, todo, ends, registry.chosen())
+                    return store.apply_batch(cursor, self.topic, todo, ends, registry.chosen(), sequences=last)
             except SequenceGap as gap:
                 first = next(e for e in todo if e.envelope.event_id == gap.event_id)
                 failed = {gap.account_id: (first, f"sequence gap: {gap}")}
@@ -359,12 +362,3 @@ def read_range(kafka: KafkaSettings, topic: str, partition: int, start: int, end
                 raise NotNow(f"could not read {topic}[{partition}] from {start} to {end} within {REREAD_TIMEOUT:g}s")
     finally:
         events.close()
-
-
-def merge(into: store.Outcome, other: store.Outcome) -> None:
-    into.accounts.update(other.accounts)
-    into.opened |= other.opened
-    for account, rows in other.audit.items():
-        into.audit[account].extend(rows)
-    into.applied += other.applied
-    into.duplicates += other.duplicates
