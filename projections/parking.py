@@ -17,7 +17,8 @@ their spot would leave a parked account's history stopped at the gap with nothin
 projector would park it again at its next event, not where its history stopped, and a release would
 then miss the events between. Two things are not facts of the log and are not replayed: `since` (when
 the projector parked it; a replay keeps the live one of an unchanged spot, verify leaves it out) and a
-spot for a row the database refused (the database's doing: a replay meets the same refusal).
+spot for a row the database refused (the database's doing, and where the projector parks it depends
+on its batches; a replay that meets such a row still fails as a whole).
 """
 
 from __future__ import annotations
