@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import orjson
@@ -214,10 +215,10 @@ def test_it_stops_instead_of_parking_every_account_when_the_schema_refuses_them_
 PROJECTION_TABLES = ("projections_account", "projections_auditentry", "projections_transfer")
 
 
-def parked_spots() -> set[tuple[UUID, str, int, int, str]]:
+def parked_spots(schema: str = "public") -> set[tuple[UUID, str, int, int, str]]:
     """The parked accounts, read with plain SQL (`since` is when it happened, not a fact of the log)."""
     with connection.cursor() as cursor:
-        cursor.execute('SELECT account_id, topic, partition, "offset", reason FROM projections_parkedaccount')
+        cursor.execute(f'SELECT account_id, topic, partition, "offset", reason FROM {schema}.projections_parkedaccount')
         return set(cursor.fetchall())
 
 
@@ -301,6 +302,15 @@ def test_it_rebuilds_the_live_projections_and_the_parked_account_from_an_imperfe
     ]
     live_rows, live_spots = projected_rows(), parked_spots()
     assert live_rows == expected_rows(held_back)
+    # As of a moment after the last event, into a schema of its own: the same rows and spot.
+    later = (datetime.now(UTC) + timedelta(minutes=1)).isoformat()
+    try:
+        run("replay", "--until", later, "--schema", "asof_parked", "--no-progress")
+        assert projected_rows("asof_parked") == live_rows
+        assert parked_spots("asof_parked") == live_spots
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP SCHEMA IF EXISTS asof_parked CASCADE")
 
     projector.stop()
     with connection.cursor() as cursor:  # drop every projection, the parked accounts and the checkpoints
