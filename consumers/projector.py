@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
-import orjson
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
 from django import db
@@ -61,6 +60,7 @@ class Held:
     events: list[store.Positioned]
     poison: list[tuple[Message, str, UUID | None]]
     ends: dict[int, int]
+    records: list[parking.Record]  # events and poison in log order, for the parking rules
 
 
 class _Probe(Exception):
@@ -192,55 +192,53 @@ class Projector:
     def _prepare(self, batch: list[Message]) -> Held:
         events: list[store.Positioned] = []
         poison: list[tuple[Message, str, UUID | None]] = []
+        records: list[parking.Record] = []
         for message in batch:
+            partition, offset = message.partition() or 0, message.offset() or 0
             try:
                 envelope = messages.decode_event(message.value())
             except messages.PoisonMessage as bad:
-                poison.append((message, str(bad), named_account(message)))
+                named = named_account(message)
+                poison.append((message, str(bad), named))
+                records.append(parking.Poison(partition, offset, named, str(bad)))
                 dead_letter(self.dead_letters, self.kafka, message, str(bad))
                 continue
-            events.append(store.Positioned(message.partition() or 0, message.offset() or 0, envelope))
+            event = store.Positioned(partition, offset, envelope, message.key())
+            events.append(event)
+            records.append(event)
         if poison and self.dead_letters.flush(30) > 0:
             raise ProjectorFailed("could not write dead letters to Kafka; will retry the batch after a restart")
-        return Held(batch, events, poison, {tp.partition: tp.offset for tp in next_offsets(batch)})
+        return Held(batch, events, poison, {tp.partition: tp.offset for tp in next_offsets(batch)}, records)
 
     def _write(self, held: Held) -> store.Outcome:
         """The batch's database transaction.
 
-        1. Releases: a parked account's AccountReleased makes it read its events again from
-           where it parked, apply them and unpark (its earlier events in this batch are among them).
-        2. Poison naming an account parks it at the poison's offset.
-        3. Apply the rest in a savepoint; a sequence gap or a refused row parks that account
-           from there and the batch is tried again without it.
+        1. The parking rules (parking.Parking, as in replay) over the batch's records in log order,
+           from the parked spots and last sequences in the database: which events apply, which
+           accounts park (a gap, poison naming them), which are released (their events read again
+           from where they parked, accepting what parked them); write the spots that changed.
+        2. Apply those events in a savepoint; a row the database refuses parks that account from
+           its first event there and the batch is tried again without it.
+        3. The dead-letter rows.
         """
         with transaction.atomic(), connection.cursor() as cursor:
             store.take_lock(cursor)
-            mentioned = {e.envelope.account_id for e in held.events} | {a for _, _, a in held.poison if a}
-            spots = parking.parked(cursor, self.topic, mentioned)
-            held_from = {a: -1 for a in spots}  # an account's events at or after this offset wait
-            read_again_below: dict[UUID, int] = {}
-            outcome = store.Outcome()
-            for event in held.events:
-                account = event.envelope.account_id
-                releases = event.envelope.type == "AccountReleased" and account in spots
-                if releases and self._release(cursor, spots.pop(account), event.offset, outcome):
-                    del held_from[account]
-                    read_again_below[account] = event.offset
-            for message, error, named in held.poison:
-                offset = message.offset() or 0
-                if named is None or named in held_from or offset < read_again_below.get(named, -1):
-                    continue
-                parking.park(
-                    cursor, self.topic, parking.Parked(named, message.partition() or 0, offset, f"poison: {error}")
+            mentioned = list({e.envelope.account_id for e in held.events} | {a for _, _, a in held.poison if a})
+            before = parking.parked(cursor, self.topic, mentioned)
+            last = store.last_sequences(cursor, mentioned)
+            rules = parking.Parking(dict(before), dict(last), reread=self._reread)
+            plan = rules.decide(held.records)
+            parking.save(cursor, self.topic, before, rules.spots)
+            outcome = self._apply(cursor, plan.apply, held.ends, last)
+            for spot, applied in plan.released:
+                log.info(
+                    "released account %s: applied %d of its events from %s[%d]@%d on",
+                    spot.account_id,
+                    applied,
+                    self.topic,
+                    spot.partition,
+                    spot.offset,
                 )
-                held_from[named] = offset
-            todo = [
-                e
-                for e in held.events
-                if e.offset < held_from.get(e.envelope.account_id, e.offset + 1)
-                and e.offset >= read_again_below.get(e.envelope.account_id, -1)
-            ]
-            merge(outcome, self._apply(cursor, todo, held.ends))
             for message, error, _ in held.poison:
                 store.record_dead_letter(
                     cursor,
@@ -253,12 +251,14 @@ class Projector:
                 )
         return outcome
 
-    def _apply(self, cursor: object, todo: list[store.Positioned], ends: dict[int, int]) -> store.Outcome:
+    def _apply(
+        self, cursor: object, todo: list[store.Positioned], ends: dict[int, int], last: dict[UUID, int]
+    ) -> store.Outcome:
         """apply_batch in a savepoint, leaving out (and parking) each account that fails it, until it goes through."""
         while True:
             try:
                 with transaction.atomic():
-                    return store.apply_batch(cursor, self.topic, todo, ends, registry.chosen())
+                    return store.apply_batch(cursor, self.topic, todo, ends, registry.chosen(), sequences=last)
             except SequenceGap as gap:
                 first = next(e for e in todo if e.envelope.event_id == gap.event_id)
                 failed = {gap.account_id: (first, f"sequence gap: {gap}")}
@@ -297,15 +297,11 @@ class Projector:
                 refused[account] = (events[0], f"database refused a row: {str(error).strip()}")
         return refused
 
-    def _release(self, cursor: object, spot: parking.Parked, released_at: int, outcome: store.Outcome) -> bool:
-        """Apply a parked account's events from where it parked up to its AccountReleased, and unpark it.
-
-        The gap or poison that parked it is accepted (parking.accepted). If the database still
-        refuses its rows, it stays parked with the new reason. Returns True if unparked.
-        """
+    def _reread(self, spot: parking.Parked, until: int) -> list[store.Positioned]:
+        """A parked account's events from its spot up to `until`, read again (skipped when they passed)."""
         key = str(spot.account_id).encode()
-        envelopes = []
-        for message in read_range(self.kafka, self.topic, spot.partition, spot.offset, released_at):
+        events = []
+        for message in read_range(self.kafka, self.topic, spot.partition, spot.offset, until):
             if message.key() != key:
                 continue
             try:
@@ -313,30 +309,8 @@ class Projector:
             except messages.PoisonMessage:
                 continue  # dead-lettered when it was first read
             if envelope.account_id == spot.account_id:
-                envelopes.append(envelope)
-        last = store.last_sequences(cursor, [spot.account_id]).get(spot.account_id, 0)
-        chosen = parking.accepted(envelopes, last)
-        released = store.Outcome()
-        try:
-            with transaction.atomic():
-                registry.apply_released(cursor, chosen, released)
-                parking.unpark(cursor, spot.account_id)
-        except DATABASE_DOWN:
-            raise
-        except DATABASE_REFUSED as error:
-            log.warning("released account %s is still refused by the database: %s", spot.account_id, error)
-            parking.reason(cursor, spot.account_id, f"database refused a row: {str(error).strip()}")
-            return False
-        log.info(
-            "released account %s: applied %d of its events from %s[%d]@%d on",
-            spot.account_id,
-            len(chosen),
-            self.topic,
-            spot.partition,
-            spot.offset,
-        )
-        merge(outcome, released)
-        return True
+                events.append(store.Positioned(spot.partition, message.offset() or 0, envelope, key))
+        return events
 
     @staticmethod
     def _count(
@@ -367,20 +341,7 @@ class Projector:
 
 def named_account(message: Message) -> UUID | None:
     """The account a poison record names, by its key or an account_id in its body, if any."""
-    candidates: list[object] = [(message.key() or b"").decode("utf-8", "replace")]
-    try:
-        body = orjson.loads(message.value() or b"")
-        if isinstance(body, dict):
-            candidates.append(body.get("account_id"))
-    except orjson.JSONDecodeError:
-        pass
-    for candidate in candidates:
-        if isinstance(candidate, str):
-            try:
-                return UUID(candidate)
-            except ValueError:
-                continue
-    return None
+    return parking.named_account(message.key(), message.value())
 
 
 def read_range(kafka: KafkaSettings, topic: str, partition: int, start: int, end: int) -> list[Message]:
@@ -402,12 +363,3 @@ def read_range(kafka: KafkaSettings, topic: str, partition: int, start: int, end
                 raise NotNow(f"could not read {topic}[{partition}] from {start} to {end} within {REREAD_TIMEOUT:g}s")
     finally:
         events.close()
-
-
-def merge(into: store.Outcome, other: store.Outcome) -> None:
-    into.accounts.update(other.accounts)
-    into.opened |= other.opened
-    for account, rows in other.audit.items():
-        into.audit[account].extend(rows)
-    into.applied += other.applied
-    into.duplicates += other.duplicates

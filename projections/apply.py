@@ -172,10 +172,15 @@ def is_next(last_sequence: int, envelope: EventEnvelope, lenient: bool = False) 
     if envelope.sequence <= last_sequence:
         return False
     if envelope.sequence != last_sequence + 1 and not lenient:
-        raise SequenceGap(
-            f"account {envelope.account_id}: event {envelope.event_id} has sequence {envelope.sequence}, "
-            f"expected {last_sequence + 1}",
-            envelope.account_id,
-            envelope.event_id,
-        )
+        raise gap(envelope, last_sequence)
     return True
+
+
+def gap(envelope: EventEnvelope, last_sequence: int) -> SequenceGap:
+    """The gap before `envelope`, whose sequence does not follow `last_sequence` (a parked account's reason too)."""
+    return SequenceGap(
+        f"account {envelope.account_id}: event {envelope.event_id} has sequence {envelope.sequence}, "
+        f"expected {last_sequence + 1}",
+        envelope.account_id,
+        envelope.event_id,
+    )

@@ -52,10 +52,3 @@ def chosen(names: Iterable[str] | None = None) -> list[Projection]:
     if unknown:
         raise ValueError(f"unknown projection(s): {', '.join(sorted(unknown))}; known: {', '.join(PROJECTIONS)}")
     return [p for p in PROJECTIONS.values() if p.name in wanted]
-
-
-def apply_released(cursor: Any, envelopes: list[EventEnvelope], outcome: store.Outcome) -> None:
-    """Apply a released account's events, re-read from the log, to every projection, ignoring the
-    checkpoints (which moved on while it was parked) and accepting the gap the operator released."""
-    for projection in PROJECTIONS.values():
-        projection.apply(cursor, envelopes, outcome, None, True)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
@@ -16,7 +18,7 @@ from tqdm import tqdm
 from bank import messages, metrics
 from bank.config import KafkaSettings
 from bank.kafka import end_offsets, offsets_at, read_to_end
-from projections import registry, store
+from projections import parking, registry, store
 from projections.registry import Projection
 
 log = logging.getLogger("bank.replay")
@@ -31,6 +33,7 @@ class ReplayResult:
     ends: dict[int, int]
     events: int = 0
     poison: int = 0
+    parked: int = 0
     seconds: float = 0.0
     schema: str = "public"
 
@@ -72,10 +75,14 @@ def replay(
     1. Take the advisory lock: the live projector waits until the replay has committed.
     2. Into the live tables: empty them and their checkpoints. Into `schema`: create it
        afresh with empty copies of the tables, and write there instead.
-    3. Read bank.events from the start in large batches and apply them with the live
+    3. Read bank.events from the start in large batches; the live projector's parking rules
+       (`parking.Parking`, in memory) say which events apply, which accounts park at a gap or a
+       poison record naming them, and which are released with what; apply with the live
        projector's own code (`store.apply_batch`), without pushing live updates.
     4. Let each projection finish (write what it kept in memory), and move its checkpoints to `ends`.
-    5. Commit: readers see the old projections until the new ones are complete.
+    5. Unless only some projections were rebuilt (the others, at the live position, own the spots
+       too): write the parked accounts as the rules left them (see projections/parking.py for why).
+    6. Commit: readers see the old projections until the new ones are complete.
 
     The progress bar counts the events read; its total starts as the offsets to read, an upper bound
     (transaction markers take offsets too), and is set to the events read when the replay ends.
@@ -84,7 +91,7 @@ def replay(
     ends = plan(kafka) if ends is None else ends
     result = ReplayResult(tuple(p.name for p in chosen), ends, schema=schema or "public")
     started = time.monotonic()
-    with transaction.atomic(), connection.cursor() as cursor:
+    with fewer_collections(), transaction.atomic(), connection.cursor() as cursor:
         store.take_lock(cursor)
         if schema:
             use_scratch_schema(cursor, schema)
@@ -93,6 +100,7 @@ def replay(
                 cursor.execute(f"TRUNCATE {projection.table}")
             cursor.execute(f"DELETE FROM {CHECKPOINT_TABLE} WHERE projection = ANY(%s)", [list(result.projections)])
         memory = store.Memory()
+        rules = parking.Parking()
         bar = tqdm(
             total=sum(ends.values()),
             unit="ev",
@@ -104,19 +112,27 @@ def replay(
         )
         with bar:
             for batch in read_to_end(kafka, kafka.events_topic, ends=ends, batch_size=batch_size):
-                events = []
+                records: list[parking.Record] = []
+                poison = 0
                 for message in batch:
                     try:
                         envelope = messages.decode_event(message.value())
-                    except messages.PoisonMessage:
-                        result.poison += 1  # dead-lettered by the live projector already
+                    except messages.PoisonMessage as bad:
+                        poison += 1  # dead-lettered by the live projector already; it may park an account
+                        named = parking.named_account(message.key(), message.value())
+                        records.append(parking.Poison(message.partition() or 0, message.offset() or 0, named, str(bad)))
                         continue
-                    events.append(store.Positioned(message.partition() or 0, message.offset() or 0, envelope))
+                    records.append(
+                        store.Positioned(message.partition() or 0, message.offset() or 0, envelope, message.key())
+                    )
                 batch_ends = {p: o for p, o in ((m.partition() or 0, (m.offset() or 0) + 1) for m in batch)}
-                store.apply_batch(cursor, kafka.events_topic, events, batch_ends, chosen, memory)
-                result.events += len(events)
+                decided = rules.decide(records)
+                store.apply_batch(cursor, kafka.events_topic, decided.apply, batch_ends, chosen, memory)
+                events = len(records) - poison
+                result.events += events
+                result.poison += poison
                 bar.update(len(batch))
-                metrics.replay_events.inc(len(events))
+                metrics.replay_events.inc(events)
                 # Offsets are an upper bound of the events (transaction markers take offsets too).
                 metrics.replay_progress.set(min(1.0, bar.n / bar.total) if bar.total else 1.0)
                 metrics.replay_rate.set(result.events / max(time.monotonic() - started, 1e-9))
@@ -129,6 +145,18 @@ def replay(
             store.save_checkpoints(
                 cursor, kafka.events_topic, projection.name, {p: o for p, o in ends.items() if o > 0}
             )
+        result.parked = len(rules.spots)
+        if schema or set(result.projections) == set(registry.PROJECTIONS):
+            parking.rebuild(cursor, kafka.events_topic, rules.spots.values())
+        for spot in rules.spots.values():
+            log.warning(
+                "replay: account %s is parked at %s[%d]@%d: %s",
+                spot.account_id,
+                kafka.events_topic,
+                spot.partition,
+                spot.offset,
+                spot.reason,
+            )
         if schema:
             cursor.execute("SET LOCAL search_path TO public")
     result.seconds = time.monotonic() - started
@@ -138,13 +166,30 @@ def replay(
     return result
 
 
+@contextmanager
+def fewer_collections() -> Iterator[None]:
+    """Fewer passes of the cycle collector while replaying; the thresholds as they were after.
+
+    Replay makes millions of small objects that reference counting frees (no cycles), but each batch's
+    live long enough to leave the youngest generation, so with the default thresholds the collector
+    keeps running full passes over the whole process. Measured on 300,000 events, CPU time of the
+    replaying process: 16.7 → 11.8 µs an event for `--projection accounts`, 24.5 → 18.3 for all.
+    """
+    before = gc.get_threshold()
+    gc.set_threshold(50_000, 20, 20)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
 def use_scratch_schema(cursor: Any, schema: str) -> None:
     """Empty copies of the projection tables in `schema`, which later statements of the transaction write to."""
     if not SCHEMA_NAME.match(schema) or schema == "public":
         raise ValueError(f"not a usable scratch schema name: {schema!r}")
     cursor.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
     cursor.execute(f"CREATE SCHEMA {schema}")
-    for table in (*(p.table for p in registry.PROJECTIONS.values()), CHECKPOINT_TABLE):
+    for table in (*(p.table for p in registry.PROJECTIONS.values()), CHECKPOINT_TABLE, parking.TABLE):
         cursor.execute(f"CREATE TABLE {schema}.{table} (LIKE public.{table} INCLUDING ALL)")
     cursor.execute(f"SET LOCAL search_path TO {schema}")
 
@@ -154,50 +199,89 @@ def live_checkpoints(kafka: KafkaSettings, cursor: Any, projection: str) -> dict
     return {partition: offset for (_, partition), offset in positions.items()}
 
 
+def projector_position(kafka: KafkaSettings, cursor: Any) -> dict[int, int]:
+    """How far the live projector has read, per partition: the furthest checkpoint of any projection."""
+    position: dict[int, int] = {}
+    for (_, partition), offset in store.load_checkpoints(cursor, kafka.events_topic, registry.PROJECTIONS).items():
+        position[partition] = max(offset, position.get(partition, 0))
+    return position
+
+
+# The parked accounts are compared without `since`: when the projector parked one is not in the log.
+PARKED_COLUMNS = ("account_id", "topic", "partition", '"offset"', "reason")
+
+
 def verify(
-    kafka: KafkaSettings, projections: Iterable[str] | None = None, progress: bool = True
+    kafka: KafkaSettings,
+    projections: Iterable[str] | None = None,
+    progress: bool = True,
+    compared: list[str] | None = None,
 ) -> list[TableDifference]:
     """Rebuild into a scratch schema up to the live checkpoints and compare, table by table.
 
-    The advisory lock is held throughout, so the live projector cannot move meanwhile.
+    Projections at the same checkpoints are rebuilt together, in one read of the log. The parked
+    accounts are compared after the rebuild that reached the projector's position (normally
+    every projection's). The advisory lock is held throughout, so the live projector cannot move
+    meanwhile. `compared` gets the names of the tables compared.
     """
     differences: list[TableDifference] = []
     with transaction.atomic(), connection.cursor() as cursor:
         store.take_lock(cursor)
+        groups: dict[tuple[tuple[int, int], ...], list[Projection]] = {}
         for projection in registry.chosen(projections):
             ends = live_checkpoints(kafka, cursor, projection.name)
+            groups.setdefault(tuple(sorted(ends.items())), []).append(projection)
+        position = tuple(sorted(projector_position(kafka, cursor).items()))
+        for key, group in groups.items():
             replay(
                 kafka,
-                [projection.name],
-                ends=ends or {p: 0 for p in end_offsets(kafka, kafka.events_topic)},
+                [p.name for p in group],
+                ends=dict(key) or {p: 0 for p in end_offsets(kafka, kafka.events_topic)},
                 schema="replay_verify",
                 progress=progress,
             )
-            difference = compare(cursor, projection, "public", "replay_verify")
-            if difference is not None:
-                differences.append(difference)
+            tables: list[tuple[str, str, tuple[str, ...] | None]] = [(p.table, p.key, None) for p in group]
+            if key == position:
+                tables.append((parking.TABLE, "account_id", PARKED_COLUMNS))
+            for table, order, columns in tables:
+                difference = compare(cursor, table, order, "public", "replay_verify", columns)
+                if compared is not None:
+                    compared.append(table)
+                if difference is not None:
+                    differences.append(difference)
         cursor.execute("DROP SCHEMA IF EXISTS replay_verify CASCADE")
     return differences
 
 
-def table_summary(cursor: Any, schema: str, projection: Projection) -> tuple[int, str]:
-    table, key = projection.table, projection.key
+def row_text(alias: str, columns: Iterable[str] | None) -> str:
+    """A row as text, for checksums and samples: all of it, or only `columns`."""
+    if columns is None:
+        return f"{alias}::text"
+    return f"ROW({', '.join(f'{alias}.{c}' for c in columns)})::text"
+
+
+def table_summary(
+    cursor: Any, schema: str, table: str, key: str, columns: Iterable[str] | None = None
+) -> tuple[int, str]:
     cursor.execute(
-        f"SELECT count(*), md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t.{key}), '')) FROM {schema}.{table} t"
+        f"SELECT count(*), md5(coalesce(string_agg({row_text('t', columns)}, E'\\n' ORDER BY t.{key}), '')) "
+        f"FROM {schema}.{table} t"
     )
     count, checksum = cursor.fetchone()
     return int(count), str(checksum)
 
 
-def compare(cursor: Any, projection: Projection, live: str, replayed: str) -> TableDifference | None:
-    table = projection.table
-    live_rows, live_sum = table_summary(cursor, live, projection)
-    replayed_rows, replayed_sum = table_summary(cursor, replayed, projection)
+def compare(
+    cursor: Any, table: str, key: str, live: str, replayed: str, columns: Iterable[str] | None = None
+) -> TableDifference | None:
+    live_rows, live_sum = table_summary(cursor, live, table, key, columns)
+    replayed_rows, replayed_sum = table_summary(cursor, replayed, table, key, columns)
     if (live_rows, live_sum) == (replayed_rows, replayed_sum):
         return None
+    t, r = row_text("t", columns), row_text("r", columns)
     cursor.execute(
-        f"(SELECT 'live only: ' || t::text FROM {live}.{table} t EXCEPT SELECT 'live only: ' || r::text FROM {replayed}.{table} r) "
-        f"UNION ALL (SELECT 'replay only: ' || r::text FROM {replayed}.{table} r EXCEPT SELECT 'replay only: ' || t::text FROM {live}.{table} t) "
+        f"(SELECT 'live only: ' || {t} FROM {live}.{table} t EXCEPT SELECT 'live only: ' || {r} FROM {replayed}.{table} r) "
+        f"UNION ALL (SELECT 'replay only: ' || {r} FROM {replayed}.{table} r EXCEPT SELECT 'replay only: ' || {t} FROM {live}.{table} t) "
         "LIMIT 10"
     )
     return TableDifference(

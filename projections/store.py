@@ -10,6 +10,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
+from itertools import groupby
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -31,6 +32,7 @@ ACCOUNT_TYPES = ["uuid", "text", "text", "text", "bigint", "text", "timestamptz"
 TRANSFER_TYPES = ["uuid", "uuid", "uuid", "bigint", "text", "text", "text", *["timestamptz"] * 5]
 # attrgetter, not dataclasses.astuple: astuple deep-copies every UUID and datetime (100x slower).
 account_values = attrgetter(*ACCOUNT_COLUMNS)
+is_released = attrgetter("released")
 audit_values = attrgetter(*AUDIT_COLUMNS)
 transfer_values = attrgetter(*TRANSFER_COLUMNS)
 
@@ -42,6 +44,9 @@ class Positioned:
     partition: int
     offset: int
     envelope: EventEnvelope
+    key: bytes | None = None
+    # Read again for a released account (parking.Parking): applied below the checkpoints, its jump accepted.
+    released: bool = False
 
 
 @dataclass
@@ -53,6 +58,9 @@ class Outcome:
     audit: dict[UUID, list[AuditRow]] = field(default_factory=lambda: defaultdict(list))
     applied: int = 0
     duplicates: int = 0
+    # The audit's last sequence per account before the batch, if the caller has read them already (the
+    # projector does, for the parking rules): apply_audit then starts from these instead of reading them again.
+    last_sequences: dict[UUID, int] | None = None
 
 
 @dataclass
@@ -94,22 +102,27 @@ def apply_batch(
     ends: dict[int, int],
     projections: Sequence[Projection],
     memory: Memory | None = None,
+    sequences: dict[UUID, int] | None = None,
 ) -> Outcome:
     """Apply a batch of events to the projections, with their checkpoints, in the caller's transaction.
 
     1. Take the advisory lock (replay holds it for as long as it rewrites the tables).
     2. Read each projection's checkpoints: events below them were applied before, skip them.
+       (`sequences`: the audit's last sequences of the batch's accounts, if the caller read them.)
     3. Fold the rest into the projection's rows (the sequence guard skips duplicates and
-       stops at a gap), write the rows in bulk, then move the checkpoints to `ends` (per
+       stops at a gap; a released account's events, marked by parking.Parking, are applied
+       whatever the checkpoints, accepting their jump), write the rows in bulk, then move the checkpoints to `ends` (per
        partition, the offset after the batch's last message, poison messages included).
     """
     take_lock(cursor)
-    outcome = Outcome()
+    outcome = Outcome(last_sequences=None if sequences is None else dict(sequences))
     checkpoints = load_checkpoints(cursor, topic, [p.name for p in projections])
     for projection in projections:
-        fresh = [e.envelope for e in events if e.offset >= checkpoints.get((projection.name, e.partition), 0)]
-        if fresh:
-            projection.apply(cursor, fresh, outcome, memory, False)
+        floor = {partition: offset for (name, partition), offset in checkpoints.items() if name == projection.name}
+        fresh = [e for e in events if e.released or e.offset >= floor.get(e.partition, 0)]
+        # In runs: a released account's events (lenient) between the others, in log order.
+        for lenient, run in groupby(fresh, key=is_released):
+            projection.apply(cursor, [e.envelope for e in run], outcome, memory, lenient)
         moved = {p: end for p, end in ends.items() if end > checkpoints.get((projection.name, p), 0)}
         save_checkpoints(cursor, topic, projection.name, moved)
     return outcome
@@ -220,6 +233,8 @@ def apply_audit(
     """One history row per event, COPYed; the sequence guard skips duplicates and stops at a gap."""
     if memory is not None:
         last = memory.last_sequence
+    elif outcome.last_sequences is not None:
+        last = outcome.last_sequences
     else:
         last = last_sequences(cursor, list({e.account_id for e in envelopes}))
     new_rows: list[AuditRow] = []
