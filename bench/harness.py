@@ -191,9 +191,13 @@ def production_env(kafka: KafkaSettings, database_url: str, redis_url: str, **ex
 
 
 @contextlib.contextmanager
-def bank_processes(name: str, database: str | None, logs: Path) -> Iterator[tuple[KafkaSettings, int, list[Process]]]:
+def bank_processes(
+    name: str, database: str | None, logs: Path, web_processes: int | None = None
+) -> Iterator[tuple[KafkaSettings, int, list[Process]]]:
     """The bank as processes (processor, projector, daphne; as deployed) on fresh topics, the scratch database
-    `database` (default: DATABASE_URL's + _bench) and a channel-layer prefix of its own: (kafka, port, workers)."""
+    `database` (default: DATABASE_URL's + _bench) and a channel-layer prefix of its own: (kafka, port, workers).
+    With `web_processes`, the web is that many daphne processes sharing the port under supervisord (a `WebTier`,
+    last of the workers) instead of one plain daphne."""
     from django.conf import settings
 
     from devservices.process import free_port
@@ -208,14 +212,29 @@ def bank_processes(name: str, database: str | None, logs: Path) -> Iterator[tupl
         for worker, argv in (
             ("processor", manage("run_processor", "--instance", f"{name}-{port}")),
             ("projector", manage("run_projector")),
-            ("daphne", daphne(port)),
         ):
             workers.append(Process(worker, argv, env, logs))
-        serving(f"http://127.0.0.1:{port}", workers[-1])
+        if web_processes is None:
+            workers.append(Process("daphne", daphne(port), env, logs))
+            serving(f"http://127.0.0.1:{port}", workers[-1])
+        else:
+            workers.append(web := WebTier(port, web_processes, env, logs))
+            web.serving()
         yield kafka, port, workers
     finally:
         for worker_process in workers:
             worker_process.stop()
+
+
+def cpu_pids(workers: list[Process]) -> dict[str, int]:
+    """The processes to meter: each worker, and each daphne of a web tier rather than its supervisord."""
+    pids: dict[str, int] = {}
+    for w in workers:
+        if isinstance(w, WebTier):
+            pids |= {f"daphne-{i}": pid for i, pid in enumerate(w.pids)}
+        else:
+            pids[w.name] = w.pid
+    return pids
 
 
 def tracebacks(workers: list[Process]) -> dict[str, int]:
@@ -449,7 +468,9 @@ def bench_database(name: str, fresh: bool = False) -> dict[str, str]:
     from django.conf import settings
     from psycopg import sql
 
-    db = settings.DATABASES["default"]
+    import environ
+
+    db = environ.Env.db_url_config(settings.DATABASE_URL)  # not DATABASES: a second run here has it on the last one
     if name == db["NAME"]:
         raise SystemExit(f"refusing to benchmark in {name!r}, the DATABASE_URL database: its projections would be lost")
     params = {
