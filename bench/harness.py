@@ -143,7 +143,8 @@ class WebTier(Process):
         from server.supervise import config
 
         state = logs / f"web-{processes}"
-        (state / "supervisor").mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(state, ignore_errors=True)  # supervisord appends to its logs: this run's only
+        (state / "supervisor").mkdir(parents=True)
         conf = state / "supervisor" / "supervisord.conf"
         conf.write_text(config(state, port=port, web_processes=processes, only=("web",), startsecs=1, logs=state))
         super().__init__(
@@ -464,11 +465,10 @@ def scratch_name(suffix: str) -> str:
 
 def bench_database(name: str, fresh: bool = False) -> dict[str, str]:
     """Database `name` made if missing (anew if `fresh`), never the DATABASE_URL one; its parameters."""
+    import environ
     import psycopg
     from django.conf import settings
     from psycopg import sql
-
-    import environ
 
     db = environ.Env.db_url_config(settings.DATABASE_URL)  # not DATABASES: a second run here has it on the last one
     if name == db["NAME"]:
