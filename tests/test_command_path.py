@@ -165,3 +165,66 @@ def test_it_answers_503_when_the_database_is_unreachable_from_the_event_loop(
 
     assert on_the_main_loop(scenario) == 503
     assert read_raw(kafka, kafka.commands_topic) == []
+
+
+@pytest.mark.filterwarnings("ignore:No directory at")  # no collected static files in a test run
+def test_it_takes_a_deposit_through_the_asgi_handler_without_a_thread(
+    users: dict[str, User], kafka: KafkaSettings, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    """The handler daphne runs (server.asgi): a deposit never leaves the event loop; a sync page still gets its thread."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from asgiref.testing import ApplicationCommunicator
+    from django.conf import settings
+
+    from web.asgi_handler import ASGIHandler
+
+    account = account_of(users["alice"])
+    session = cookies_of(users["alice"])[settings.SESSION_COOKIE_NAME].value
+    csrf = "k" * 32
+    hops: list[str] = []
+    submit, start = ThreadPoolExecutor.submit, threading.Thread.start
+    monkeypatch.setattr(
+        ThreadPoolExecutor, "submit", lambda self, *a, **k: hops.append("submit") or submit(self, *a, **k)
+    )
+    monkeypatch.setattr(threading.Thread, "start", lambda self: hops.append("thread") or start(self))
+    # As deployed (DEBUG off): static files from the manifest, not looked up on disk (in a thread) per request.
+    settings.SERVESTATIC_AUTOREFRESH = settings.SERVESTATIC_USE_FINDERS = False
+    handler = ASGIHandler()
+
+    async def request(method: str, path: str, body: bytes = b"") -> tuple[int, list[str]]:
+        hops.clear()
+        headers = [
+            (b"host", b"127.0.0.1"),
+            (b"cookie", f"{settings.SESSION_COOKIE_NAME}={session}; csrftoken={csrf}".encode()),
+            (b"x-csrftoken", csrf.encode()),
+            (b"hx-request", b"true"),
+            (b"content-type", b"application/x-www-form-urlencoded"),
+        ]
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+            "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": headers,
+            "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 80),
+        }  # fmt: skip
+        app = ApplicationCommunicator(handler, scope)
+        await app.send_input({"type": "http.request", "body": body})
+        start_message = await app.receive_output(10)
+        while (await app.receive_output(10)).get("more_body"):
+            pass
+        await app.wait(10)
+        return start_message["status"], list(hops)
+
+    def deposit() -> bytes:
+        return f"deposit-amount=1.00&deposit-command_id={uuid.uuid4()}".encode()
+
+    async def scenario() -> list[tuple[int, list[str]]]:
+        path = f"/accounts/{account.id}/deposit"
+        first = await request("POST", path, deposit())  # connects the pool, Redis, the command bus
+        return [first, await request("POST", path, deposit()), await request("GET", "/")]
+
+    (first, _), (second, second_hops), (page, page_hops) = on_the_main_loop(scenario)
+    assert (first, second) == (202, 202)
+    assert second_hops == [], "a deposit started a thread or sent work to one"
+    assert page == 200 and page_hops, "the dashboard (a sync view) runs in a thread of its own"
+    assert len(read_raw(kafka, kafka.commands_topic)) == 2
