@@ -9,7 +9,8 @@ One pool per process, on the loop of the process's main thread (daphne's: it liv
 process). Anywhere else (Django's sync test client runs each async view on a new loop in a new
 thread) `fetch_one` runs the same SQL through Django's connection in a thread, as before.
 Errors come out as Django's `OperationalError`/`InterfaceError`, so a database that is down or
-restarting is answered with the same 503 as on every other path (web.middleware).
+restarting is answered with the same 503 as on every other path (web.middleware); a connection
+broken by a restart is dropped and the read made once more.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from asgiref.sync import sync_to_async
 from django import db
 from django.conf import settings
 from psycopg.conninfo import make_conninfo
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 log = logging.getLogger(__name__)
 
+APPLICATION_NAME = "bank-web-async"
 _pool: AsyncConnectionPool | None = None
 _pool_loop: asyncio.AbstractEventLoop | None = None
 _opening = threading.Lock()
@@ -41,6 +43,7 @@ def _conninfo() -> str:
         password=db_settings.get("PASSWORD") or None,
         host=db_settings.get("HOST") or None,
         port=str(db_settings["PORT"]) if db_settings.get("PORT") else None,
+        application_name=APPLICATION_NAME,  # in pg_stat_activity
     )
 
 
@@ -62,8 +65,8 @@ async def _the_pool(loop: asyncio.AbstractEventLoop) -> AsyncConnectionPool | No
                 max_size=max(1, settings.DATABASE_POOL_SIZE),
                 timeout=settings.DATABASE_POOL_TIMEOUT,
                 kwargs={"autocommit": True},
-                # Checked when lent out: after a PostgreSQL restart a stale connection is replaced, not used.
-                check=AsyncConnectionPool.check_connection,
+                # Not checked when lent out (a round trip per command): fetch_one retries a read that met a
+                # connection broken since (PostgreSQL restarted), after the pool has dropped the broken ones.
                 name="bank-async",
                 open=False,
             )
@@ -77,14 +80,20 @@ async def fetch_one(sql: str, params: list[Any]) -> tuple[Any, ...] | None:
     pool = await _the_pool(loop)
     if pool is None:
         return await sync_to_async(_fetch_one_sync)(sql, params)
-    try:
-        async with pool.connection() as connection:
-            cursor = await connection.execute(sql, params, prepare=True)
-            return await cursor.fetchone()
-    except psycopg.InterfaceError as error:
-        raise db.InterfaceError(str(error)) from error
-    except psycopg.OperationalError as error:  # includes the pool's timeout
-        raise db.OperationalError(str(error)) from error
+    for attempt in (1, 2):
+        try:
+            async with pool.connection() as connection:
+                cursor = await connection.execute(sql, params, prepare=True)
+                return await cursor.fetchone()
+        except psycopg.InterfaceError as error:
+            raise db.InterfaceError(str(error)) from error
+        except psycopg.OperationalError as error:  # includes the pool's timeout
+            if attempt == 1 and not isinstance(error, PoolTimeout):
+                log.warning("database connection lost (%s); checking the pool and reading again", str(error).strip())
+                await pool.check()  # drops every idle connection that is broken too
+                continue
+            raise db.OperationalError(str(error)) from error
+    raise AssertionError("unreachable")
 
 
 def _fetch_one_sync(sql: str, params: list[Any]) -> tuple[Any, ...] | None:

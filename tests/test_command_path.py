@@ -228,3 +228,39 @@ def test_it_takes_a_deposit_through_the_asgi_handler_without_a_thread(
     assert second_hops == [], "a deposit started a thread or sent work to one"
     assert page == 200 and page_hops, "the dashboard (a sync view) runs in a thread of its own"
     assert len(read_raw(kafka, kafka.commands_topic)) == 2
+
+
+def test_it_writes_the_pending_rows_status_url_as_the_url_resolver_does() -> None:
+    from django.urls import reverse
+
+    from web.templatetags.bank import status_url
+
+    account, command = uuid.uuid4(), uuid.uuid4()
+    assert status_url(account, command) == reverse("command-status", args=[account, command])
+    assert status_url(str(account), str(command)) == reverse("command-status", args=[account, command])
+
+
+def test_it_reads_again_after_the_database_dropped_its_connections(users: dict[str, User]) -> None:
+    """As after a PostgreSQL restart: the pool's connections are gone; the next command reads on a new one."""
+    import psycopg
+
+    alice = users["alice"]
+    account = account_of(alice)
+
+    def drop_the_pools_connections() -> int:
+        with psycopg.connect(async_db._conninfo(), application_name="test", autocommit=True) as connection:
+            row = connection.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s",
+                [async_db.APPLICATION_NAME],
+            ).fetchone()
+            return int(row[0]) if row else 0
+
+    async def scenario() -> tuple[int, Account]:
+        await queries.aowned_account_and_used(alice, account.id, None)
+        dropped = await asyncio.to_thread(drop_the_pools_connections)
+        again, _ = await queries.aowned_account_and_used(alice, account.id, None)
+        return dropped, again
+
+    dropped, again = on_the_main_loop(scenario)
+    assert dropped >= 1
+    assert again.id == account.id
