@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -288,6 +290,67 @@ def offsets_at(kafka: KafkaSettings, topic: str, moment_ms: int) -> dict[int, in
     with reading(kafka) as c:
         found = c.offsets_for_times([TopicPartition(topic, p, moment_ms) for p in ends], timeout=10)
     return {tp.partition: tp.offset if tp.offset >= 0 else ends[tp.partition] for tp in found}
+
+
+T = TypeVar("T")
+
+
+class CallOverran(RuntimeError):
+    """A librdkafka call ran past its own timeout and a grace period: the client is presumed wedged."""
+
+
+class BoundedCalls:
+    """Blocking librdkafka calls made on a daemon thread of their own, and waited for at most `limit` seconds.
+
+    Some transaction calls block far past the timeout they are given while a coordinator moves
+    (`send_offsets_to_transaction`: librdkafka #5456 and #5511, open in 2.16; seen here after losing two
+    of three brokers). The caller then gets CallOverran, gives the client up and makes a new one instead
+    of hanging with it. The thread is a daemon, so a wedged call never holds the process at exit, and the
+    wait wakes at least once a second on `stop()` (ReadInterrupted), so SIGTERM still stops the worker.
+    """
+
+    def __init__(self, name: str, stop: Callable[[], bool], say_every: float = 5.0) -> None:
+        self.name, self._stop, self._say_every = name, stop, say_every
+        self._given_up: str | None = None  # the call the caller stopped waiting for, if any
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]] | None] = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name=name, daemon=True).start()
+
+    def close(self) -> None:
+        """The thread ends after its current call (at once if idle; whenever a wedged call returns, if ever)."""
+        self._jobs.put(None)
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            call, future = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(call())
+            except BaseException as error:  # handed to the waiting caller as it is
+                future.set_exception(error)
+            if self._given_up:
+                outcome = future.exception()
+                log.info("%s: %s returned late: %s", self.name, self._given_up, outcome or "succeeded")
+
+    def run(self, what: str, call: Callable[[], T], limit: float) -> T:
+        """call() on the thread; its result or its exception here. CallOverran after `limit` seconds."""
+        future: Future[T] = Future()
+        self._jobs.put((call, future))
+        started = said = time.monotonic()
+        while True:
+            try:
+                return future.result(timeout=1.0)
+            except TimeoutError:
+                pass
+            now = time.monotonic()
+            if self._stop():
+                raise ReadInterrupted(f"stopped while waiting for {what}")
+            if now - started >= limit:
+                self._given_up = what
+                raise CallOverran(f"{what} still blocked after {now - started:.0f}s (limit {limit:.0f}s)")
+            if now - said >= self._say_every:
+                said = now
+                log.info("%s: still waiting for %s (%.0fs of at most %.0fs)", self.name, what, now - started, limit)
 
 
 class LogStalled(RuntimeError):

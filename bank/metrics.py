@@ -85,6 +85,10 @@ processor_batch_seconds = Histogram(
     "bank_processor_batch_seconds", "Time to decide and commit one batch of commands.", buckets=LATENCY_BUCKETS
 )
 fenced = Counter("bank_processor_fenced_total", "Times this processor was fenced by a newer instance.")
+producers_replaced = Counter(
+    "bank_processor_producers_replaced_total",
+    "Transactional producers replaced in-process (fatal error, or a call wedged past its timeout).",
+)
 
 # --- both workers: measured on the worker's thread (consumers/health.py) ---
 

@@ -20,6 +20,7 @@ decided once wherever it lands: the saga needs no database of its own.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -31,6 +32,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from bank import domain, messages, metrics
 from bank.config import KafkaSettings
 from bank.kafka import (
+    BoundedCalls,
+    CallOverran,
     LogStalled,
     ReadInterrupted,
     consume_batch,
@@ -51,6 +54,11 @@ from consumers.recovery import (
 )
 
 log = logging.getLogger("bank.processor")
+
+# librdkafka's timeout for each transaction call, and how long past it the processor waits before it
+# presumes the producer wedged (librdkafka #5456, #5511) and replaces it.
+TXN_CALL_TIMEOUT = 10.0
+TXN_CALL_GRACE = 5.0
 
 
 class ProcessorFailed(RuntimeError):
@@ -74,6 +82,9 @@ class Processor:
         max_stall: float = 120.0,
         fault_abort_every: int = 0,
         state_every: int = DEFAULT_STATE_EVERY,
+        call_timeout: float = TXN_CALL_TIMEOUT,
+        call_grace: float = TXN_CALL_GRACE,
+        fault_wedge: float = 0.0,
     ) -> None:
         self.kafka = kafka
         self.instance = instance
@@ -90,11 +101,16 @@ class Processor:
         self.consumer: Consumer = consumer(kafka, group)
         # Stable per instance: a restarted instance fences its predecessor's open transaction at once.
         self._transactional_id, self._transaction_timeout_ms = f"{group}-{instance}", transaction_timeout_ms
+        self.call_timeout, self.call_grace = call_timeout, call_grace
+        self.producers_replaced = 0
         self.producer = self._new_producer()
+        self._calls = self._new_calls()
         # Fault injection for the tests: hold each transaction open this long before committing it,
-        # and abort every n-th transaction (as a failed commit would).
+        # abort every n-th transaction (as a failed commit would), and block the first commit for
+        # `fault_wedge` seconds before making it (as librdkafka's calls past their timeout, #5456).
         self.fault_pause = fault_pause
         self.fault_abort_every = fault_abort_every
+        self.fault_wedge = fault_wedge
         self.partitions: dict[int, Partition] = {}
         self.last_load = LoadCounts()
         self.decided = 0
@@ -108,7 +124,7 @@ class Processor:
 
     def start(self) -> None:
         self._check_topics()
-        self.producer.init_transactions(30)
+        self._init_transactions()
         self.consumer.subscribe(
             [self.kafka.commands_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
         )
@@ -217,16 +233,22 @@ class Processor:
             # Deliver the events first: if a broker loss made them fail, the transaction is abortable and
             # send_offsets_to_transaction returns at once. Called while the group coordinator is gone it can
             # block past its timeout, forever (librdkafka #5456, #5511; seen here after losing two brokers).
-            self.producer.flush(30)
+            producer, timeout = self.producer, self.call_timeout
+            self._txn("the events' delivery", lambda: producer.flush(timeout))
             if batch:
                 offsets, group = next_offsets(batch), self.consumer.consumer_group_metadata()
                 self._retrying(
-                    "send the offsets", lambda: self.producer.send_offsets_to_transaction(offsets, group, 30)
+                    "the offsets sent to the transaction",
+                    lambda: producer.send_offsets_to_transaction(offsets, group, timeout),
                 )
-            self._retrying("commit", lambda: self.producer.commit_transaction(30))
+            self._retrying("the commit", self._wedged_once(lambda: producer.commit_transaction(timeout)))
         except KafkaException as exc:
             metrics.transactions.labels("aborted").inc()
             self._recover(exc.args[0], partitions)
+            return len(batch)
+        except CallOverran as overran:
+            metrics.transactions.labels("aborted").inc()
+            self._recover(KafkaError(KafkaError._TIMED_OUT, str(overran), fatal=True), partitions)
             return len(batch)
         self.transactions += 1
         metrics.transactions.labels("committed").inc()
@@ -253,13 +275,29 @@ class Processor:
         self._check_own_offsets()
         return len(batch)
 
+    def _txn(self, what: str, call: Callable[[], object]) -> None:
+        """A blocking producer call, bounded even where librdkafka overruns its timeout (CallOverran)."""
+        self._calls.run(what, call, self.call_timeout + self.call_grace)
+
+    def _wedged_once(self, call: Callable[[], None]) -> Callable[[], None]:
+        if not self.fault_wedge:
+            return call
+        pause, self.fault_wedge = self.fault_wedge, 0.0
+
+        def wedged() -> None:
+            log.info("fault injection: this commit blocks for %.1fs before it is made", pause)
+            time.sleep(pause)
+            call()
+
+        return wedged
+
     def _retrying(self, what: str, call: Callable[[], None], attempts: int = 10) -> None:
         """A transaction call again while librdkafka says it is retriable (for a commit: it is still under way,
         and aborting now would fail with "conflicting commit in progress", batch after batch). Bounded: the
         last failure goes to _recover."""
         for attempt in range(1, attempts + 1):
             try:
-                call()
+                self._txn(what, call)
                 return
             except KafkaException as exc:
                 error = exc.args[0]
@@ -272,15 +310,53 @@ class Processor:
 
     def _renew_producer(self, error: KafkaError) -> None:
         """A new transactional producer with the same transactional.id: init_transactions bumps its epoch, so
-        whatever the old one left open is aborted; the caller then reloads the partitions' state."""
+        whatever the old one left open is aborted; the caller then reloads the partitions' state.
+
+        A wedged producer (a call overran) is left to its thread, untouched: any call on it may block too."""
         log.warning("processor %s: producer unusable (%s); making a new one", self.instance, error.str())
-        with contextlib.suppress(KafkaException):  # its queue is lost with its transaction, as it should be
-            self.producer.flush(0)
+        if error.code() != KafkaError._TIMED_OUT:
+            with contextlib.suppress(KafkaException):  # its queue is lost with its transaction, as it should be
+                self.producer.flush(0)
+        self._replace_producer()
+        self._init_transactions()
+
+    def _replace_producer(self) -> None:
+        """A new producer with a new thread for its calls; the old thread ends when its call does, if ever."""
+        self._calls.close()
+        self.producers_replaced += 1
+        metrics.producers_replaced.inc()
         self.producer = self._new_producer()
-        try:
-            self.producer.init_transactions(30)
-        except KafkaException as exc:
-            raise ProcessorFailed(f"fatal Kafka error, this instance must restart: {exc.args[0].str()}") from exc
+        self._calls = self._new_calls()
+
+    def _new_calls(self) -> BoundedCalls:
+        return BoundedCalls(f"processor {self.instance} transactions #{self.producers_replaced}", self.stop)
+
+    def _init_transactions(self) -> None:
+        """Register the transactional id with its coordinator, waiting as long as the coordinator is out of
+        reach (a lost quorum): the processor resumes by itself when the brokers return. A fatal error
+        (this instance is fenced, or not authorized) stops it."""
+        attempt = 0
+        while True:
+            if self.stop():
+                raise ReadInterrupted("stopped while waiting for the transaction coordinator")
+            attempt += 1
+            try:
+                self._txn(
+                    "the transaction coordinator", functools.partial(self.producer.init_transactions, self.call_timeout)
+                )
+                return
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.fatal() or not error.retriable():
+                    raise ProcessorFailed(f"fatal Kafka error, this instance must restart: {error.str()}") from exc
+                reason = error.str()
+            except CallOverran as overran:  # a wedged producer: a fresh one finds the coordinator anew
+                reason = str(overran)
+                self._replace_producer()
+            log.warning(
+                "processor %s: waiting for the transaction coordinator (attempt %d: %s)", self.instance, attempt, reason
+            )
+            time.sleep(1.0)  # a refusal can come at once: no busy loop
 
     def _without_errors(self, batch: list[Message]) -> list[Message]:
         good = []
@@ -447,10 +523,13 @@ class Processor:
         fatal = error if error.fatal() else None
         if fatal is None:
             try:
-                self._retrying("abort", lambda: self.producer.abort_transaction(30))
+                producer, timeout = self.producer, self.call_timeout
+                self._retrying("the abort", lambda: producer.abort_transaction(timeout))
             except KafkaException as exc:
                 if exc.args[0].fatal():
                     fatal = exc.args[0]
+            except CallOverran as overran:
+                fatal = KafkaError(KafkaError._TIMED_OUT, str(overran), fatal=True)
         if fatal is not None:
             # Fenced (the coordinator timed the transaction out, e.g. while brokers were down) or
             # another fatal producer error: this producer is done, the process need not be.

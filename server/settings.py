@@ -87,6 +87,7 @@ PROCESSOR_INSTANCE = env_str("PROCESSOR_INSTANCE", "")  # empty: the host name
 PROCESSOR_TRANSACTION_TIMEOUT_MS = env_int("PROCESSOR_TRANSACTION_TIMEOUT_MS", 10_000, minimum=1000)
 # Fault injection for tests only: seconds each transaction is held open before its commit.
 PROCESSOR_FAULT_PAUSE = env_float("PROCESSOR_FAULT_PAUSE", 0.0, minimum=0.0)
+PROCESSOR_FAULT_WEDGE = env_float("PROCESSOR_FAULT_WEDGE", 0.0, minimum=0.0)  # tests: the first commit blocks
 # How the processor gets its accounts back on assignment: "state" (bank.account-state + the tail of
 # bank.events) or "full" (fold the whole history: the benchmark's baseline).
 PROCESSOR_RECOVERY = env_choice("PROCESSOR_RECOVERY", "state", ("state", "full"))

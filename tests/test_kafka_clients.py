@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 import time
 
 import pytest
@@ -11,7 +12,7 @@ from confluent_kafka import Consumer, Producer
 
 from bank.command_bus import CommandBus
 from bank.config import KafkaSettings
-from bank.kafka import consumer, ensure_topics, producer
+from bank.kafka import BoundedCalls, CallOverran, ReadInterrupted, consumer, ensure_topics, producer
 from devservices.kafka import KafkaNode
 from devservices.process import free_port
 from tests.helpers import VAR, wait_until
@@ -63,3 +64,41 @@ def test_it_logs_a_broker_outage_once_when_it_starts_and_once_when_it_ends(caplo
     assert len([line for line in lines if "reachable again" in line]) == 1, lines
     refused = [line for line in lines if "Connection refused" in line]
     assert len(refused) <= 1, refused  # at most in the line that says the outage started
+
+
+# --- calls librdkafka may leave blocked past their timeout ---
+
+
+def test_it_returns_a_bounded_call_s_result_and_raises_its_exception_here() -> None:
+    calls = BoundedCalls("test calls", stop=lambda: False)
+    try:
+        assert calls.run("a quick call", lambda: 42, limit=5) == 42
+        with pytest.raises(ZeroDivisionError):
+            calls.run("a failing call", lambda: 1 // 0, limit=5)
+    finally:
+        calls.close()
+
+
+def test_it_gives_up_on_a_call_blocked_past_its_limit_and_names_it() -> None:
+    release = threading.Event()
+    calls = BoundedCalls("test calls", stop=lambda: False)
+    try:
+        started = time.monotonic()
+        with pytest.raises(CallOverran, match="the commit still blocked"):
+            calls.run("the commit", release.wait, limit=1.5)
+        assert time.monotonic() - started < 10  # bounded: not waiting for the blocked call
+    finally:
+        release.set()
+        calls.close()
+
+
+def test_it_stops_waiting_for_a_blocked_call_when_the_worker_stops() -> None:
+    release, stopping = threading.Event(), threading.Event()
+    calls = BoundedCalls("test calls", stop=stopping.is_set)
+    threading.Timer(0.5, stopping.set).start()
+    try:
+        with pytest.raises(ReadInterrupted, match="waiting for the commit"):
+            calls.run("the commit", release.wait, limit=600)
+    finally:
+        release.set()
+        calls.close()

@@ -135,6 +135,19 @@ def test_it_decides_every_command_once_across_a_sigkill_with_a_transaction_open(
     assert "loaded partitions" in restarted.log()
 
 
+def test_it_stops_within_seconds_on_sigterm_while_a_commit_is_blocked_in_librdkafka(
+    kafka: KafkaSettings, bus: CommandBus, workers: Callable[..., Worker]
+) -> None:
+    # The first commit blocks for ten minutes, as librdkafka's can past their timeout (#5456).
+    wedged = workers("processor-wedged", ["run_processor", "--instance", "w1"], kafka, PROCESSOR_FAULT_WEDGE="600")
+    wedged.wait_for_log("assigned partitions")
+    send(bus, domain.OpenAccount(uuid.uuid4(), "alice", "Main", "EUR"))
+    wedged.wait_for_log("this commit blocks")
+    wedged.signal(signal.SIGTERM)
+    assert wedged.process.wait(timeout=15) == 0
+    assert "stopped while waiting for the commit" in wedged.log()
+
+
 def test_it_fails_over_to_a_second_instance(
     kafka: KafkaSettings, bus: CommandBus, processor: Worker, workers: Callable[..., Worker]
 ) -> None:

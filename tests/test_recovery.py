@@ -7,9 +7,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import signal
+import threading
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from uuid import UUID
 
@@ -349,3 +350,45 @@ def test_it_reads_the_tail_after_a_restart_of_a_log_written_without_state_topic(
 
 def test_settings_name_the_state_topic_after_the_prefix() -> None:
     assert settings.KAFKA.state_topic == f"{settings.KAFKA.topic_prefix}account-state"
+
+
+# --- a producer wedged inside librdkafka ---
+
+
+def test_it_replaces_a_wedged_producer_and_the_late_commit_changes_nothing(
+    fresh_topics: Callable[[], KafkaSettings], caplog: pytest.LogCaptureFixture
+) -> None:
+    """librdkafka can block a transaction call past its timeout (#5456, #5511). The processor gives that
+    producer up after timeout + grace, makes a new one (which fences it) and decides the batch again; when
+    the wedged commit returns late, it is refused: every command is decided exactly once."""
+    kafka = fresh_topics()
+    accounts = [uuid.uuid4() for _ in range(5)]
+    envelopes = [
+        messages.CommandEnvelope.new(domain.OpenAccount(a, "alice", "Main", "EUR"), "user:alice") for a in accounts
+    ]
+    envelopes += [
+        messages.CommandEnvelope.new(domain.Deposit(accounts[i % 5], 100 + i), "user:alice") for i in range(40)
+    ]
+    processor = in_process(kafka, call_timeout=2.0, call_grace=1.0, fault_wedge=6.0)
+    try:
+        produce_commands(kafka, envelopes)
+        run_until(processor, lambda: processor.decided >= len(envelopes), 120)
+        assert processor.producers_replaced == 1
+        assert processor.aborts >= 1
+        wedged = f"processor {processor.instance} transactions #0"
+        wait_until(
+            lambda: wedged not in {t.name for t in threading.enumerate()}, timeout=30, what="the wedged commit returned"
+        )
+        late = [r.getMessage() for r in caplog.records if "returned late" in r.getMessage()]
+        assert len(late) == 1 and "fenced" in late[0], late  # the zombie commit was refused by the broker
+        run_until(processor, lambda: not any(part.dirty for part in processor.partitions.values()), 60)
+    finally:
+        processor.close()
+
+    events = read_events(kafka)
+    per_command = Counter(e.command_id for e in events)
+    assert per_command == Counter({e.command_id: 1 for e in envelopes})
+    balances = {a: 0 for a in accounts}
+    for i in range(40):
+        balances[accounts[i % 5]] += 100 + i
+    assert {a: s.balance for a, s in fold(events).items()} == balances

@@ -350,3 +350,31 @@ def test_it_closes_the_websocket_once_its_session_is_gone_otherwise(
         assert await ws.receive_output(timeout=2) == {"type": "websocket.close", "code": 4401}
 
     async_to_sync(run)()
+
+
+def test_it_sends_no_dashboard_fragment_to_an_account_page_when_an_account_is_opened(users: dict[str, User]) -> None:
+    """Regression (htmx:oobErrorNoTarget #no-accounts, found by a browser pass): only the dashboard has
+    #no-accounts and #total, so an account page open while another account is opened gets neither."""
+    first = account_of(users["alice"], "First")
+    cookie = session_cookie(users["alice"])
+
+    async def run() -> None:
+        from channels.db import database_sync_to_async
+        from channels.layers import get_channel_layer
+
+        page = communicator(cookie)
+        assert (await page.connect())[0]
+        await page.send_to(text_data=hello("account", first, history=True))
+        await drain(page)
+        account = await database_sync_to_async(account_of)(users["alice"], "Opened later")
+        row = AccountRow(**{f: getattr(account, f) for f in AccountRow.__dataclass_fields__})
+        await get_channel_layer().group_send(
+            live.owner_group(account.owner), {"type": "account.opened", "account": live.account_payload(row)}
+        )
+        await _push(first, 1_00)  # something the page does show, so the drain below has arrived
+        received = "".join(await drain(page))
+        assert f'id="balance-{first.id}"' in received
+        assert 'id="no-accounts"' not in received and 'id="total"' not in received
+        await page.disconnect()
+
+    async_to_sync(run)()

@@ -84,11 +84,6 @@ def replay_verify(secure: Secure) -> subprocess.CompletedProcess[str]:
     )
 
 
-def processor_stuck(processor: Worker) -> bool:
-    """No decision logged since its last assignment: blocked, not slow."""
-    return "decided so far" not in processor.log().split("assigned partitions")[-1]
-
-
 def run_under_load(secure: Secure, workers: Callable[..., Worker], victim: Callable[[], KafkaNode], name: str) -> None:
     """2,000 commands from 8 threads (as concurrent views would send them); SIGKILL `victim()` at about the middle."""
     processor, projector = start_bank(secure, workers, name)
@@ -131,14 +126,7 @@ def run_under_load(secure: Secure, workers: Callable[..., Worker], victim: Calla
     sent = [e.command_id for e in (*opens, *moves)]
     assert sorted(confirmed) == sorted(sent)
 
-    try:
-        counts = wait_until(lambda: decided(operator, set(sent)), timeout=180, interval=2, what="every command decided")
-    except AssertionError:
-        if processor.process.poll() is None and processor_stuck(processor):
-            # Known, about 1 run in 3 here: the processor's transactional producer stays blocked inside
-            # librdkafka after a broker is lost (librdkafka #5456, #5511); a supervisor restart recovers it.
-            pytest.xfail("processor blocked in librdkafka's transaction calls after a broker loss (#5456/#5511)")
-        raise
+    counts = wait_until(lambda: decided(operator, set(sent)), timeout=180, interval=2, what="every command decided")
     twice = {command_id: n for command_id, n in counts.items() if n != 1}
     assert twice == {}, f"commands decided more than once: {list(twice.items())[:5]}"
     assert set(counts) == set(sent)
@@ -217,20 +205,9 @@ def test_it_refuses_orders_clearly_without_a_quorum_and_resumes_when_the_brokers
         bus.close()
 
     wanted = {uuid.UUID(first), *map(uuid.UUID, refused), uuid.UUID(after)}
-    try:
-        counts = wait_until(
-            lambda: decided(secure.settings("operator"), wanted), timeout=120, interval=2, what="the deposits decided"
-        )
-    except AssertionError:
-        if (
-            processor.process.poll() is None
-            and "decided so far" not in processor.log().split("assigned partitions")[-1]
-        ):
-            # Known: after the quorum loss the processor's transactional producer can stay blocked inside
-            # librdkafka (send_offsets_to_transaction/commit_transaction past their timeout while the group or
-            # transaction coordinator moves: librdkafka #5456, #5511). Seen in about half the runs here.
-            pytest.xfail("processor blocked in librdkafka's transaction calls after the quorum returned (#5456/#5511)")
-        raise
+    counts = wait_until(
+        lambda: decided(secure.settings("operator"), wanted), timeout=120, interval=2, what="the deposits decided"
+    )
     assert all(counts[command_id] == 1 for command_id in wanted), counts
     # The oracle, by hand: 1.00 + 2 * 10.00 + 100.00; the bus's unconfirmed 5.00 may or may not have landed.
     wait_until(lambda: balance_of(account_id) in (121_00, 126_00), timeout=120, what="the balance projected")

@@ -40,6 +40,7 @@ class Command(BaseCommand):
             batch_size=batch_size,
             transaction_timeout_ms=settings.PROCESSOR_TRANSACTION_TIMEOUT_MS,
             fault_pause=settings.PROCESSOR_FAULT_PAUSE,
+            fault_wedge=settings.PROCESSOR_FAULT_WEDGE,
             recovery="full" if settings.PROCESSOR_RECOVERY == "full" else "state",
             dedup_window=settings.PROCESSOR_DEDUP_WINDOW,
             stop=shutdown.__bool__,
