@@ -4,8 +4,9 @@ The web tier as deployed (DEBUG off, bench/baseline.py mounted): daphne processe
 supervisord, 1 and then N (`--processes 1,auto`: WEB_PROCESSES, else one per core), a scratch database and fresh
 topics; `wrk` (bench/wrk_post.lua) logged in as a browser drives each side with the same connections and duration,
 after a warm-up, on the same processes. `--profile` adds an uncounted run per side with py-spy on every daphne
-and prints the heaviest functions. Other answers, socket errors and timeouts are errors, not req/s. Afterwards the commands topic and
-the balance rows must hold what was answered. No processor runs: the write path up to "durably in Kafka".
+and prints the heaviest functions. Other answers, socket errors and timeouts are errors, not req/s. Afterwards
+the commands topic and the balance rows must hold what was answered. No processor runs: the write path up to
+"durably in Kafka".
 
     .venv/bin/python -m bench.web [--duration 15] [--connections 16] [--threads 2] [--rounds 1] [--warmup 3]
                                   [--processes 1,auto] [--profile]
