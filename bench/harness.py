@@ -12,12 +12,15 @@ import dataclasses
 import json
 import os
 import random
+import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -126,6 +129,48 @@ def daphne(port: int) -> list[str]:
     return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "server.asgi:application"]
 
 
+def web_processes_default() -> int:
+    """The N of "1 and N web processes": WEB_PROCESSES, else one per core, as ./run deploys it."""
+    from server.supervise import default_web_processes
+
+    return default_web_processes()
+
+
+class WebTier(Process):
+    """`processes` daphne processes sharing one port under supervisord (`server/supervise.py`: fcgi-program,
+    `daphne --fd 0`), as ./run and the web container run them; `pids` are the daphne processes."""
+
+    def __init__(self, port: int, processes: int, env: dict[str, str], logs: Path) -> None:
+        from server.supervise import config
+
+        state = logs / f"web-{processes}"
+        shutil.rmtree(state, ignore_errors=True)  # supervisord appends to its logs: this run's only
+        (state / "supervisor").mkdir(parents=True)
+        conf = state / "supervisor" / "supervisord.conf"
+        conf.write_text(config(state, port=port, web_processes=processes, only=("web",), startsecs=1, logs=state))
+        super().__init__(
+            f"web-{processes}", [str(Path(sys.executable).with_name("supervisord")), "-c", str(conf)], env, logs
+        )
+        self.web_log = state / "web.log"
+        self.port, self.processes = port, processes
+        self.pids: list[int] = []
+
+    def serving(self, timeout: float = 60.0) -> None:
+        """Until the port answers and all `processes` daphne processes run."""
+        serving(f"http://127.0.0.1:{self.port}", self, timeout)
+
+        def started() -> list[int]:
+            children = [c.pid for c in psutil.Process(self.pid).children() if "daphne" in " ".join(c.cmdline())]
+            return children if len(children) == self.processes else []
+
+        self.pids = wait_until(started, timeout, 0.1, f"{self.processes} daphne processes")
+
+    def log(self) -> str:
+        """supervisord's log and the daphne processes' output (tracebacks are counted over both)."""
+        web = self.web_log.read_text(errors="replace") if self.web_log.exists() else ""
+        return super().log() + web
+
+
 def worker_env(kafka: KafkaSettings, database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
     """The environment of a bank process on `kafka`'s topics, a database and a Redis of the caller's choice."""
     return {
@@ -148,9 +193,13 @@ def production_env(kafka: KafkaSettings, database_url: str, redis_url: str, **ex
 
 
 @contextlib.contextmanager
-def bank_processes(name: str, database: str | None, logs: Path) -> Iterator[tuple[KafkaSettings, int, list[Process]]]:
+def bank_processes(
+    name: str, database: str | None, logs: Path, web_processes: int | None = None
+) -> Iterator[tuple[KafkaSettings, int, list[Process]]]:
     """The bank as processes (processor, projector, daphne; as deployed) on fresh topics, the scratch database
-    `database` (default: DATABASE_URL's + _bench) and a channel-layer prefix of its own: (kafka, port, workers)."""
+    `database` (default: DATABASE_URL's + _bench) and a channel-layer prefix of its own: (kafka, port, workers).
+    With `web_processes`, the web is that many daphne processes sharing the port under supervisord (a `WebTier`,
+    last of the workers) instead of one plain daphne."""
     from django.conf import settings
 
     from devservices.process import free_port
@@ -165,14 +214,29 @@ def bank_processes(name: str, database: str | None, logs: Path) -> Iterator[tupl
         for worker, argv in (
             ("processor", manage("run_processor", "--instance", f"{name}-{port}")),
             ("projector", manage("run_projector")),
-            ("daphne", daphne(port)),
         ):
             workers.append(Process(worker, argv, env, logs))
-        serving(f"http://127.0.0.1:{port}", workers[-1])
+        if web_processes is None:
+            workers.append(Process("daphne", daphne(port), env, logs))
+            serving(f"http://127.0.0.1:{port}", workers[-1])
+        else:
+            workers.append(web := WebTier(port, web_processes, env, logs))
+            web.serving()
         yield kafka, port, workers
     finally:
         for worker_process in workers:
             worker_process.stop()
+
+
+def cpu_pids(workers: list[Process]) -> dict[str, int]:
+    """The processes to meter: each worker, and each daphne of a web tier rather than its supervisord."""
+    pids: dict[str, int] = {}
+    for w in workers:
+        if isinstance(w, WebTier):
+            pids |= {f"daphne-{i}": pid for i, pid in enumerate(w.pids)}
+        else:
+            pids[w.name] = w.pid
+    return pids
 
 
 def tracebacks(workers: list[Process]) -> dict[str, int]:
@@ -241,6 +305,60 @@ class CpuMeter:
         """Cores busy per process since the last `restart()` (or since the meter was made)."""
         (t0, first), (t1, second) = self.started, self._sample()
         return {n: round((second[n] - first[n]) / (t1 - t0), 2) for n in second if n in first and t1 > t0}
+
+
+# --- profiles ---
+
+
+def py_spy(pids: list[int], seconds: float, out: Path) -> list[subprocess.Popen[bytes]]:
+    """Start `py-spy record` (samples holding the GIL, collapsed stacks) on each process for `seconds`: the files
+    `<out>-<pid>.txt`. py-spy is not a requirement: `.venv/bin/pip install py-spy`."""
+    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(exe).exists():
+        raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    record = [exe, "record", "--gil", "--nonblocking", "--format", "raw", "--rate", "250"]
+    return [
+        subprocess.Popen(
+            [*record, "--duration", str(max(1, round(seconds))), "--pid", str(pid), "--output", f"{out}-{pid}.txt"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for pid in pids
+    ]
+
+
+# Frames nearly every sample passes through (the event loop, the server, thread start-up), and Django's
+# handler and middleware chain (every request's): left out of the inclusive list.
+PLUMBING = re.compile(
+    r"\((asyncio|twisted|daphne|threading|runpy|<frozen runpy>|django/core/handlers)[/.)]"
+    r"|__acall__|^\s*$|<module>|Thread\.run|_run_code|_run_module"
+)
+
+
+def profile_top(files: list[Path], lines: int = 14) -> dict[str, list[str]]:
+    """The heaviest functions over py-spy's collapsed stacks: by samples inside them (`inclusive`, leaving out the
+    PLUMBING frames) and by samples in their own code (`own`)."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    samples = 0
+    for path in files:
+        for line in path.read_text().splitlines() if path.exists() else []:
+            stack, _, count = line.rpartition(" ")
+            n = int(count)
+            samples += n
+            frames = [re.sub(r":\d+\)$", ")", frame.strip()) for frame in stack.split(";")]
+            own[frames[-1]] += n
+            for frame in set(frames):
+                inclusive[frame] += n
+    if not samples:
+        return {"inclusive": [], "own": []}
+
+    def top(counts: Counter[str], skip: re.Pattern[str] | None = None) -> list[str]:
+        chosen = [(f, n) for f, n in counts.most_common() if skip is None or not skip.search(f)][:lines]
+        return [f"{100 * n / samples:5.1f}%  {f}" for f, n in chosen]
+
+    return {"samples": [str(samples)], "inclusive": top(inclusive, PLUMBING), "own": top(own)}
 
 
 # --- Kafka ---
@@ -348,11 +466,12 @@ def scratch_name(suffix: str) -> str:
 
 def bench_database(name: str, fresh: bool = False) -> dict[str, str]:
     """Database `name` made if missing (anew if `fresh`), never the DATABASE_URL one; its parameters."""
+    import environ
     import psycopg
     from django.conf import settings
     from psycopg import sql
 
-    db = settings.DATABASES["default"]
+    db = environ.Env.db_url_config(settings.DATABASE_URL)  # not DATABASES: a second run here has it on the last one
     if name == db["NAME"]:
         raise SystemExit(f"refusing to benchmark in {name!r}, the DATABASE_URL database: its projections would be lost")
     params = {

@@ -8,7 +8,10 @@ read the event; when the projector's push reached a channel-layer listener of th
 process, and whether the rate was *held* (all answered 202 and updated within `--drain` s, no slowdown, no
 websocket close, p99 < `--held-p99-ms`).
 
-    .venv/bin/python -m bench.latency [--rates 50,100,150,200,300] [--seconds 10]
+    .venv/bin/python -m bench.latency [--rates 50,100,150,200,300] [--seconds 10] [--web-processes 1,auto]
+
+The web runs as deployed, daphne processes sharing one port under supervisord: 1, then N (WEB_PROCESSES, else
+one per core), each against a fresh bank (topics, scratch database) in the same run.
 """
 
 from __future__ import annotations
@@ -344,7 +347,7 @@ async def measure(args: Any, kafka: KafkaSettings, port: int, workers: list[harn
     measuring = time.monotonic()
     username = f"latency-{uuid.uuid4().hex[:8]}"
     await asyncio.to_thread(User.objects.create_user, username, password=PASSWORD)
-    cpu = harness.CpuMeter({w.name: w.pid for w in workers} | {"load generator": os.getpid()})
+    cpu = harness.CpuMeter(harness.cpu_pids(workers) | {"load generator": os.getpid()})
     async with aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=args.connections),
         cookie_jar=aiohttp.CookieJar(unsafe=True),
@@ -388,17 +391,13 @@ def row(figures: dict[str, Any]) -> str:
     )
 
 
-def main() -> None:
-    args = harness.arguments(
-        __doc__, rates="50,100,150,200,300", seconds=10.0, drain=5.0, held_p99_ms=1000.0, accounts=1,
-        connections=32, database=None,
-    )  # fmt: skip
-    args.rates = [int(r) for r in args.rates.split(",")]
-    harness.setup_django()
-    database = args.database or harness.scratch_name("bench")
+def run_tier(args: Any, database: str, web_processes: int) -> dict[str, Any]:
+    """Every rate against the bank with `web_processes` daphne processes (supervisord, one port); its figures."""
     started = time.monotonic()
-    with harness.bank_processes("latency", database, LOGS) as (kafka, port, workers):
-        print("  workers: " + ", ".join(f"{w.name} pid {w.pid}" for w in workers) + f"; port {port}; logs in {LOGS}")
+    with harness.bank_processes("latency", database, LOGS, web_processes) as (kafka, port, workers):
+        print(
+            "  workers: " + ", ".join(f"{n} pid {p}" for n, p in harness.cpu_pids(workers).items()) + f"; port {port}"
+        )
         result = asyncio.run(measure(args, kafka, port, workers))
         stamp_from_kafka(kafka, result["records"])
     crashed = harness.tracebacks(workers)
@@ -412,8 +411,9 @@ def main() -> None:
     )
 
     print(
-        f"end-to-end latency, 202 from the view → outcome on the websocket ({args.accounts} accounts, "
-        f"{kafka.partitions} partitions, database {database}, load average {os.getloadavg()[0]:.1f})"
+        f"end-to-end latency, 202 from the view → outcome on the websocket, {web_processes} daphne "
+        f"({args.accounts} accounts, {kafka.partitions} partitions, database {database}, "
+        f"load average {os.getloadavg()[0]:.1f})"
     )
     groups = f"{'latency ms, 202 → websocket':^27} | {'http ms':^12} | {'':7} | {'':6} | {'e2e p50, thirds':^15} |"
     columns = f"{'p50':>6} {'p95':>6} {'p99':>6} {'max':>6} | {'p50':>5} {'p99':>6} | {'202/s':>7} | {'errors':>6} | {'first':>6} → {'last':<6} |"
@@ -436,24 +436,42 @@ def main() -> None:
     )
     if crashed:
         print(f"tracebacks in the workers' logs ({LOGS}): {crashed}")
+    return {
+        "web_processes": web_processes,
+        "partitions": kafka.partitions,
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "ready_s": round(result["ready_s"], 1),
+        "total_s": round(time.monotonic() - started, 1),
+        "rates": rates,
+        "max_held_rate": max_held,
+        "first_rate_not_held": first_failed,
+        "target": {"rate": TARGET_RATE, "p99_ms": TARGET_P99_MS, "met": target_met},
+        "ws_messages": result["ws_messages"],
+        "worker_tracebacks": crashed,
+    }
+
+
+def main() -> None:
+    args = harness.arguments(
+        __doc__, rates="50,100,150,200,300", seconds=10.0, drain=5.0, held_p99_ms=1000.0, accounts=1,
+        connections=32, web_processes="1,auto", database=None,
+    )  # fmt: skip
+    args.rates = [int(r) for r in args.rates.split(",")]
+    harness.setup_django()
+    database = args.database or harness.scratch_name("bench")
+    counts = [harness.web_processes_default() if x.strip() == "auto" else int(x) for x in args.web_processes.split(",")]
+    tiers = [run_tier(args, database, n) for n in dict.fromkeys(counts)]
+    first = tiers[0]  # at the top level, as bench/summary.py reads them: the first count (1 process)
     harness.write_results(
         "latency",
         {
             "accounts": args.accounts,
-            "partitions": kafka.partitions,
             "connections": args.connections,
             "database": database,
             "worker_settings_from_environment": {k: v for k, v in os.environ.items() if k.startswith(TUNABLES)},
-            "load_average_1m": round(os.getloadavg()[0], 2),
             "cpus": os.cpu_count(),
-            "ready_s": round(result["ready_s"], 1),
-            "total_s": round(time.monotonic() - started, 1),
-            "rates": rates,
-            "max_held_rate": max_held,
-            "first_rate_not_held": first_failed,
-            "target": {"rate": TARGET_RATE, "p99_ms": TARGET_P99_MS, "met": target_met},
-            "ws_messages": result["ws_messages"],
-            "worker_tracebacks": crashed,
+            **first,
+            "by_web_processes": {str(t["web_processes"]): t for t in tiers},
             "stages": STAGES,
         },
     )

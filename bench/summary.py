@@ -24,6 +24,11 @@ def headline(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         out["lines"].append(
             f"  {'':<12} p50 {c['p50_ms']:.1f} vs {b['p50_ms']:.1f} ms, p99 {c['p99_ms']:.1f} vs {b['p99_ms']:.1f} ms (goal: p99 no worse)"
         )
+        for n, tier in web.get("by_processes", {}).items():
+            if int(n) != web.get("processes", 1):
+                c, b = tier["command"], tier["baseline"]
+                label = f"… with {n} web processes"
+                add("HTTP", label, c["per_s"], b["per_s"], "req/s", f"p99 {tier['p99_ratio']:.2f}x; goal >= 1.0x")
     if proc := results.get("processor"):
         for key, label, goal in (
             ("untransactional_per_s", "transactions vs the same loop without", "goal >= 0.8x"),

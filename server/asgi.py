@@ -5,10 +5,15 @@ from __future__ import annotations
 import os
 import sys
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "server.settings")
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)  # as django.core.asgi.get_asgi_application does
+
+from web.asgi_handler import ASGIHandler  # noqa: E402
+
+# Django's handler, with no worker thread for requests that need none (the command views).
+django_asgi_app = ASGIHandler()
 
 from django.conf import settings  # noqa: E402
 from django.core.exceptions import ImproperlyConfigured  # noqa: E402

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 from uuid import UUID
 
 from django import template
+from django.urls import get_script_prefix, reverse
 
 from bank import account_number as numbers
 from bank.messages import COMMANDS, EVENTS
@@ -89,3 +91,18 @@ def command_key(entry: Any) -> str:
 @register.filter
 def direction(entry: Any) -> str:
     return "to" if entry.type in SOURCE_SIDE else "from"
+
+
+_NIL = UUID(int=0)
+
+
+@functools.cache
+def _status_url_prefix(script_prefix: str) -> str:
+    url = reverse("command-status", args=[_NIL, _NIL])
+    return url.removesuffix(f"{_NIL}/{_NIL}")
+
+
+@register.simple_tag
+def status_url(account_id: UUID | str, command_id: UUID | str) -> str:
+    """`{% url 'command-status' account command %}` without resolving the URL for every pending row."""
+    return f"{_status_url_prefix(get_script_prefix())}{account_id}/{command_id}"
