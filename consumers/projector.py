@@ -112,12 +112,38 @@ class Projector:
             except DATABASE_DOWN as error:
                 if self._back_off(f"reading checkpoints for partitions {[tp.partition for tp in partitions]}", error):
                     return  # shutting down: assign nothing, the consumer closes
+        self._check_not_ahead(consumer, partitions, checkpoints)
         for tp in partitions:
             # Start at the projection that is furthest behind; apply_batch skips what the others already have.
             positions = [checkpoints.get((p, tp.partition), 0) for p in registry.PROJECTIONS]
             tp.offset = min(positions) if any(positions) else OFFSET_BEGINNING
         log.info("projector assigned %s", ", ".join(f"{tp.partition}@{max(tp.offset, 0)}" for tp in partitions))
         consumer.assign(partitions)
+
+    def _check_not_ahead(
+        self, consumer: Consumer, partitions: list[TopicPartition], checkpoints: dict[tuple[str, int], int]
+    ) -> None:
+        """Refuse projections that claim offsets the log does not have: they were built from another log (the
+        topic was deleted and created again, or the bank now points at another cluster). Going on would skip
+        the new log's events up to the old checkpoints without a word: every page would stay "pending"."""
+        for tp in partitions:
+            ahead = {
+                p: checkpoints[(p, tp.partition)] for p in registry.PROJECTIONS if (p, tp.partition) in checkpoints
+            }
+            if not ahead:
+                continue
+            try:
+                _, end = consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, tp.partition), timeout=10, cached=False
+                )
+            except KafkaException as error:  # the broker is unreachable now: the next assignment checks again
+                log.warning("could not check %s[%d] against the checkpoints: %s", self.topic, tp.partition, error)
+                continue
+            if max(ahead.values()) > end:
+                raise ProjectorFailed(
+                    f"the projections are ahead of {self.topic}[{tp.partition}] (checkpoints {ahead}, log end {end}): "
+                    "they were built from another log; rebuild them from this one with `manage.py replay`"
+                )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("projector lost partitions %s", [tp.partition for tp in partitions])

@@ -195,6 +195,7 @@ def run_manage(kafka: KafkaSettings, *args: str) -> subprocess.CompletedProcess[
     return subprocess.run(
         [sys.executable, str(ROOT / "manage.py"), *args],
         env=worker_env(kafka),
+        stdin=subprocess.DEVNULL,  # as from a script: nobody to answer a question
         capture_output=True,
         text=True,
         timeout=120,
@@ -278,3 +279,30 @@ def test_it_pushes_an_update_to_another_process_within_a_second(
     assert str(other_command) not in str(lines)
     accepted = next(e for e in read_events(kafka) if e.command_id == command_id).occurred_at.timestamp()
     assert lines[0]["at"] - accepted < 1.0
+
+
+def test_it_refuses_projections_built_from_another_log_and_a_replay_rebuilds_them(
+    kafka: KafkaSettings, bus: CommandBus, processor: Worker, workers: Callable[..., Worker]
+) -> None:
+    """The database kept projections of an older log (the topic was created again, or another cluster):
+    the projector stops with a line saying so instead of skipping the new log's events up to the old
+    checkpoints (every page would have stayed "pending")."""
+    accounts, ids = opened_accounts(kafka, bus, 2)
+    wait_until(lambda: len(read_events(kafka)) >= len(ids), 60, 0.5, "the accounts opened in the log")
+    for p in range(kafka.partitions):  # checkpoints far past anything this log holds
+        Checkpoint.objects.create(projection="accounts", topic=kafka.events_topic, partition=p, next_offset=1_000_000)
+    refused = workers("projector-ahead", ["run_projector"], kafka)
+    assert refused.process.wait(timeout=60) == 1
+    assert "the projections are ahead of" in refused.log() and "manage.py replay" in refused.log()
+    assert Account.objects.count() == 0  # nothing applied, nothing skipped
+
+    unconfirmed = run_manage(kafka, "replay", "--no-progress")  # no terminal to answer on
+    assert unconfirmed.returncode == 1 and "pass --noinput" in unconfirmed.stderr
+    assert "Traceback" not in unconfirmed.stderr
+    result = run_manage(kafka, "replay", "--no-progress", "--noinput")
+    assert result.returncode == 0, result.stdout + result.stderr
+    again = workers("projector-after-replay", ["run_projector"], kafka)
+    again.wait_for_log("projector assigned")
+    send(bus, domain.Deposit(accounts[0], 5_00))
+    wait_until(lambda: Account.objects.filter(id=accounts[0], balance=5_00).exists(), 60, what="the deposit projected")
+    assert Account.objects.count() == 2 and again.process.poll() is None

@@ -67,7 +67,10 @@ class Command(BaseCommand):
             self.stdout.write("dry run: nothing changed")
             return
         if not schema and not options["noinput"]:
-            answer = input("This empties and rebuilds the live projections. Type 'yes' to go on: ")
+            try:
+                answer = input("This empties and rebuilds the live projections. Type 'yes' to go on: ")
+            except EOFError:  # no terminal (a script, CI): say how, instead of a traceback
+                raise CommandError("replay cancelled: no answer to the confirmation; pass --noinput") from None
             if answer.strip().lower() != "yes":
                 raise CommandError("replay cancelled")
         # The bar goes where the command's errors go (stderr, or call_command's stderr=).
