@@ -157,14 +157,19 @@ def apply_accounts(
 
 
 def upsert_accounts(cursor: Any, rows: list[AccountRow]) -> None:
-    """One statement for all the rows: unnest() turns column arrays back into rows."""
-    columns = ", ".join(ACCOUNT_COLUMNS)
-    arrays = ", ".join(f"%s::{t}[]" for t in ACCOUNT_TYPES)
-    assignments = ", ".join(f"{c} = EXCLUDED.{c}" for c in ACCOUNT_COLUMNS[1:])
+    upsert(cursor, "projections_account", ACCOUNT_COLUMNS, ACCOUNT_TYPES, map(account_values, rows))
+
+
+def upsert(
+    cursor: Any, table: str, columns: Sequence[str], types: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> None:
+    """One statement for all the rows, keyed by the first column: unnest() turns column arrays back into rows."""
+    arrays = ", ".join(f"%s::{t}[]" for t in types)
+    assignments = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns[1:])
     cursor.execute(
-        f"INSERT INTO projections_account ({columns}) SELECT * FROM unnest({arrays}) "
-        f"ON CONFLICT (id) DO UPDATE SET {assignments}",
-        [list(column) for column in zip(*map(account_values, rows), strict=True)],
+        f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays}) "
+        f"ON CONFLICT ({columns[0]}) DO UPDATE SET {assignments}",
+        [list(column) for column in zip(*rows, strict=True)],
     )
 
 
@@ -199,14 +204,7 @@ def apply_transfers(
         if new is not None:
             rows[transfer_id] = changed[transfer_id] = new
     if changed and memory is None:
-        columns = ", ".join(TRANSFER_COLUMNS)
-        arrays = ", ".join(f"%s::{t}[]" for t in TRANSFER_TYPES)
-        assignments = ", ".join(f"{c} = EXCLUDED.{c}" for c in TRANSFER_COLUMNS[1:])
-        cursor.execute(
-            f"INSERT INTO projections_transfer ({columns}) SELECT * FROM unnest({arrays}) "
-            f"ON CONFLICT (id) DO UPDATE SET {assignments}",
-            [list(column) for column in zip(*map(transfer_values, changed.values()), strict=True)],
-        )
+        upsert(cursor, "projections_transfer", TRANSFER_COLUMNS, TRANSFER_TYPES, map(transfer_values, changed.values()))
 
 
 def finish_transfers(cursor: Any, memory: Memory) -> None:
