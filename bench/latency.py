@@ -114,11 +114,14 @@ class Browser:
         except (aiohttp.ClientError, TimeoutError) as error:
             record.status = type(error).__name__
         record.accepted = time.perf_counter()
-        if record.status == "202" and self.ws is not None and not self.ws.closed:
-            # As the page does for its new pending row (one lost with a closing socket comes with the next hello).
-            watch = {"type": "watch", "account": record.account, "command": record.command_id}
+        if record.status == "202":
+            await self.watch(record.account, record.command_id)
+
+    async def watch(self, account: str, command_id: str) -> None:
+        """As the page does for its new pending row (one lost with a closing socket comes with the next hello)."""
+        if self.ws is not None and not self.ws.closed:
             with contextlib.suppress(aiohttp.ClientError, ConnectionError):
-                await self.ws.send_str(json.dumps(watch))
+                await self.ws.send_str(json.dumps({"type": "watch", "account": account, "command": command_id}))
 
     async def listen(self, url: str) -> None:
         """Stamp each command when the websocket brings its outcome row; reconnect as the page does."""

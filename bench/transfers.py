@@ -18,8 +18,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import os
 import random
 import time
@@ -169,10 +167,8 @@ async def latency(args: Any, kafka: KafkaSettings, port: int, workers: list[harn
             except (aiohttp.ClientError, TimeoutError) as error:
                 record.status = type(error).__name__
             record.accepted = time.perf_counter()
-            if record.status == "202" and payee.ws is not None and not payee.ws.closed:
-                watch = {"type": "watch", "account": destination, "command": record.command_id}
-                with contextlib.suppress(aiohttp.ClientError, ConnectionError):
-                    await payee.ws.send_str(json.dumps(watch))
+            if record.status == "202":
+                await payee.watch(destination, record.command_id)
             return record
 
         try:
