@@ -11,7 +11,7 @@ import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "server.settings")
 django.setup(set_prefix=False)  # as django.core.asgi.get_asgi_application does
 
-from web.asgi_handler import ASGIHandler  # noqa: E402
+from server.fastpath.asgi_handler import ASGIHandler  # noqa: E402
 
 # Django's handler, with no worker thread for requests that need none (the command views).
 django_asgi_app = ASGIHandler()
@@ -30,7 +30,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from consumers.routing import websocket_urlpatterns  # noqa: E402
-from web.async_middleware import WebsocketAuthMiddlewareStack  # noqa: E402
+from server.fastpath.middleware import WebsocketAuthMiddlewareStack  # noqa: E402
 
 # The collector, not the code, made every third or so push to a thousand open pages slow: full
 # collections of 120-170 ms that found nothing to free, and 5-15 ms ones of the middle generation

@@ -128,22 +128,22 @@ INSTALLED_APPS = [
 ]
 
 # Django's own middleware, with the hooks that do no I/O called in the event loop instead of a thread
-# per hook (web/async_middleware.py): the async views' chain has no sync-to-async hop.
+# per hook (server/fastpath/middleware.py): the async views' chain has no sync-to-async hop.
 MIDDLEWARE = [
-    "web.async_middleware.SecurityMiddleware",
+    "server.fastpath.middleware.SecurityMiddleware",
     # ServeStatic (WhiteNoise's async fork): a sync-only middleware here would run every async
     # view through the one sync thread, holding it while the view awaits Kafka.
     "servestatic.middleware.ServeStaticMiddleware",
-    "web.async_middleware.SessionMiddleware",
-    "web.async_middleware.CommonMiddleware",
-    "web.async_middleware.CsrfViewMiddleware",
-    "web.async_middleware.AuthenticationMiddleware",
+    "server.fastpath.middleware.SessionMiddleware",
+    "server.fastpath.middleware.CommonMiddleware",
+    "server.fastpath.middleware.CsrfViewMiddleware",
+    "server.fastpath.middleware.AuthenticationMiddleware",
     # Before LoginRequiredMiddleware, whose user lookup it must be able to catch (sync mode; in
     # async mode AuthenticationMiddleware loads the user and answers the same 503 itself).
     "web.middleware.DatabaseUnavailableMiddleware",
-    "web.async_middleware.LoginRequiredMiddleware",
-    "web.async_middleware.MessageMiddleware",
-    "web.async_middleware.XFrameOptionsMiddleware",
+    "server.fastpath.middleware.LoginRequiredMiddleware",
+    "server.fastpath.middleware.MessageMiddleware",
+    "server.fastpath.middleware.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "web.middleware.TimezoneMiddleware",
 ]

@@ -178,7 +178,7 @@ def test_it_takes_a_deposit_through_the_asgi_handler_without_a_thread(
     from asgiref.testing import ApplicationCommunicator
     from django.conf import settings
 
-    from web.asgi_handler import ASGIHandler
+    from server.fastpath.asgi_handler import ASGIHandler
 
     account = account_of(users["alice"])
     session = cookies_of(users["alice"])[settings.SESSION_COOKIE_NAME].value
