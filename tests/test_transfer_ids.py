@@ -7,7 +7,9 @@ remembers clients' command ids and steps' ids apart. The oracle is a plain read 
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -18,6 +20,8 @@ from uuid import UUID
 import orjson
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bank import domain
 from bank.command_bus import CommandBus
@@ -214,3 +218,150 @@ def test_a_transfer_id_reused_on_its_source_after_the_window_still_ends(
     assert refunded["data"]["reason"] == "transfer_exists"
     assert last_balances(events) == {str(source): 8_25, str(payee): 2_00}
     fold(events).check()
+
+
+# --- arbitrary client-chosen ids ---
+
+
+@dataclass
+class Ids:
+    """What a hostile client may know when it picks an id: its own earlier ids, other accounts', step ids."""
+
+    transfers: list[tuple[UUID, UUID]] = field(default_factory=list)  # (source, transfer id) sent so far
+    accounts: list[UUID] = field(default_factory=list)
+    used: list[UUID] = field(default_factory=list)
+
+
+def pick_id(data: st.DataObject, ids: Ids, source: UUID) -> UUID:
+    kinds = ["fresh"] + (["used", "account"] if ids.used else []) + (["old", "new", "reuse"] if ids.transfers else [])
+    kind = data.draw(st.sampled_from(kinds))
+    if kind == "fresh":
+        return data.draw(st.uuids())
+    if kind == "used":
+        return data.draw(st.sampled_from(ids.used))
+    if kind == "account":
+        return data.draw(st.sampled_from(ids.accounts))
+    src, t = data.draw(st.sampled_from(ids.transfers))
+    if kind == "reuse":
+        return t
+    step = data.draw(st.sampled_from(["credit", "complete", "refund"]))
+    if kind == "old":
+        return old_step_id(t, step)
+    return domain.step_id(data.draw(st.sampled_from([src, source])), t, step)
+
+
+@pytest.fixture
+def known() -> Ids:
+    """Shared by all the examples of one test (one broker, one processor): later examples reuse earlier ids."""
+    return Ids()
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    database=None,
+)
+@given(data=st.data())
+def test_any_ids_a_client_picks_keep_money_conserved_and_every_transfer_ends(
+    kafka: KafkaSettings, bus: CommandBus, processor: Worker, tail: EventTail, known: Ids, data: st.DataObject
+) -> None:
+    """One processor for all examples; each example opens three accounts (two of one owner), sends a few
+    deposits, withdrawals and transfers with ids drawn from everything a client could know or compute,
+    waits until each account's last command is decided and every transfer has ended, and checks the fold."""
+    ids = known
+    own = [open_account(bus, deposit=10_00), open_account(bus, deposit=10_00)]
+    other = open_account(bus, owner="bob")
+    accounts = [*own, other]
+    ids.accounts += accounts
+    for _ in range(data.draw(st.integers(1, 6))):
+        source = data.draw(st.sampled_from(own))
+        command_id = pick_id(data, ids, source)
+        kind = data.draw(st.sampled_from(["deposit", "withdraw", "transfer", "transfer", "transfer"]))
+        amount = data.draw(st.integers(1, 12_00))
+        if kind == "deposit":
+            send(bus, domain.Deposit(source, amount), command_id=command_id)
+        elif kind == "withdraw":
+            send(bus, domain.Withdraw(source, amount), command_id=command_id)
+        else:
+            destination = data.draw(st.sampled_from([*accounts, uuid.UUID(int=1), data.draw(st.uuids())]))
+            transfer_with(bus, source, command_id, destination, amount)
+            ids.transfers.append((source, command_id))
+        ids.used.append(command_id)
+    # A fresh id per account, sent last: once it is decided, so is everything sent to that account before it.
+    markers = {send(bus, domain.Deposit(a, 1)) for a in accounts}
+    wait_until(lambda: tail.decided(markers), 60, 0.05, "each account's last command")
+    wait_until(tail.settled, 60, 0.05, "every transfer to end")
+    with tail.lock:
+        tail.fold.check()
+
+
+# --- a storm ---
+
+
+def test_a_storm_with_reused_and_step_ids_conserves_money_to_the_cent(
+    kafka: KafkaSettings, bus: CommandBus, processor: Worker
+) -> None:
+    """8 clients at once over 24 accounts (12 owners of two each): transfers, withdrawals and deposits; some reuse
+    a transfer id from their other account, some pick ids equal to steps' ids (old and new derivation)."""
+    pairs = [(open_account(bus, deposit=300_00), open_account(bus, deposit=300_00)) for _ in range(12)]
+    accounts = [a for pair in pairs for a in pair]
+    nowhere = [uuid.uuid4() for _ in range(3)]  # well-formed numbers of no account: refunds
+    sent: list[UUID] = []
+    lock = threading.Lock()
+    counts: Counter[str] = Counter()
+
+    def client(seed: int, n: int) -> None:
+        r = random.Random(seed)
+        mine: list[tuple[UUID, UUID]] = []
+        for _ in range(n):
+            x, y = r.choice(pairs)
+            source = r.choice((x, y))
+            roll = r.random()
+            if roll < 0.15 and mine:  # one transfer id from the other account of the pair, or again from its own
+                _, t = r.choice(mine)
+                kind = "reused"
+            elif roll < 0.3 and mine:  # a client id equal to a step's id, as deposit or withdrawal
+                src, t = r.choice(mine)
+                step = r.choice(["credit", "complete", "refund"])
+                chosen = old_step_id(t, step) if r.random() < 0.5 else domain.step_id(src, t, step)
+                command: domain.Command = (
+                    domain.Deposit(source, r.randint(1, 500)) if r.random() < 0.5 else domain.Withdraw(source, 1_00)
+                )
+                send(bus, command, command_id=chosen)
+                with lock:
+                    counts["step id"] += 1
+                continue
+            elif roll < 0.45:
+                send(bus, domain.Withdraw(source, r.randint(1, 20_00)))
+                with lock:
+                    counts["withdrawal"] += 1
+                continue
+            else:
+                t, kind = uuid.uuid4(), "transfer"
+            destination = r.choice([*accounts, *nowhere]) if r.random() < 0.95 else source
+            transfer_with(bus, source, t, destination, r.randint(1, 40_00))
+            mine.append((source, t))
+            with lock:
+                sent.append(t)
+                counts[kind] += 1
+
+    threads = [threading.Thread(target=client, args=(seed, 250)) for seed in range(8)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    markers = {send(bus, domain.Deposit(a, 1)) for a in accounts}
+
+    def settled() -> list[dict[str, Any]] | None:
+        events = raw_events(kafka)
+        decided = {e["command_id"] for e in events}
+        return events if {str(m) for m in markers} <= decided and not fold(events).open_transfers() else None
+
+    events = wait_until(settled, 240, 1.0, "the storm to settle")
+    f = fold(events)
+    f.check()
+    assert counts["reused"] > 50 and counts["step id"] > 50, counts
+    assert len(f.debits) > 500, "most transfers should have gone through"
+    print(f"storm: {dict(counts)}, {f.events} events, {time.monotonic() - started:.1f}s")

@@ -13,7 +13,8 @@ from django.core.management import call_command
 
 from bank.account_number import account_number, display
 from bank.config import KafkaSettings
-from projections.models import Transfer
+from projections.apply import transfer_key
+from projections.models import AuditEntry, Transfer
 from tests.helpers import account_of, logged_in
 from tests.test_views import commands_sent
 
@@ -136,9 +137,11 @@ def test_it_refuses_to_send_from_someone_elses_account(users: dict[str, User], k
 
 def transfer_row(status: str, minutes_ago: float, **fields: object) -> Transfer:
     at = datetime.now(UTC) - timedelta(minutes=minutes_ago)
+    source, transfer_id = uuid.uuid4(), uuid.uuid4()
     return Transfer.objects.create(
-        id=uuid.uuid4(),
-        from_account=uuid.uuid4(),
+        id=transfer_key(source, transfer_id),
+        transfer_id=transfer_id,
+        from_account=source,
         to_account=uuid.uuid4(),
         amount=5_00,
         currency="EUR",
@@ -155,7 +158,8 @@ def test_it_lists_transfers_in_the_admin_and_flags_the_slow_ones(users: dict[str
     done = transfer_row("completed", minutes_ago=20)
     staff = logged_in(users["carol"])
     flagged = staff.get("/admin/projections/transfer/?in_flight=flagged").content.decode()
-    assert str(stuck.id) in flagged and str(fresh.id) not in flagged and str(done.id) not in flagged
+    assert str(stuck.transfer_id) in flagged and str(fresh.transfer_id) not in flagged
+    assert str(done.transfer_id) not in flagged
     assert "in flight over 60s" in flagged
     assert display(account_number(stuck.from_account)) in flagged
     everything = staff.get("/admin/projections/transfer/").content.decode()
@@ -174,3 +178,35 @@ def test_it_reports_transfers_in_flight_in_bank_status(users: dict[str, User], k
     line = next(x for x in out.getvalue().splitlines() if x.startswith("transfers in flight"))
     assert line.startswith("transfers in flight: 2 (1 sent, 0 credited, 1 refused); oldest debited 60")
     assert line.endswith("; 1 flagged (in flight over 60s)")
+
+
+@pytest.mark.parametrize("sent_by", ["own other account", "another customer", "rejected on own other account"])
+def test_it_refuses_a_transfer_id_used_from_another_account(
+    users: dict[str, User], kafka: KafkaSettings, sent_by: str
+) -> None:
+    """One id, one transfer: the form says so and sends nothing, whichever account the id was sent from."""
+    x, y = account_of(users["alice"], balance=100_00), account_of(users["alice"], "Savings", balance=100_00)
+    payee = account_of(users["bob"])
+    t = uuid.uuid4()
+    if sent_by == "rejected on own other account":  # only a rejection in x's history: no transfer row
+        AuditEntry.objects.create(
+            event_id=uuid.uuid4(), account_id=x.id, sequence=2, type="CommandRejected", amount=5_00,
+            balance_after=None, occurred_at=datetime.now(UTC), actor="user:alice", command_id=t,
+            reason="insufficient_funds", command="TransferMoney",
+        )  # fmt: skip
+    else:
+        source = x.id if sent_by == "own other account" else account_of(users["bob"], "Bob's").id
+        at = datetime.now(UTC)
+        Transfer.objects.create(
+            id=transfer_key(source, t), transfer_id=t, from_account=source, to_account=payee.id, amount=5_00,
+            currency="EUR", status="completed", debited_at=at, completed_at=at,
+        )  # fmt: skip
+    response = post_transfer(
+        logged_in(users["alice"]), y, **{"transfer-command_id": str(t), "transfer-to_number": account_number(payee.id)}
+    )
+    assert response.status_code == 422
+    assert "This transfer was sent before (from this account or another one)" in response.content.decode()
+    assert str(t) not in response.content.decode(), "the form comes back with a fresh id"
+    assert commands_sent(kafka) == []
+    fresh = post_transfer(logged_in(users["alice"]), y, **{"transfer-to_number": account_number(payee.id)})
+    assert fresh.status_code == 202

@@ -262,9 +262,10 @@ def test_it_ends_1000_concurrent_transfers_exactly_once_across_a_sigkill(
         0.5,
         "the projector to see every transfer end",
     )
-    assert set(map(str, Transfer.objects.values_list("id", flat=True))) == debited
+    assert set(map(str, Transfer.objects.values_list("transfer_id", flat=True))) == debited
     assert all(
-        (row.status == "completed") == bool(kinds[str(row.id)]["TransferCompleted"]) for row in Transfer.objects.all()
+        (row.status == "completed") == bool(kinds[str(row.transfer_id)]["TransferCompleted"])
+        for row in Transfer.objects.all()
     )
     wait_until(
         lambda: (
