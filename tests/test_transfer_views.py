@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -14,7 +15,7 @@ from django.core.management import call_command
 from bank.account_number import account_number, display
 from bank.config import KafkaSettings
 from projections.apply import transfer_key
-from projections.models import AuditEntry, Transfer
+from projections.models import Account, AuditEntry, Transfer
 from tests.helpers import account_of, logged_in
 from tests.test_views import commands_sent
 
@@ -210,3 +211,43 @@ def test_it_refuses_a_transfer_id_used_from_another_account(
     assert commands_sent(kafka) == []
     fresh = post_transfer(logged_in(users["alice"]), y, **{"transfer-to_number": account_number(payee.id)})
     assert fresh.status_code == 202
+
+
+def entry(account: uuid.UUID, sequence: int, kind: str, t: uuid.UUID, other: uuid.UUID, minutes_ago: float) -> None:
+    AuditEntry.objects.create(
+        event_id=uuid.uuid4(), account_id=account, sequence=sequence, type=kind, amount=5_00, balance_after=0,
+        occurred_at=datetime.now(UTC) - timedelta(minutes=minutes_ago), actor="bank:transfer",
+        command_id=uuid.uuid4(), reason="", transfer_id=t, counterparty=other,
+    )  # fmt: skip
+
+
+def test_it_shows_transfers_stuck_at_each_step_from_the_accounts_own_histories(
+    users: dict[str, User], kafka: KafkaSettings
+) -> None:
+    """No transfers rows at all (as when one id from two sources mixed them): the accounts' own projections
+    still show what is in flight, per step, with the oldest's age, in bank_status and in /metrics."""
+    x, y = account_of(users["alice"]), account_of(users["alice"], "Savings")
+    payee = account_of(users["bob"])
+    Account.objects.filter(id__in=[x.id, y.id]).update(in_flight=10_00)
+    t, u, v = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    entry(x.id, 2, "TransferDebited", t, payee.id, minutes_ago=30)  # credited, the completion never came
+    entry(payee.id, 2, "TransferCredited", t, x.id, minutes_ago=29)
+    entry(y.id, 2, "TransferDebited", t, payee.id, minutes_ago=10)  # the same id from y: its credit never came
+    entry(x.id, 3, "TransferDebited", u, y.id, minutes_ago=5)  # refused, the refund never came
+    entry(y.id, 3, "TransferRefused", u, x.id, minutes_ago=5)
+    entry(y.id, 4, "TransferDebited", v, payee.id, minutes_ago=1)  # ended: not in flight
+    entry(y.id, 5, "TransferCompleted", v, payee.id, minutes_ago=1)
+    assert not Transfer.objects.exists()
+    out = io.StringIO()
+    call_command("bank_status", stdout=out)
+    shown = out.getvalue()
+    assert "in flight by the accounts' histories: 3" in shown
+    for step, minutes in (("debited awaiting credit", 10), ("credited awaiting completion", 30), ("refused", 5)):
+        found = re.search(rf"  {step}[a-z ]*: 1, oldest (\d+)s", shown)
+        assert found and minutes * 60 <= int(found[1]) < minutes * 60 + 60, (step, shown)
+    scraped = logged_in(users["carol"]).get("/metrics").content.decode()
+    assert 'bank_transfers_in_flight{step="credited_awaiting_completion"} 1.0' in scraped
+    oldest = next(x for x in scraped.splitlines() if x.startswith('bank_transfers_in_flight_oldest_seconds{step="cred'))
+    assert 1795 < float(oldest.split()[-1]) < 1900
+    operations = logged_in(users["carol"]).get("/admin/operations/").content.decode()
+    assert re.search(r"credited awaiting completion: 1, oldest 18\d\ds", operations)
