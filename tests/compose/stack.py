@@ -408,9 +408,9 @@ class Stack:
         started = time.monotonic()
         self.compose("build", timeout=1200, what="docker compose build (the app image, from the project's Dockerfile)")
         built = time.monotonic()
-        say(f"app image built in {built - started:.0f} s; waiting for every service to be healthy (at most 300 s)")
+        say(f"app image built in {built - started:.0f} s; waiting for every service to be healthy (at most 600 s)")
         self.compose(
-            "up", "--wait", "--wait-timeout", "300", *self.services(), timeout=360, what="docker compose up --wait"
+            "up", "--wait", "--wait-timeout", "300", *self.services(), timeout=660, what="docker compose up --wait"
         )
         healthy = time.monotonic() - built
         say(f"all services healthy {healthy:.0f} s after `up`")
