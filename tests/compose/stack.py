@@ -410,7 +410,7 @@ class Stack:
         built = time.monotonic()
         say(f"app image built in {built - started:.0f} s; waiting for every service to be healthy (at most 600 s)")
         self.compose(
-            "up", "--wait", "--wait-timeout", "300", *self.services(), timeout=660, what="docker compose up --wait"
+            "up", "--wait", "--wait-timeout", "600", *self.services(), timeout=660, what="docker compose up --wait"
         )
         healthy = time.monotonic() - built
         say(f"all services healthy {healthy:.0f} s after `up`")
