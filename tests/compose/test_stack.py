@@ -36,7 +36,7 @@ class Browser:
 
     def get(self, path: str) -> tuple[int, str]:
         try:
-            with self.opener.open(self.base + path, timeout=15) as answer:
+            with self.opener.open(self.base + path, timeout=60) as answer:
                 return answer.status, answer.read().decode()
         except urllib.error.HTTPError as error:
             return error.code, error.read().decode(errors="replace")
@@ -46,14 +46,13 @@ class Browser:
         data = urllib.parse.urlencode({**form, "csrfmiddlewaretoken": token or ""}).encode()
         request = urllib.request.Request(self.base + path, data=data, headers={"Referer": self.base + path})
         try:
-            with self.opener.open(request, timeout=30) as answer:
+            with self.opener.open(request, timeout=60) as answer:
                 return answer.status, answer.read().decode()
         except urllib.error.HTTPError as error:
             return error.code, error.read().decode(errors="replace")
 
     def log_in(self, username: str, password: str) -> None:
-        status, _ = self.get("/login/")
-        assert status == 200, status
+        compose.wait_until(lambda: self.get("/login/")[0] == 200, 120, "the login page")
         status, page = self.post("/login/", {"username": username, "password": password})
         assert status == 200 and "Your accounts" in page, (status, page[-2000:])
 
