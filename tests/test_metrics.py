@@ -166,7 +166,7 @@ def test_it_shows_no_lag_on_an_idle_bank_after_transfers(kafka: KafkaSettings, m
 
     metered_urls = (processor_url, projector_url)
 
-    wait_until(idle, 30, 0.5, "lag 0 on an idle bank")
+    wait_until(idle, 60, 0.5, "lag 0 on an idle bank")
 
 
 def test_it_answers_health_checks(metered: dict[str, str]) -> None:

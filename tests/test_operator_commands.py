@@ -77,7 +77,7 @@ def test_it_shows_no_lag_on_an_idle_bank_after_transfers(
         status = gather(kafka)
         return status.processor_lag == 0 and status.projector_lag == 0
 
-    wait_until(idle, 30, 0.5, "lag 0 on an idle bank")
+    wait_until(idle, 60, 0.5, "lag 0 on an idle bank")
     rows = [line.split() for line in run("bank_status").splitlines() if line.strip()[:1].isdigit()]
     assert len(rows) == kafka.partitions
     assert {(row[3], row[6]) for row in rows} == {("0", "0")}  # processor lag, projector lag
