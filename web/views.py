@@ -16,13 +16,17 @@ from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.auth import login
 from django.contrib.auth.decorators import login_not_required
+from django.contrib.auth.forms import UserCreationForm
+from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import reswap
 from django_htmx.middleware import HtmxDetails
 
@@ -33,7 +37,7 @@ from bank.money import format_money
 from projections import history, queries
 from projections.live import wait_for_command
 from projections.models import Account, ParkedAccount
-from web import chart, statements
+from web import chart, signup_limit, statements
 from web.forms import AsOfForm, HistoryForm, MoveMoneyForm, OpenAccountForm, StatementForm, TransferForm
 
 log = logging.getLogger(__name__)
@@ -395,6 +399,30 @@ async def command_status(request: HttpRequest, account_id: UUID, command_id: UUI
         pending = {"command_id": command_id, "account_id": account_id, "label": request.GET.get("label", "")}
         return render(request, "bank/live.html#pending-row", {"pending": pending})
     return render(request, "bank/live.html#outcome-row", {"entry": found.entry, "account": found.account})
+
+
+SIGNUP_LIMITED = "Too many sign-ups from your network in the last hour. Please try again later."
+
+
+@login_not_required
+@require_http_methods(["GET", "POST"])
+def signup(request: HtmxHttpRequest) -> HttpResponse:
+    """Django's UserCreationForm and password validators; logged in once signed up. Limited per client address."""
+    if request.user.is_authenticated:
+        return HttpResponseRedirect(reverse("dashboard"))
+    if request.method != "POST":
+        return render(request, "registration/signup.html", {"form": UserCreationForm()})
+    # REMOTE_ADDR: the peer daphne saw (a proxy in front must set it; forwarded headers are not trusted here).
+    address = request.META.get("REMOTE_ADDR") or "unknown"
+    form: UserCreationForm[User] = UserCreationForm(request.POST)
+    if not signup_limit.hit(address, settings.SIGNUP_LIMIT, settings.SIGNUP_WINDOW_SECONDS):
+        return render(request, "registration/signup.html", {"form": form, "limited": SIGNUP_LIMITED}, status=429)
+    if not form.is_valid():
+        return render(request, "registration/signup.html", {"form": form}, status=422)
+    user = form.save()
+    login(request, user, backend=settings.AUTHENTICATION_BACKENDS[0])
+    log.info("signed up: %s", user.get_username())
+    return HttpResponseRedirect(reverse("dashboard"), status=303)
 
 
 @login_not_required
