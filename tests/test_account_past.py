@@ -358,3 +358,18 @@ def test_it_names_both_own_accounts_of_a_transfer_and_only_the_number_of_anyone_
     bobs_page = bob.get(f"/accounts/{bobs.id}/").content.decode()
     assert "Current" not in bobs_page and "Holiday" not in bobs_page
     assert 'from <code class="number">KB' in bobs_page
+
+
+def test_it_shows_staff_the_account_as_of_a_moment_in_the_admin(users: dict[str, User]) -> None:
+    account = account_of(users["alice"], "Alice's current")
+    rows = known_history(account, 30)
+    at = T0 + timedelta(hours=20, minutes=5)
+    url = f"/admin/projections/account/{account.id}/as-of/"
+    body = logged_in(users["carol"]).get(url, {"at": at.strftime("%Y-%m-%dT%H:%M")}).content.decode()
+    assert 'id="past-banner"' in body
+    assert f'data-cents="{fold(rows, at)}"' in body.split('id="past-balance"')[1][:60]
+    assert "#21<" in body and "#22<" not in body
+    bad = logged_in(users["carol"]).get(url, {"at": "31/12/2026"})
+    assert bad.status_code == 400 and "Enter a date and time" in bad.content.decode()
+    customer = logged_in(users["alice"]).get(url, {"at": at.strftime("%Y-%m-%dT%H:%M")})
+    assert customer.status_code == 302 and "/admin/login/" in customer["Location"]

@@ -139,7 +139,13 @@ class AsOfForm(forms.Form):
     """A moment in the user's zone (the browser's datetime-local sends "2026-11-01T09:00")."""
 
     at = forms.DateTimeField(
-        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S"],
+        input_formats=[
+            "%Y-%m-%dT%H:%M",
+            "%Y-%m-%dT%H:%M:%S",
+            "%Y-%m-%dT%H:%M:%S.%f",
+            "%Y-%m-%d %H:%M",
+            "%Y-%m-%d %H:%M:%S",
+        ],
         error_messages={
             "invalid": "Enter a date and time, like 2026-11-01 09:00.",
             "required": "Enter a date and time.",
