@@ -103,7 +103,7 @@ def main() -> None:
     from django.contrib.auth.models import User
     from django.test import Client
 
-    from projections.history import PAGE_SIZE
+    from projections.history import PAGE_SIZE, Filter, page
 
     run_started = time.perf_counter()
     user = User.objects.create_user("bench", password=uuid.uuid4().hex)
@@ -118,6 +118,7 @@ def main() -> None:
     client.force_login(user)
     middle = args.entries // 2
     mid_day = (START + timedelta(seconds=STEP_SECONDS * middle)).date()
+    day_start = datetime.combine(mid_day, datetime.min.time(), UTC)
     mid_moment = (START + timedelta(seconds=STEP_SECONDS * middle + 7)).strftime("%Y-%m-%dT%H:%M:%S")
     pages = {
         "small_first_page_ms": f"/accounts/{small}/",
@@ -134,6 +135,29 @@ def main() -> None:
         client.get(url)
     figures: dict[str, Any] = {name: median_ms(client, url, args.repeat) for name, url in pages.items()}
     baseline = figures["small_first_page_ms"]
+    # The history's own reads (projections.history.page), without the rest of the page (chart, forms, template).
+    queries = {
+        "query_small_first_page_ms": (small, Filter(), None, None),
+        "query_first_page_ms": (big, Filter(), None, None),
+        "query_middle_page_ms": (big, Filter(), middle, None),
+        "query_oldest_page_ms": (big, Filter(), PAGE_SIZE + 1, None),
+        "query_one_day_in_the_middle_ms": (
+            big,
+            Filter(since=day_start, until=day_start + timedelta(days=1)),
+            None,
+            None,
+        ),
+        "query_withdrawals_page_ms": (big, Filter(kinds=("withdrawals",)), middle, None),
+    }
+    for name, (account, where, before, after) in queries.items():
+        times = []
+        for _ in range(args.repeat):
+            started = time.perf_counter()
+            found = page(account, where, before, after)
+            times.append((time.perf_counter() - started) * 1000)
+        if not found.entries:
+            raise SystemExit(f"{name}: an empty page")
+        figures[name] = round(statistics.median(times), 2)
 
     csv_days = max(1, args.csv_entries * STEP_SECONDS // 86_400)
     csv_start = START + timedelta(days=1)
@@ -169,6 +193,12 @@ def main() -> None:
                     f"{ms(figures[name])}  {ratio:.2f}x",
                 )
             )
+    query_baseline = figures["query_small_first_page_ms"]
+    rows.append((f"{args.small:,} entries: history query, newest page (baseline)", ms(query_baseline)))
+    for name in queries:
+        if name != "query_small_first_page_ms":
+            label = f"{args.entries:,} entries: history {name.removesuffix('_ms').replace('_', ' ')}"
+            rows.append((label, f"{ms(figures[name])}  {figures[name] / query_baseline:.2f}x"))
     rows.append(
         (
             f"CSV statement, {figures['csv_rows']:,} entries ({csv_days} days)",

@@ -16,7 +16,7 @@ from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from projections.history import Statement, signed_amount
-from projections.models import Account, AuditEntry
+from projections.models import Account
 from web.templatetags.bank import account_number, counterparty_text, event_label, reason_text
 
 HEADER = ["time", "entry", "description", "amount", "currency", "balance", "sequence"]
@@ -39,7 +39,7 @@ def iso(moment: datetime, zone: ZoneInfo) -> str:
     return moment.astimezone(zone).isoformat(timespec="seconds")
 
 
-def entry_row(entry: AuditEntry, account: Account, zone: ZoneInfo, names: dict[UUID, str]) -> list[str]:
+def entry_row(entry: Any, account: Account, zone: ZoneInfo, names: dict[UUID, str]) -> list[str]:
     what = event_label(entry.type)
     description = ""
     if entry.counterparty:
@@ -73,7 +73,7 @@ async def csv_rows(
     statement: Statement,
     zone: ZoneInfo,
     names: dict[UUID, str],
-    chunks: AsyncIterator[list[AuditEntry]],
+    chunks: AsyncIterator[list[Any]],
 ) -> AsyncIterator[str]:
     """The header, the opening balance, one row per entry (a chunk at a time), the closing balance."""
     buffer = io.StringIO()
