@@ -157,17 +157,23 @@ class AsOf:
     last_sequence: int  # of the last entry at or before `at` (0: none)
 
 
-def as_of(account_id: UUID, opened_at: datetime, at: datetime) -> AsOf:
-    """Balance, status and money in flight at `at`, from the audit history and the transfers' projection."""
+def as_of(account_id: UUID, opened_at: datetime, at: datetime, closed_now: bool = True) -> AsOf:
+    """Balance, status and money in flight at `at`, from the audit history and the transfers' projection.
+
+    `closed_now`: whether the account is closed today; one that is not was not closed then either
+    (an account never reopens), and its history need not be searched for a closing.
+    """
     entries = AuditEntry.objects.filter(account_id=account_id, occurred_at__lte=at)
     last = entries.order_by("-occurred_at", "-sequence").values_list("sequence", flat=True).first() or 0
     # At most one closing, near the end of the history: found scanning back from the newest entry.
-    closed_at = (
-        AuditEntry.objects.filter(account_id=account_id, type="AccountClosed")
-        .order_by("-sequence")
-        .values_list("occurred_at", flat=True)
-        .first()
-    )
+    closed_at = None
+    if closed_now:
+        closed_at = (
+            AuditEntry.objects.filter(account_id=account_id, type="AccountClosed")
+            .order_by("-sequence")
+            .values_list("occurred_at", flat=True)
+            .first()
+        )
     closed = closed_at is not None and closed_at <= at
     # Debited by then and neither completed nor refunded by then (the transfers' row has each step's time).
     in_flight = (

@@ -165,6 +165,7 @@ def test_it_shows_money_in_flight_and_the_status_as_of_a_moment(users: dict[str,
         debited_at=debit,
         completed_at=done,
     )
+    Account.objects.filter(id=account.id).update(status="closed")  # as the projector has it after the closing
     client = logged_in(users["alice"])
 
     def at(moment: datetime) -> str:

@@ -97,7 +97,7 @@ class AccountAdmin(ReadOnlyAdmin):
         form = AsOfForm(request.GET) if request.GET.get("at") else AsOfForm()
         past, page = None, None
         if form.is_bound and form.is_valid():
-            past = history.as_of(account.id, account.opened_at, form.cleaned_data["at"])
+            past = history.as_of(account.id, account.opened_at, form.cleaned_data["at"], account.status == "closed")
             where = history.Filter(until=past.at + timedelta(microseconds=1))
             page = history.page(account.id, where, _int(request.GET.get("before")))
         context = {

@@ -106,7 +106,9 @@ def account_page(request: HttpRequest, account: Account, status: int = 200, **co
     past = None
     if as_of_form.is_bound:
         if as_of_form.is_valid():
-            past = history.as_of(account.id, account.opened_at, as_of_form.cleaned_data["at"])
+            past = history.as_of(
+                account.id, account.opened_at, as_of_form.cleaned_data["at"], account.status == "closed"
+            )
         else:
             status = 400
     page = None
