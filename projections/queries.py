@@ -23,7 +23,7 @@ from django.http import Http404
 from projections import async_db
 from projections.apply import AccountRow, AuditRow
 from projections.history import MONEY_IN, MONEY_OUT, balance_before
-from projections.models import Account, AuditEntry
+from projections.models import Account, AuditEntry, Transfer
 
 HISTORY_PAGE_SIZE = 20  # rows per page of an account's history, on the page and in a catch-up
 
@@ -88,6 +88,20 @@ def _owned_and_used_sql() -> tuple[str, list[str]]:
 OWNED_AND_USED_SQL, ACCOUNT_FIELDS = _owned_and_used_sql()
 
 
+def _all_owned_and_used_sql() -> str:
+    account, audit = Account._meta, AuditEntry._meta
+    columns = ", ".join(f'a."{f.column}"' for f in account.concrete_fields)
+    column = {f.name: f.column for f in account.concrete_fields}
+    opened, key = (f'a."{column[name]}"' for name in ("opened_at", "id"))
+    return (
+        f'SELECT {columns}, a."id" = %s AND EXISTS (SELECT 1 FROM "{audit.db_table}" e WHERE e."account_id" = a."id" '
+        f'AND e."command_id" = %s) FROM "{account.db_table}" a WHERE a."owner" = %s ORDER BY {opened}, {key}'
+    )
+
+
+ALL_OWNED_AND_USED_SQL = _all_owned_and_used_sql()
+
+
 async def aowned_account_and_used(user: User, account_id: UUID | str, command_id: UUID | None) -> tuple[Account, bool]:
     """The user's own account (or 404), and whether it already has an outcome of `command_id`: one query.
 
@@ -98,6 +112,40 @@ async def aowned_account_and_used(user: User, account_id: UUID | str, command_id
     if row is None:
         raise Http404("No such account")
     return Account.from_db("default", ACCOUNT_FIELDS, row[:-1]), bool(row[-1])
+
+
+async def aowned_accounts_and_used(
+    user: User, account_id: UUID | str, command_id: UUID | None
+) -> tuple[Account, bool, list[Account]]:
+    """The user's account `account_id` (or 404), whether it already has an outcome of `command_id`, and all the
+    user's accounts (as `accounts_of`), in one query on the event loop: what the transfer view reads."""
+    wanted = account_id if isinstance(account_id, UUID) else UUID(str(account_id))
+    rows = await async_db.fetch_all(ALL_OWNED_AND_USED_SQL, [wanted, command_id, owner_key(user)])
+    accounts = [Account.from_db("default", ACCOUNT_FIELDS, row[:-1]) for row in rows]
+    found = [(account, bool(row[-1])) for account, row in zip(accounts, rows, strict=True) if account.id == wanted]
+    if not found:
+        raise Http404("No such account")
+    return found[0][0], found[0][1], accounts
+
+
+def _transfer_id_used_sql() -> str:
+    account, audit, transfer = Account._meta.db_table, AuditEntry._meta.db_table, Transfer._meta.db_table
+    return (
+        f'SELECT EXISTS (SELECT 1 FROM "{transfer}" WHERE "transfer_id" = %s) '
+        f'OR EXISTS (SELECT 1 FROM "{audit}" e JOIN "{account}" a ON a."id" = e."account_id" '
+        f'WHERE e."command_id" = %s AND a."owner" = %s)'
+    )
+
+
+TRANSFER_ID_USED_SQL = _transfer_id_used_sql()
+
+
+async def atransfer_id_used(user: User, transfer_id: UUID) -> bool:
+    """Whether a transfer id names a transfer already (sent from any account), or a command of any of the user's
+    accounts: one id, one transfer. The processor is the final word (a race past this check is still a second,
+    separate transfer, keyed by its source); this is what lets the form say so before anything is sent."""
+    row = await async_db.fetch_one(TRANSFER_ID_USED_SQL, [transfer_id, transfer_id, owner_key(user)])
+    return bool(row and row[0])
 
 
 def as_row(account: Account) -> AccountRow:

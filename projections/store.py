@@ -1,6 +1,6 @@
 """Writing projection rows and checkpoints to PostgreSQL, in bulk, inside the caller's transaction.
 
-`apply_batch` runs the writers of the projections it is given (from `projections.registry`);
+`apply_batch` runs the writers of the projections it is given (`Projection`s, listed in `projections.registry`);
 the writers of the bank's projections (`apply_accounts`, `apply_audit`, `apply_transfers`) are here too.
 """
 
@@ -8,18 +8,24 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from itertools import groupby
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID
 
 from bank.messages import EventEnvelope
-from projections.apply import AccountRow, AuditRow, TransferRow, apply_account, apply_transfer, audit_row, is_next
-
-if TYPE_CHECKING:
-    from projections.registry import Projection
+from projections.apply import (
+    AccountRow,
+    AuditRow,
+    TransferRow,
+    apply_account,
+    apply_transfer,
+    audit_row,
+    is_next,
+    transfer_key_of,
+)
 
 log = logging.getLogger("bank.projector")
 
@@ -29,7 +35,7 @@ ACCOUNT_COLUMNS = [f.name for f in fields(AccountRow)]
 AUDIT_COLUMNS = [f.name for f in fields(AuditRow)]
 TRANSFER_COLUMNS = [f.name for f in fields(TransferRow)]
 ACCOUNT_TYPES = ["uuid", "text", "text", "text", "bigint", "text", "timestamptz", "integer", "timestamptz", "bigint"]
-TRANSFER_TYPES = ["uuid", "uuid", "uuid", "bigint", "text", "text", "text", *["timestamptz"] * 5]
+TRANSFER_TYPES = ["uuid", "uuid", "uuid", "uuid", "bigint", "text", "text", "text", *["timestamptz"] * 5]
 # attrgetter, not dataclasses.astuple: astuple deep-copies every UUID and datetime (100x slower).
 account_values = attrgetter(*ACCOUNT_COLUMNS)
 is_released = attrgetter("released")
@@ -73,6 +79,23 @@ class Memory:
     accounts: dict[UUID, AccountRow] = field(default_factory=dict)
     last_sequence: dict[UUID, int] = field(default_factory=dict)
     transfers: dict[UUID, TransferRow] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Projection:
+    """One read model: its name (checkpoints, `--projection`), table, primary key column, and writer.
+
+    `apply(cursor, envelopes, outcome, memory, lenient)` writes a batch of fresh events, in order, inside the
+    caller's transaction; with a `memory` (a replay, from empty tables) it may keep rows there
+    instead and write them in `finish(cursor, memory)` at the end of the replay. `lenient` lets
+    the sequence guard accept a jump (a released account's events, re-read from the log).
+    """
+
+    name: str
+    table: str
+    key: str
+    apply: Callable[[Any, list[EventEnvelope], Outcome, Memory | None, bool], None]
+    finish: Callable[[Any, Memory], None] | None = None
 
 
 def take_lock(cursor: Any) -> None:
@@ -188,21 +211,20 @@ def apply_transfers(
 
     No sequence guard needed: applying a transfer event twice sets the same column to the same time.
     """
-    envelopes = [e for e in envelopes if hasattr(e.event, "transfer_id")]
-    if not envelopes:
+    keyed = [(key, e) for e in envelopes if (key := transfer_key_of(e)) is not None]
+    if not keyed:
         return
     if memory is not None:
         rows = memory.transfers
     else:
-        ids = list({e.event.transfer_id for e in envelopes})  # type: ignore[union-attr]
+        ids = list({key for key, _ in keyed})
         cursor.execute(f"SELECT {', '.join(TRANSFER_COLUMNS)} FROM projections_transfer WHERE id = ANY(%s)", [ids])
         rows = {r[0]: TransferRow(*r) for r in cursor.fetchall()}
     changed: dict[UUID, TransferRow] = {}
-    for envelope in envelopes:
-        transfer_id = envelope.event.transfer_id  # type: ignore[union-attr]
-        new = apply_transfer(rows.get(transfer_id), envelope)
+    for key, envelope in keyed:
+        new = apply_transfer(rows.get(key), envelope)
         if new is not None:
-            rows[transfer_id] = changed[transfer_id] = new
+            rows[key] = changed[key] = new
     if changed and memory is None:
         upsert(cursor, "projections_transfer", TRANSFER_COLUMNS, TRANSFER_TYPES, map(transfer_values, changed.values()))
 

@@ -157,6 +157,7 @@ def test_it_shows_money_in_flight_and_the_status_as_of_a_moment(users: dict[str,
     )
     Transfer.objects.create(
         id=transfer,
+        transfer_id=transfer,
         from_account=account.id,
         to_account=other,
         amount=5_00,

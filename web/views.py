@@ -264,10 +264,10 @@ async def move_money(request: HttpRequest, account_id: UUID, kind: str) -> HttpR
 async def transfer(request: HttpRequest, account_id: UUID) -> HttpResponse:
     """Send a TransferMoney command: the first step of the saga; the processor takes it from there."""
     user = await request.auser()
-    account, used = await queries.aowned_account_and_used(
+    # The source, whether the form was sent before, and the user's accounts (the form's list): one query, no thread.
+    account, used, own = await queries.aowned_accounts_and_used(
         user, account_id, _uuid(request.POST.get("transfer-command_id"))
     )
-    own = await sync_to_async(queries.accounts_of)(user)
     form = TransferForm(request.POST, source=account, own=own, prefix="transfer")
     fragment = "bank/account.html#transfer-form"
 
@@ -280,8 +280,10 @@ async def transfer(request: HttpRequest, account_id: UUID) -> HttpResponse:
     if not form.is_valid():
         return await _answer(request, 422, fragment, invalid, page)
     command_id: UUID = form.cleaned_data["command_id"]
-    if used:
-        form.refuse_used_id()
+    if used or await queries.atransfer_id_used(user, command_id):
+        # One id, one transfer: also when it was sent from another account (the steps would not mix, the
+        # transfer ids in the histories would).
+        form.refuse_used_transfer_id()
         return await _answer(request, 422, fragment, invalid, page)
     destination: UUID = form.cleaned_data["destination"]
     # The transfer is named by the form's command id: a double submit is one transfer.
@@ -346,6 +348,8 @@ async def _send(
     if not request.htmx:  # type: ignore[attr-defined]
         return HttpResponseRedirect(done_url, status=303)
     pending = {"command_id": command_id, "account_id": command.account_id, "label": label}
+    if isinstance(form, TransferForm):
+        return transfer_accepted(form, pending)
     if "kind" in context:
         return move_accepted(context["kind"], {"pending": pending})
     fresh = type(form)(**_fresh_form_kwargs(form))
@@ -360,6 +364,13 @@ def move_accepted(kind: str, row: dict[str, Any], status: int = 202) -> HttpResp
     """
     context = {"kind": kind, "command_id": uuid.uuid4(), **row}
     return reswap(HttpResponse(render_to_string("bank/account.html#move-accepted", context), status=status), "none")
+
+
+def transfer_accepted(form: TransferForm, pending: dict[str, Any]) -> HttpResponse:
+    """202 for htmx, as `move_accepted`: the transfer form stays, with a fresh command id and its fields reset."""
+    choices = form.fields["to_own"].choices  # type: ignore[attr-defined]
+    context = {"command_id": uuid.uuid4(), "choices": choices, "pending": pending}
+    return reswap(HttpResponse(render_to_string("bank/account.html#transfer-accepted", context), status=202), "none")
 
 
 def _fresh_form_kwargs(form: Any) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("projections", "0004_transfers"),
+        ("projections", "0005_transfer_keyed_by_source"),
     ]
 
     operations = [
