@@ -49,6 +49,7 @@ def test_it_draws_the_chart_and_moves_it_on_a_live_deposit(
     expect(chart.locator("rect.bar-out")).to_have_count(1)
     assert "10,000" not in (chart.locator("table").text_content() or "")
     expect(chart.locator("table tbody tr").first).to_contain_text("€100.00")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), "scrolls sideways"
     page.click("nav.ranges >> text=90 days")
     expect(page.locator(f"#chart-{account_id}")).to_have_attribute("data-days", "90")
     if not viewport:
