@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import zoneinfo
 from collections.abc import Callable, Mapping
@@ -17,12 +18,27 @@ ZONE_COOKIE = "tz"
 log = logging.getLogger(__name__)
 
 
+# The longest IANA zone name is 32 characters ("America/Argentina/ComodRivadavia").
+MAX_ZONE_NAME = 64
+
+
+@functools.cache
+def known_zones() -> frozenset[str]:
+    """The zone names of the system's tz database, read once: a cookie must name one of them exactly."""
+    return frozenset(zoneinfo.available_timezones())
+
+
 def zone_from_cookie(value: str | None) -> zoneinfo.ZoneInfo | None:
-    if not value:
+    """The zone a browser's cookie names, or None (UTC) for anything else.
+
+    The cookie is the client's text: only a name in the tz database's own list is handed to zoneinfo
+    (a long "a/a/a/..." made zoneinfo recurse until RecursionError, a 500 on every page).
+    """
+    if not value or len(value) > MAX_ZONE_NAME or value not in known_zones():
         return None
     try:
         return zoneinfo.ZoneInfo(value)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except Exception:  # a tz file that cannot be read is UTC, never an error page
         return None
 
 
