@@ -4,8 +4,12 @@ Django 5.2's RedisCache runs `aget`, `aset`, … through `sync_to_async`: every 
 lookup of an async view or middleware went to a worker thread and back. The methods the
 session store and the cached user call are native here (one client per event loop, as
 channels-redis does); everything else, and every sync call (the admin, the websocket's
-session middleware), is Django's own. Keys, values and timeouts are Django's: both sides
-read what the other wrote.
+session middleware), is Django's own. Keys and timeouts are Django's: both sides read what
+the other wrote.
+
+Values are JSON, never pickle: whoever can write to Redis could otherwise run code in the web
+process, or hand it any object (a pickled superuser). What the cache holds grants nothing by
+itself either: sessions and users are signed with the secret key (web.sessions, web.auth).
 """
 
 from __future__ import annotations
@@ -17,10 +21,11 @@ import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import orjson
 import redis
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
 from django.core.cache.backends.redis import RedisCache as DjangoRedisCache
-from django.core.cache.backends.redis import RedisCacheClient, RedisSerializer
+from django.core.cache.backends.redis import RedisCacheClient
 from django.utils.functional import cached_property
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
@@ -69,6 +74,26 @@ def _tolerant(default: Any) -> Callable[[F], F]:
     return decorate
 
 
+class JsonSerializer:
+    """Django's RedisSerializer with JSON for pickle: integers stay plain (for incr), the rest is orjson."""
+
+    def dumps(self, obj: Any) -> Any:
+        if type(obj) is int:
+            return obj
+        return orjson.dumps(obj)
+
+    def loads(self, data: Any) -> Any:
+        try:
+            return int(data)
+        except ValueError:
+            pass
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:  # not ours (a pickle from before, a stranger's write): a miss
+            log.warning("cache: a value that is not JSON was ignored")
+            return None
+
+
 class RedisCache(DjangoRedisCache):
     def __init__(self, server: str, params: dict[str, Any]) -> None:
         super().__init__(server, params)
@@ -77,13 +102,19 @@ class RedisCache(DjangoRedisCache):
             raise ValueError("web.cache.RedisCache takes redis-py connection options only")
         self._url, self._pool_options = server.split(",")[0], options
         self._key = (server, repr(sorted(options.items())))
-        self._serializer = RedisSerializer()  # Django's default, as the sync side uses
+        self._serializer = JsonSerializer()  # the sync side's too (below)
 
     @cached_property
     def _cache(self) -> RedisCacheClient:
         if (client := _clients.get(self._key)) is None:
             client = _clients.setdefault(
-                self._key, RedisCacheClient([self._url], pool_class=redis.BlockingConnectionPool, **self._pool_options)
+                self._key,
+                RedisCacheClient(
+                    [self._url],
+                    serializer=JsonSerializer,
+                    pool_class=redis.BlockingConnectionPool,
+                    **self._pool_options,
+                ),
             )
         return client
 
@@ -112,7 +143,7 @@ class RedisCache(DjangoRedisCache):
     @_tolerant(None)
     async def aget(self, key: str, default: Any = None, version: int | None = None) -> Any:
         value = await self._aclient().get(self.make_and_validate_key(key, version=version))
-        return default if value is None else self._serializer.loads(value)  # type: ignore[arg-type]
+        return default if value is None else self._serializer.loads(value)
 
     @_tolerant(None)
     async def aset(self, key: str, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> None:
