@@ -73,7 +73,7 @@ def redis_backends(url: str, prefix: str) -> tuple[dict[str, Any], dict[str, Any
 
 CHANNEL_LAYERS, CACHES = redis_backends(REDIS_URL, env_str("CHANNELS_PREFIX", "bank"))
 # Read from the cache, written through to PostgreSQL (on log in and out only): a Redis restart logs nobody out.
-# Open live pages one web process takes; more are told to try again later (close code 1013).
+# Open live pages one web process takes; more are told to try again later (close code 4013).
 LIVE_MAX_SOCKETS = env_int("LIVE_MAX_SOCKETS", 5000, minimum=1)
 # Signed and stored under hashed keys in the cache (web.sessions): what Redis holds logs nobody in.
 SESSION_ENGINE = "web.sessions"
