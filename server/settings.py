@@ -105,6 +105,9 @@ METRICS_ENABLED = env_bool("BANK_METRICS", True)
 PROCESSOR_METRICS_PORT = env_int("PROCESSOR_METRICS_PORT", 9101, minimum=0)
 PROJECTOR_METRICS_PORT = env_int("PROJECTOR_METRICS_PORT", 9102, minimum=0)
 METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+# The address the workers' endpoints listen on: localhost; 0.0.0.0 in a container that Prometheus scrapes
+# (with METRICS_TOKEN set, their /metrics asks for it too).
+WORKER_METRICS_HOST = env_str("WORKER_METRICS_HOST", "127.0.0.1")
 # Set when several web processes share a socket: their metrics are summed from files here.
 PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR", "")
 
