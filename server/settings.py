@@ -13,13 +13,28 @@ from bank.config import env_bool, env_choice, env_float, env_int, env_list, env_
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 
-DEBUG = env_bool("DJANGO_DEBUG", True)
+# Off unless asked for: `./run` (the local development path) turns it on and says so.
+DEBUG = env_bool("DJANGO_DEBUG", False)
 _DEV_SECRET = "dev-only-insecure-secret-key-change-me"
 SECRET_KEY = env_str("DJANGO_SECRET_KEY", _DEV_SECRET)
 if not SECRET_KEY or (not DEBUG and SECRET_KEY == _DEV_SECRET):
     raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set (and not the development key) when DJANGO_DEBUG is false")
+# Error pages and reports print no credential (the passwords in DATABASE_URL, REDIS_URL, Kafka's SASL).
+DEFAULT_EXCEPTION_REPORTER_FILTER = "web.debug.SafeReporterFilter"
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+# Behind TLS (a proxy that terminates it and sets X-Forwarded-Proto): Secure cookies, HSTS, HTTPS redirects.
+HTTPS = env_bool("DJANGO_HTTPS", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_SSL_REDIRECT = HTTPS
+_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 31_536_000, minimum=0)
+SECURE_HSTS_SECONDS = _HSTS_SECONDS if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_PRELOAD = HTTPS
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if HTTPS else None
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]  # probed and scraped over plain HTTP inside the network
+# Our forms are a few hundred bytes: a larger body is refused (413/400) before it is parsed for the CSRF check.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("REQUEST_BODY_MAX", 65_536, minimum=1024)
+FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 
 DATABASE_URL = env_url("DATABASE_URL", "postgres://bank:bank@127.0.0.1:5432/bank", ("postgres", "postgresql"))
 DATABASES = {"default": environ.Env.db_url_config(DATABASE_URL)}
