@@ -138,3 +138,10 @@ event_to_push_seconds = Histogram(
 replay_events = Counter("bank_replay_events_total", "Events a replay has applied.")
 replay_progress = Gauge("bank_replay_progress_ratio", "How far the running replay is, from 0 to 1.")
 replay_rate = Gauge("bank_replay_events_per_second", "The running replay's rate.")
+
+# --- money in flight, computed when scraped from the accounts' projections (web/operations.py) ---
+
+TRANSFERS_IN_FLIGHT = "bank_transfers_in_flight"
+TRANSFERS_IN_FLIGHT_HELP = "Transfers debited and not yet completed or refunded, by the step they wait at."
+TRANSFERS_IN_FLIGHT_OLDEST = "bank_transfers_in_flight_oldest_seconds"
+TRANSFERS_IN_FLIGHT_OLDEST_HELP = "How long the oldest transfer waiting at each step has been in flight."
