@@ -69,3 +69,30 @@ def test_it_refuses_an_oversized_anonymous_post_before_parsing_it(db: None) -> N
         "/login/", "username=a&password=" + "x" * 200_000, content_type="application/x-www-form-urlencoded"
     )
     assert response.status_code == 400  # RequestDataTooBig: refused from its length, before the CSRF check reads it
+
+
+def deploy_check(**env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k not in ("DJANGO_DEBUG", "DJANGO_SECRET_KEY")}
+    production = {
+        "DJANGO_DEBUG": "false",
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+        "ALLOWED_HOSTS": "bank.example",
+    }
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy"],
+        cwd=ROOT,
+        env={**base, "DJANGO_SETTINGS_MODULE": "server.settings", **production, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_it_passes_the_deploy_checks_with_the_documented_production_settings() -> None:
+    clean = deploy_check(DJANGO_HTTPS="true")
+    assert "System check identified no issues" in clean.stdout + clean.stderr, clean.stdout + clean.stderr
+    # Without TLS, Django's checks do see our middleware (subclasses of its own) and say what is missing.
+    plain = deploy_check(DJANGO_HTTPS="false")
+    for warning in ("security.W004", "security.W012", "security.W016"):
+        assert warning in plain.stdout + plain.stderr, warning
+    assert "web.W00" not in plain.stdout + plain.stderr
