@@ -23,6 +23,7 @@ if not SECRET_KEY or (not DEBUG and SECRET_KEY == _DEV_SECRET):
 SILENCED_SYSTEM_CHECKS = ["security.W001", "security.W002", "security.W003"]
 # Error pages and reports print no credential (the passwords in DATABASE_URL, REDIS_URL, Kafka's SASL).
 DEFAULT_EXCEPTION_REPORTER_FILTER = "web.debug.SafeReporterFilter"
+INTERNAL_IPS = ["127.0.0.1", "::1"]  # the only clients shown Django's debug pages (with DEBUG on)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
@@ -151,6 +152,7 @@ INSTALLED_APPS = [
 # Django's own middleware, with the hooks that do no I/O called in the event loop instead of a thread
 # per hook (web/async_middleware.py): the async views' chain has no sync-to-async hop.
 MIDDLEWARE = [
+    "web.middleware.DebugPagesForLoopbackOnly",  # outermost: sees every debug page; gone with DEBUG off
     "web.async_middleware.SecurityMiddleware",
     # ServeStatic (WhiteNoise's async fork): a sync-only middleware here would run every async
     # view through the one sync thread, holding it while the view awaits Kafka.

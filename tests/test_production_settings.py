@@ -96,3 +96,15 @@ def test_it_passes_the_deploy_checks_with_the_documented_production_settings() -
     for warning in ("security.W004", "security.W012", "security.W016"):
         assert warning in plain.stdout + plain.stderr, warning
     assert "web.W00" not in plain.stdout + plain.stderr
+
+
+def test_it_shows_debug_pages_to_this_machine_only() -> None:
+    shown = django(
+        "from django.test import Client; "
+        "print('far', 'URLconf' in Client(REMOTE_ADDR='203.0.113.9').get('/no-such-page').content.decode()); "
+        "print('near', 'URLconf' in Client(REMOTE_ADDR='127.0.0.1').get('/no-such-page').content.decode())",
+        DJANGO_DEBUG="true",
+        ALLOWED_HOSTS="testserver",
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "far False" in shown.stdout and "near True" in shown.stdout, shown.stdout

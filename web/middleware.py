@@ -132,3 +132,44 @@ def database_unavailable(request: HttpRequest, error: Exception) -> HttpResponse
     response = HttpResponse(render_to_string(f"bank/unavailable.html{partial}"), status=503)
     response["Retry-After"] = "5"
     return response
+
+
+TECHNICAL_PAGE = b'<meta name="robots" content="NONE,NOARCHIVE">'  # in Django's debug 404 and 500 pages only
+
+
+class DebugPagesForLoopbackOnly:
+    """With DEBUG on, Django's debug pages (the URL patterns on a 404; settings and variables on a 500) go only
+    to clients in INTERNAL_IPS (this machine); anyone else gets the plain page. Not in the chain with DEBUG off."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        from django.conf import settings
+        from django.core.exceptions import MiddlewareNotUsed
+
+        if not settings.DEBUG:
+            raise MiddlewareNotUsed
+        self.get_response = get_response
+        self.internal = set(settings.INTERNAL_IPS)
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if iscoroutinefunction(self):
+            return self._acall(request)
+        return self._plain(request, self.get_response(request))
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        return self._plain(request, await self.get_response(request))  # type: ignore[no-any-return]
+
+    def _plain(self, request: HttpRequest, response: Any) -> Any:
+        if (
+            response.status_code in (404, 500)
+            and not getattr(response, "streaming", False)
+            and request.META.get("REMOTE_ADDR") not in self.internal
+            and TECHNICAL_PAGE in response.content
+        ):
+            title = "Not Found" if response.status_code == 404 else "Server Error"
+            return HttpResponse(f"<h1>{title}</h1>", status=response.status_code)
+        return response
