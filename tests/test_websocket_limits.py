@@ -83,3 +83,38 @@ def test_it_frees_the_slots_of_oversized_and_malformed_frames(
 
     asyncio.run(run())
     assert "Traceback" not in web.log(), web.log()[-3000:]
+
+
+def test_it_refuses_an_oversized_post_before_reading_it(
+    users: dict[str, User], kafka: KafkaSettings, workers: Callable[..., Worker]
+) -> None:
+    import socket
+    import time
+
+    port = free_port()
+    web = workers(
+        "daphne-body",
+        ["-b", "127.0.0.1", "-p", str(port), "server.asgi:application"],
+        kafka,
+        program=[sys.executable, "-m", "daphne"],
+    )
+    web.wait_for_log("Listening on TCP address")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        started = time.monotonic()
+        head = b"POST /login/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        conn.sendall(head + b"Content-Length: 150000000\r\n\r\n" + b"x" * 10_000)  # 150 MB announced, 10 KB sent
+        answer = conn.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        assert time.monotonic() - started < 5  # answered without waiting for the rest of the body
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(head + b"Transfer-Encoding: chunked\r\n\r\n")
+        chunk = b"x" * 60_000
+        answer = b""
+        try:
+            for _ in range(5):  # 300 KB in chunks, over the 64 KB cap
+                conn.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+            answer = conn.recv(4096)
+        except OSError:  # closed while sending: refused too
+            answer = answer or b"HTTP/1.1 413 (connection closed)"
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert "Traceback" not in web.log(), web.log()[-3000:]
