@@ -12,13 +12,12 @@ One push reaches every open page of the account in this process (a thousand, say
 does per push is kept small: a fragment is rendered once per distinct input (`render`: by the partial,
 the time zone and the values it shows, never from a model instance) and reused by the other pages that
 ask for exactly the same; the session check is shared by the pages of one session (`SessionChecks`);
-channel-layer messages skip Channels' per-message thread hop to close old database connections (the
-reads here go through `database_sync_to_async`, which closes them itself), and frames skip Channels'
-session wrapper (`past_session_wrapper`). Each page still decides on its own what it may see: the
+server/fastpath/websocket.py takes two of Channels' per-message steps out of the way. Each page still decides on its own what it may see: the
 values it renders come from its own user's accounts and the commands it waits for, as before.
 
 Messages from the browser:
-  {"type": "hello", "page": "dashboard"|"account", "account": id, "history": bool, "pending": [[account, command], ...]}
+  {"type": "hello", "page": "dashboard"|"account", "account": id, "history": bool, "chart": 30|90|365|null,
+   "pending": [[account, command], ...]}
   {"type": "watch", "account": id, "command": id}    a pending row that appeared after the hello
 """
 
@@ -36,10 +35,8 @@ from zoneinfo import ZoneInfo
 
 import orjson
 from channels.auth import get_user
-from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.sessions import InstanceSessionWrapper
 from django.conf import settings
 from django.db import DatabaseError
 from django.template.loader import render_to_string
@@ -52,6 +49,7 @@ from projections.apply import AccountRow, AuditRow
 from projections.live import account_from_payload, account_group, entry_from_payload, owner_group, session_group
 from projections.models import Account
 from projections.queries import Outcome
+from web import chart
 from web.middleware import ZONE_COOKIE, zone_from_cookie
 
 log = logging.getLogger("bank.websocket")
@@ -81,6 +79,7 @@ class Page:
     kind: str  # "dashboard", "account", or "" for a page without live parts
     account: UUID | None = None  # the account page's account
     history: bool = False  # the account page shows page one of the history (which takes live rows)
+    chart: int | None = None  # the account page's balance chart shows this many days
 
     def shows_account(self, account_id: UUID) -> bool:
         return self.kind == "account" and self.account == account_id
@@ -91,6 +90,11 @@ def _row_command(entry: AuditRow) -> UUID:
     if entry.transfer_id is not None and entry.type in ("TransferDebited", "TransferCompleted", "TransferRefunded"):
         return entry.transfer_id
     return entry.command_id
+
+
+def _chart_days(value: Any) -> int | None:
+    text = str(value)
+    return int(text) if text in {str(n) for n in chart.RANGES} else None
 
 
 def _uuid(value: Any) -> UUID | None:
@@ -200,27 +204,38 @@ def _rendered(partial: str, zone: ZoneInfo | None, key: tuple[tuple[str, Any], .
     return _render(partial, zone, dict(key))  # the key holds the values themselves (lists as tuples)
 
 
-WEBSOCKET_MESSAGES = {"websocket.accept", "websocket.send", "websocket.close"}
+def _render_chart(figures: chart.Chart, zone: ZoneInfo) -> str:
+    return _render("chart", zone, {"chart": figures, "oob": True})
 
 
-def past_session_wrapper(send: Any) -> Any:
-    """The send under Channels' session wrapper, which passes websocket messages on unchanged (it saves
-    sessions on HTTP responses only) but reads the session's state through two lazy proxies for each: a
-    fifth of daphne's CPU when a push goes to a thousand pages. The wrapper itself if it would act on them."""
-    wrapper = getattr(send, "__self__", None)
-    if isinstance(wrapper, InstanceSessionWrapper) and not WEBSOCKET_MESSAGES & {
-        *wrapper.save_message_types,
-        *wrapper.cookie_response_message_types,
-    }:
-        return wrapper.real_send
-    return send
+_charts: dict[tuple[UUID, int, int, str, Any], asyncio.Future[str]] = {}
+
+
+async def _chart_fragment(account: AccountRow, days: int, zone: ZoneInfo, today: Any) -> str:
+    """One query and one render per (account, its last sequence, range, zone, day), however many pages ask:
+    the first page's read is shared by the others (a push reaches every open page of the account at once)."""
+    key = (account.id, account.last_sequence, days, zone.key, today)
+    future = _charts.get(key)
+    if future is None or future.get_loop() is not asyncio.get_running_loop():
+        while len(_charts) >= 256:  # a push's pages ask within moments: older entries are done with
+            del _charts[next(iter(_charts))]
+
+        @database_sync_to_async
+        def read() -> str:
+            return _render_chart(chart.for_account(account, days, zone), zone)
+
+        future = _charts[key] = asyncio.ensure_future(read())
+    try:
+        return await asyncio.shield(future)
+    except Exception:
+        _charts.pop(key, None)  # not kept: the next page asks again
+        raise
 
 
 class LiveConsumer(AsyncWebsocketConsumer):
     open_sockets = 0  # accepted and not yet closed, in this process
 
     async def connect(self) -> None:
-        self.base_send = past_session_wrapper(self.base_send)  # type: ignore[has-type]
         if unavailable := self.scope.get("live_unavailable"):
             log.warning("live page not connected, the session could not be read: %s", unavailable)
             await self._try_again_later("live updates are busy")
@@ -280,15 +295,6 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_add(group, self.channel_name)
             self.joined.add(group)
 
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        """Channels' dispatch without its thread hop per message to close old database connections: a push
-        goes to every open page, and the hops queued a thousand per push. Every read here goes through
-        database_sync_to_async, which closes old connections in its own thread before and after."""
-        handler = getattr(self, get_handler_name(message), None)
-        if handler is None:
-            raise ValueError(f"No handler for message type {message['type']}")
-        await handler(message)
-
     # --- from the browser ---
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -316,6 +322,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
             kind=kind if kind in ("dashboard", "account") else "",
             account=_uuid(message.get("account")),
             history=message.get("history") is True,
+            chart=_chart_days(message.get("chart")),
         )
         raw = message.get("pending")
         pending = [c for c in map(_command, raw[:MAX_PENDING]) if c] if isinstance(raw, list) else []
@@ -381,7 +388,11 @@ class LiveConsumer(AsyncWebsocketConsumer):
             if event.get("entry_count", len(entries)) > len(entries):
                 messages.append(await self._history(account))  # too many to prepend: page one afresh
             else:
-                messages.append(self._render("ws-history-prepended", account=account, entries=entries))
+                messages.append(
+                    self._render("ws-history-prepended", account=account, entries=entries, own_names=self._names())
+                )
+        if shown and self.page.chart and payload is not None:
+            messages.append(await self._chart(account, self.page.chart))
         await self._send_all(messages)
 
     async def account_opened(self, event: dict[str, Any]) -> None:
@@ -428,8 +439,21 @@ class LiveConsumer(AsyncWebsocketConsumer):
     @database_sync_to_async
     def _history(self, account: AccountRow) -> str:
         return self._render(
-            "history-body", account=account, entries=queries.history_page_one(account.id), live_history=True
+            "history-body",
+            account=account,
+            entries=queries.history_page_one(account.id),
+            live_history=True,
+            own_names=self._names(),
         )
+
+    async def _chart(self, account: AccountRow, days: int) -> str:
+        """The chart with today's point moved: once per account state, zone, range and day, for all its pages."""
+        zone = self.zone or ZoneInfo("UTC")
+        return await _chart_fragment(account, days, zone, timezone.localdate(timezone=zone))
+
+    def _names(self) -> tuple[tuple[UUID, str], ...]:
+        """The user's own accounts' names, as pairs (fragments are looked up by value)."""
+        return tuple(sorted(queries.names_of(self.accounts.values()).items()))
 
     async def _still_logged_in(self) -> bool:
         """Checked now and then (logging out closes the socket at once; this catches expiry and the like)."""
@@ -456,7 +480,12 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if owned is not None and page.history:
             # Page one of the history as it is now: rows missed while disconnected appear, none twice.
             entries = queries.history_page_one(owned.id)
-            messages.append(self._render("history-body", account=owned, entries=entries, live_history=True))
+            messages.append(
+                self._render("history-body", account=owned, entries=entries, live_history=True, own_names=self._names())
+            )
+        if owned is not None and page.chart:
+            zone = self.zone or ZoneInfo("UTC")
+            messages.append(_render_chart(chart.for_account(owned, page.chart, zone), zone))
         return messages
 
     # --- rendering (the same partials as the pages) ---

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -137,6 +138,36 @@ def test_it_counts_each_outcome_exactly(metered: dict[str, str], users: dict[str
     assert local_total("bank_commands_sent_total", result="confirmed") - sent_before == deposits + rejected
     # Lag comes back to zero once everything is applied.
     wait_until(lambda: total(scrape(projector_url), "bank_consumer_lag", worker="projector") == 0, 30, what="lag 0")
+
+
+def test_it_shows_no_lag_on_an_idle_bank_after_transfers(kafka: KafkaSettings, metered: dict[str, str]) -> None:
+    # The transfers' steps end bank.commands' partitions with transaction markers, as every event does
+    # bank.events': lag counts work, so it is 0 once everything is decided and applied.
+    from bank import domain
+    from bank.command_bus import CommandBus
+    from tests.helpers import send
+
+    bus = CommandBus(kafka)
+    accounts = [uuid.uuid4() for _ in range(6)]
+    for account_id in accounts:
+        send(bus, domain.OpenAccount(account_id, "alice", "Idle", "EUR"))
+        send(bus, domain.Deposit(account_id, 10_00))
+    for i, source in enumerate(accounts):
+        send(bus, domain.TransferMoney(source, uuid.uuid4(), accounts[(i + 1) % len(accounts)], 1_00))
+    bus.close()
+    processor_url, projector_url = (f"http://{metered[w]}/metrics" for w in ("processor", "projector"))
+    completed = ("bank_processor_commands_total", {"type": "CompleteTransfer", "outcome": "accepted"})
+    wait_until(lambda: total(scrape(processor_url), completed[0], **completed[1]) == len(accounts), 60)
+    applied = 2 * len(accounts) + 3 * len(accounts)  # opened, deposited; debited, credited, completed
+    wait_until(lambda: total(scrape(projector_url), "bank_projector_events_applied_total") == applied, 60)
+
+    def idle() -> bool:
+        lags = [[v for (n, _), v in scrape(url).items() if n == "bank_consumer_lag"] for url in metered_urls]
+        return all(len(per_partition) == kafka.partitions and not any(per_partition) for per_partition in lags)
+
+    metered_urls = (processor_url, projector_url)
+
+    wait_until(idle, 60, 0.5, "lag 0 on an idle bank")
 
 
 def test_it_answers_health_checks(metered: dict[str, str]) -> None:

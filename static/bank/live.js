@@ -23,6 +23,7 @@
       page: live.dataset.page || null,
       account: live.dataset.account || null,
       history: live.dataset.history === "1",
+      chart: live.dataset.chart ? Number(live.dataset.chart) : null,
       pending: pendingIn(document),
     }), live);
     setStatus("live", true);
