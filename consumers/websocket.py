@@ -57,8 +57,10 @@ log = logging.getLogger("bank.websocket")
 UNAUTHORIZED = 4401  # not logged in, or no longer
 # "Try again later": htmx's websocket extension reconnects after a growing, jittered pause,
 # and the page says that live updates are busy (static/bank/live.js).
-TRY_AGAIN_LATER = 1013
-MESSAGE_TOO_BIG = 1009  # RFC 6455
+# Codes of our own (4000-4999): autobahn, under daphne, refuses to send 1009 or 1013 from a server ("invalid
+# close code"), which crashed the consumer before its disconnect ran, so the socket's slot was never freed.
+TRY_AGAIN_LATER = 4013
+MESSAGE_TOO_BIG = 4009
 MAX_PENDING = 100  # commands one page may wait for
 # A hello with MAX_PENDING pending commands is under 9 KB: anything much larger is not from our page,
 # and parsing it (a megabyte of "[[[[" say) is work nobody needs done.
@@ -275,7 +277,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         metrics.websockets_open.inc()
 
     async def _try_again_later(self, reason: str) -> None:
-        """Accepted, then closed with 1013: a refused handshake would look like a crash to the page."""
+        """Accepted, then closed with TRY_AGAIN_LATER: a refused handshake would look like a crash to the page."""
         await self.accept()
         await self.close(code=TRY_AGAIN_LATER, reason=reason[:120])
 

@@ -7,6 +7,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from web import operations, views
+from web.forms import ThrottledLoginForm
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -19,7 +20,7 @@ urlpatterns = [
     path("accounts/<uuid:account_id>/statement.csv", views.statement_csv, name="statement-csv"),
     path("commands/<uuid:account_id>/<uuid:command_id>", views.command_status, name="command-status"),
     path("healthz", views.healthz, name="healthz"),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("login/", auth_views.LoginView.as_view(authentication_form=ThrottledLoginForm), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("signup/", views.signup, name="signup"),
     path("password/", auth_views.PasswordChangeView.as_view(), name="password_change"),

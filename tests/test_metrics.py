@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -279,3 +280,45 @@ def test_it_runs_without_metrics_when_switched_off(python: str) -> None:
         [python, "-c", code], capture_output=True, text=True, cwd=ROOT, env={"BANK_METRICS": "false", "PATH": ""}
     )
     assert result.returncode == 0 and result.stdout.strip() == "False", result.stderr
+
+
+def non_loopback_address() -> str | None:
+    """An address of this machine that is not 127.x (the one its default route leaves by), if it has one."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: nothing is sent
+        except OSError:
+            return None
+        address = str(probe.getsockname()[0])
+    return None if address.startswith("127.") else address
+
+
+def test_it_serves_worker_endpoints_on_localhost_with_the_token() -> None:
+    from bank.config import ENV_VARS
+    from consumers import health
+
+    assert ENV_VARS["WORKER_METRICS_HOST"] == "127.0.0.1"
+    port = free_port()
+    stop = health.serve(port, health.Health({}), token="s3cret")  # the default host, as the workers use it
+    assert stop is not None
+    try:
+
+        def get(path: str, auth: str = "") -> int:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Authorization": auth})
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    return int(response.status)
+            except urllib.error.HTTPError as error:
+                return int(error.code)
+
+        assert get("/metrics") == 403
+        assert get("/metrics", "Bearer wrong") == 403
+        assert get("/metrics", "Bearer s3cret") == 200
+        assert get("/livez") == 200  # health checks need no token
+        if (address := non_loopback_address()) is not None:
+            with pytest.raises(OSError):
+                urllib.request.urlopen(f"http://{address}:{port}/livez", timeout=3)
+    finally:
+        stop()

@@ -96,3 +96,19 @@ def test_it_reports_the_services(kafka: KafkaSettings) -> None:
     assert by_name["postgres"].up and by_name["postgres"].version
     assert by_name["redis"].up and by_name["redis"].version
     assert by_name["kafka"].up
+
+
+HOSTILE_TEXT = "\x1b[2J\x1b]0;pwned\x07line one\nFAKE: all clear\r\u202eevil\u2066\u2028"
+
+
+def test_it_escapes_control_characters_in_what_operators_read(kafka: KafkaSettings, bus: CommandBus) -> None:
+    from ops.terminal import safe
+
+    assert safe(HOSTILE_TEXT) == "\\x1b[2J\\x1b]0;pwned\\x07line one\\x0aFAKE: all clear\\x0d\\u202eevil\\u2066\\u2028"
+    assert safe("Épargne · 100 €") == "Épargne · 100 €"
+    account_id = uuid.uuid4()
+    send(bus, domain.OpenAccount(account_id, "alice", HOSTILE_TEXT, "EUR"))  # a customer's account name
+    shown = run("inspect_topic", "commands", "--account", str(account_id))
+    assert "pwned" in shown and "FAKE: all clear" in shown
+    assert not [c for c in shown if c in "\x1b\x07\r\u202e\u2066\u2028"], repr(shown)
+    assert not [line for line in shown.splitlines() if line.startswith("FAKE")]

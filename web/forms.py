@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 from django import forms
 from django.conf import settings
+from django.contrib.auth.forms import AuthenticationForm
 from django.http import QueryDict
 from django.utils import timezone
 
@@ -17,6 +18,7 @@ from bank import domain
 from bank.account_number import AccountNumberError, account_number, display, parse_account_number
 from bank.money import AmountError, parse_amount
 from projections import history
+from web import ratelimit
 
 LOST_ID = "This form was incomplete or altered, so nothing was sent. It is renewed now: check it and send it again."
 USED_ID = "This form was sent before and its order was carried out, so nothing new was sent. It is renewed now: check it and send it again."
@@ -84,6 +86,8 @@ class OpenAccountForm(CommandForm):
         name: str = self.cleaned_data["name"].strip()
         if not name:
             raise forms.ValidationError("Give the account a name.")
+        if not domain.has_visible_character(name):
+            raise forms.ValidationError("Give the account a name with at least one visible letter, digit or sign.")
         return name
 
 
@@ -131,6 +135,34 @@ class TransferForm(MoveMoneyForm):
             raise forms.ValidationError(f"“{mine.name}” keeps {mine.currency}; a transfer moves one currency.")
         cleaned["destination"] = destination
         return cleaned
+
+
+# Failed logins: per user name and per client address, in a window of LOGIN_WINDOW seconds.
+LOGIN_FAILURES_PER_USER = 5
+LOGIN_FAILURES_PER_ADDRESS = 20
+LOGIN_WINDOW = 900
+TOO_MANY_LOGINS = "Too many failed log-ins. Wait a quarter of an hour and try again."
+
+
+class ThrottledLoginForm(AuthenticationForm):
+    """Django's log-in form, refused for a while after too many failures for the name or from the address
+    (the right password too: else guessing would just go on)."""
+
+    def clean(self) -> dict[str, Any]:
+        name = str(self.data.get("username", ""))[:150].casefold()
+        address = str(self.request.META.get("REMOTE_ADDR", "")) if self.request else ""
+        keys = [
+            (f"login-user:{name}", LOGIN_FAILURES_PER_USER),
+            (f"login-address:{address}", LOGIN_FAILURES_PER_ADDRESS),
+        ]
+        if any(ratelimit.exceeded(key, limit) for key, limit in keys):
+            raise forms.ValidationError(TOO_MANY_LOGINS, code="throttled")
+        try:
+            return super().clean()
+        except forms.ValidationError:
+            for key, limit in keys:
+                ratelimit.hit(key, limit, LOGIN_WINDOW)
+            raise
 
 
 # --- the account's past: as-of, history filters, statements (GET forms: they send nothing) ---
