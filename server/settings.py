@@ -203,7 +203,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-# Sign-up attempts one client address may make per window (web.signup_limit).
+# Sign-up attempts one client address may make per window (web.ratelimit).
 SIGNUP_LIMIT = env_int("SIGNUP_LIMIT", 10, minimum=1)
 SIGNUP_WINDOW_SECONDS = env_int("SIGNUP_WINDOW_SECONDS", 3600, minimum=1)
 LOGIN_URL = "login"

@@ -61,7 +61,14 @@ def load_user(user_id: Any, raw: Any) -> Any:
         return None
     if str(user.pk) != str(user_id):
         return None
-    user.get_session_auth_hash = lambda: session_hash  # type: ignore[method-assign]  # the password is not here to compute it from
+    model_hash = user.get_session_auth_hash
+
+    def get_session_auth_hash() -> str:
+        # The cached hash while the password is deferred (not here to compute it from); once something
+        # has read the password (a password change sets a new one), the hash of the password it holds.
+        return model_hash() if "password" in user.__dict__ else session_hash
+
+    user.get_session_auth_hash = get_session_auth_hash  # type: ignore[method-assign]
     return user
 
 

@@ -37,7 +37,7 @@ from bank.money import format_money
 from projections import history, queries
 from projections.live import wait_for_command
 from projections.models import Account, ParkedAccount
-from web import chart, signup_limit, statements
+from web import chart, ratelimit, statements
 from web.forms import AsOfForm, HistoryForm, MoveMoneyForm, OpenAccountForm, StatementForm, TransferForm
 
 log = logging.getLogger(__name__)
@@ -428,7 +428,7 @@ def signup(request: HtmxHttpRequest) -> HttpResponse:
     # REMOTE_ADDR: the peer daphne saw (a proxy in front must set it; forwarded headers are not trusted here).
     address = request.META.get("REMOTE_ADDR") or "unknown"
     form: UserCreationForm[User] = UserCreationForm(request.POST)
-    if not signup_limit.hit(address, settings.SIGNUP_LIMIT, settings.SIGNUP_WINDOW_SECONDS):
+    if not ratelimit.hit(f"signup:{address}", settings.SIGNUP_LIMIT, settings.SIGNUP_WINDOW_SECONDS):
         return render(request, "registration/signup.html", {"form": form, "limited": SIGNUP_LIMITED}, status=429)
     if not form.is_valid():
         return render(request, "registration/signup.html", {"form": form}, status=422)
