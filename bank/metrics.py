@@ -138,3 +138,10 @@ event_to_push_seconds = Histogram(
 replay_events = Counter("bank_replay_events_total", "Events a replay has applied.")
 replay_progress = Gauge("bank_replay_progress_ratio", "How far the running replay is, from 0 to 1.")
 replay_rate = Gauge("bank_replay_events_per_second", "The running replay's rate.")
+
+# --- rebuild (projections/generations.py) ---
+
+rebuild_phase = Gauge("bank_rebuild_phase", "1 for the phase the running rebuild is in, 0 for the others.", ["phase"])
+rebuild_events = Gauge("bank_rebuild_events_read", "Events the running rebuild has read from bank.events.")
+rebuild_rate = Gauge("bank_rebuild_events_per_second", "The running rebuild's fill rate.")
+rebuild_lag = Gauge("bank_rebuild_lag_offsets", "Offsets the rebuilt generation is behind the live one (catch-up).")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, date, datetime
 from uuid import UUID
 
 from bank import domain
@@ -184,3 +184,41 @@ def gap(envelope: EventEnvelope, last_sequence: int) -> SequenceGap:
         envelope.account_id,
         envelope.event_id,
     )
+
+
+@dataclass(frozen=True)
+class DailyRow:
+    account_id: UUID
+    day: date  # UTC
+    closing_balance: int
+    money_in: int
+    money_out: int
+    entries: int  # events that moved money
+    last_sequence: int
+
+
+MONEY_IN = (domain.MoneyDeposited, domain.TransferCredited, domain.TransferRefunded)
+MONEY_OUT = (domain.MoneyWithdrawn, domain.TransferDebited)
+
+
+def day_of(envelope: EventEnvelope) -> date:
+    return envelope.occurred_at.astimezone(UTC).date()
+
+
+def apply_daily(row: DailyRow | None, previous: DailyRow | None, envelope: EventEnvelope) -> DailyRow:
+    """The account's row for the event's day after the event; `row` is that day's so far, `previous` the row of the
+    account's last event (whatever its day): a day's first event carries the balance over."""
+    event = envelope.event
+    if row is None:
+        carried = previous.closing_balance if previous is not None else 0
+        row = DailyRow(envelope.account_id, day_of(envelope), carried, 0, 0, 0, 0)
+    amount = getattr(event, "amount", 0)
+    balance: int | None = getattr(event, "balance", None)
+    row = replace(
+        row, closing_balance=row.closing_balance if balance is None else balance, last_sequence=envelope.sequence
+    )
+    if isinstance(event, MONEY_IN):
+        return replace(row, money_in=row.money_in + amount, entries=row.entries + 1)
+    if isinstance(event, MONEY_OUT):
+        return replace(row, money_out=row.money_out + amount, entries=row.entries + 1)
+    return row

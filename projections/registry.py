@@ -13,7 +13,7 @@ from typing import Any
 
 from bank.messages import EventEnvelope
 from projections import store
-from projections.models import Account, AuditEntry, Transfer
+from projections.models import Account, AuditEntry, DailyBalance, Transfer
 
 
 @dataclass(frozen=True)
@@ -31,14 +31,27 @@ class Projection:
     key: str
     apply: Callable[[Any, list[EventEnvelope], store.Outcome, store.Memory | None, bool], None]
     finish: Callable[[Any, store.Memory], None] | None = None
+    # With a `memory`, the writer needs no index of its table (it only COPYs): a rebuild fills the table without
+    # them and builds them after the rows. Otherwise (it upserts) the table gets its indexes before the fill.
+    bulk: bool = False
 
 
 PROJECTIONS: dict[str, Projection] = {
     p.name: p
     for p in (
-        Projection("accounts", Account._meta.db_table, "id", store.apply_accounts, store.finish_accounts),
-        Projection("audit", AuditEntry._meta.db_table, "event_id", store.apply_audit),
-        Projection("transfers", Transfer._meta.db_table, "id", store.apply_transfers, store.finish_transfers),
+        Projection("accounts", Account._meta.db_table, "id", store.apply_accounts, store.finish_accounts, bulk=True),
+        Projection("audit", AuditEntry._meta.db_table, "event_id", store.apply_audit, bulk=True),
+        Projection(
+            "transfers", Transfer._meta.db_table, "id", store.apply_transfers, store.finish_transfers, bulk=True
+        ),
+        Projection(
+            "daily_balances",
+            DailyBalance._meta.db_table,
+            "account_id, day",
+            store.apply_daily_balances,
+            store.finish_daily_balances,
+            bulk=True,
+        ),
     )
 }
 
