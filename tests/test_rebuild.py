@@ -3,6 +3,8 @@ projector, the processor and the pages go on; kills, rollbacks, a second rebuild
 
 from __future__ import annotations
 
+import asyncio
+import re
 import signal
 import subprocess
 import threading
@@ -14,7 +16,10 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+import aiohttp
 import pytest
+from asgiref.sync import async_to_sync
+from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.db import connection
 
@@ -22,8 +27,8 @@ from bank import domain
 from bank.command_bus import CommandBus
 from bank.config import KafkaSettings
 from bench import harness
-from projections.models import DailyBalance, Generation
-from tests.helpers import Worker, opened_accounts, send, stream_commands, wait_until, worker_env
+from projections.models import Account, DailyBalance, Generation
+from tests.helpers import Worker, logged_in, opened_accounts, send, stream_commands, wait_until, worker_env
 from tests.test_projector import caught_up, expected_rows, projected_rows, raw_events
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.django_db(transaction=True)]
@@ -306,3 +311,84 @@ def test_verify_and_until_build_generations_that_never_go_live_without_stopping_
         cursor.execute("SELECT count(*) FROM asof_test.projections_auditentry")
         assert 0 < cursor.fetchone()[0] < len(raw_events(kafka))
         cursor.execute("DROP SCHEMA asof_test CASCADE")
+
+
+def test_it_rebuilds_every_projection_while_customers_use_the_web_and_a_page_is_open(
+    bank_server: str, kafka: KafkaSettings, bus: CommandBus, users: dict[str, User]
+) -> None:
+    """Deposits, withdrawals and transfers through the web, an account page's websocket open, pages loading, all
+    through a rebuild of every projection: no page fails, every new history row reaches the page once."""
+    history(kafka, bus, accounts=4, rounds=4)
+    client = logged_in(users["alice"])
+    cookie = f"sessionid={client.cookies['sessionid'].value}"
+    token = "t" * 32
+    headers = {"Cookie": f"{cookie}; csrftoken={token}", "X-CSRFToken": token, "HX-Request": "true"}
+    for name in ("Main", "Savings"):
+        opened = client.post("/accounts/open", {"name": name, "currency": "EUR", "command_id": str(uuid.uuid4())})
+        assert opened.status_code in (202, 303)
+    wait_until(lambda: Account.objects.filter(owner=str(users["alice"].pk)).count() == 2, 30, what="two accounts")
+    main, savings = (str(a.id) for a in Account.objects.filter(owner=str(users["alice"].pk)).order_by("name"))
+    answers: Counter[int] = Counter()
+    loads: list[tuple[int, float]] = []
+    received: list[str] = []
+    done = threading.Event()
+
+    async def customer() -> None:
+        async with aiohttp.ClientSession() as session:
+            ws = await session.ws_connect(
+                bank_server.replace("http://", "ws://") + "/ws/live/", headers={"Cookie": cookie, "Origin": bank_server}
+            )
+            await ws.send_json({"type": "hello", "page": "account", "account": main, "history": True})
+
+            async def listen() -> None:
+                async for message in ws:
+                    if message.type == aiohttp.WSMsgType.TEXT:
+                        received.append(message.data)
+
+            listening = asyncio.create_task(listen())
+            await asyncio.sleep(1.0)  # the hello's own catch-up first
+            received.clear()
+            i = 0
+            while not done.is_set() or i < 20:
+                i += 1
+                if i % 5 == 0:
+                    path, form = "transfer", {"transfer-amount": "0.50", "transfer-to_own": savings}
+                elif i % 3 == 0:
+                    path, form = "withdraw", {"withdraw-amount": "0.70"}
+                else:
+                    path, form = "deposit", {"deposit-amount": "1.00"}
+                form[f"{path}-command_id"] = str(uuid.uuid4())
+                async with session.post(f"{bank_server}/accounts/{main}/{path}", data=form, headers=headers) as answer:
+                    answers[answer.status] += 1
+                started = time.perf_counter()
+                async with session.get(f"{bank_server}/accounts/{main}/", headers={"Cookie": cookie}) as page:
+                    await page.read()
+                    loads.append((page.status, time.perf_counter() - started))
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(3.0)  # the last updates
+            await ws.close()
+            await listening
+
+    browsing = threading.Thread(target=async_to_sync(customer))
+    browsing.start()
+    time.sleep(2.0)
+    rebuilt = rebuild(kafka)
+    time.sleep(2.0)
+    done.set()
+    browsing.join(120)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "as g2" in rebuilt.stdout
+    assert set(answers) == {202}, answers
+    assert {status for status, _ in loads} == {200} and len(loads) >= 20
+    settle(kafka)
+    assert_live_equals_the_log(kafka)
+    # Every history row of the account written after the page opened reached it, none twice.
+    pushed = Counter(match for text in received for match in re.findall(r'id="entry-([0-9a-f-]{36})"', text))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT event_id::text FROM projections_auditentry WHERE account_id = %s AND type <> 'AccountOpened'",
+            [main],
+        )
+        rows = {r[0] for r in cursor.fetchall()}
+    assert rows and set(pushed) == rows, (len(rows), len(pushed))
+    assert max(pushed.values()) == 1
