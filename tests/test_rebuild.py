@@ -4,6 +4,7 @@ projector, the processor and the pages go on; kills, rollbacks, a second rebuild
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 import signal
 import subprocess
@@ -27,6 +28,7 @@ from bank import domain
 from bank.command_bus import CommandBus
 from bank.config import KafkaSettings
 from bench import harness
+from ops.status import rebuild_lines
 from projections.models import Account, DailyBalance, Generation
 from tests.helpers import Worker, logged_in, opened_accounts, send, stream_commands, wait_until, worker_env
 from tests.test_projector import caught_up, expected_rows, projected_rows, raw_events
@@ -239,7 +241,12 @@ def test_it_backfills_daily_balances_online_on_a_log_that_has_history(
 
 @pytest.mark.parametrize("phase", ["fill", "catch-up", "swap"])
 def test_a_rebuild_killed_in_any_phase_leaves_the_live_generation_and_the_rerun_starts_clean(
-    phase: str, kafka: KafkaSettings, bus: CommandBus, processor: Worker, workers: Callable[..., Worker]
+    phase: str,
+    kafka: KafkaSettings,
+    bus: CommandBus,
+    processor: Worker,
+    workers: Callable[..., Worker],
+    users: dict[str, User],
 ) -> None:
     projector = workers("projector", ["run_projector"], kafka)
     projector.wait_for_log("projector assigned")
@@ -251,8 +258,21 @@ def test_a_rebuild_killed_in_any_phase_leaves_the_live_generation_and_the_rerun_
     assert "another rebuild is running (g2 of accounts, audit, transfers, daily_balances" in second
     assert second.endswith("rebuild not started") and "\n" not in second
 
+    # The phase, in bank_status and on the admin's operations page (paused inside the swap, the tables are locked
+    # for as long as the pause: only the rebuild's lines, which do not read them).
+    running = f"rebuild g2 of accounts, audit, transfers, daily_balances: {phase} ("
+    assert any(line.startswith(running) for line in rebuild_lines(kafka))
+    if phase != "swap":
+        status = io.StringIO()
+        call_command("bank_status", stdout=status)
+        assert running in status.getvalue()
+        assert running in logged_in(users["carol"]).get("/admin/operations/").content.decode()
+
     stopped.signal(signal.SIGKILL)
     stopped.process.wait(10)
+    status = io.StringIO()
+    call_command("bank_status", stdout=status)
+    assert f"daily_balances: stopped in {phase} (" in status.getvalue()
     send(bus, domain.Deposit(accounts[0], 3_00))  # the live generation still serves and moves
     settle(kafka)
     assert generations() == {}
