@@ -88,8 +88,9 @@ class Memory:
     accounts: dict[UUID, AccountRow] = field(default_factory=dict)
     last_sequence: dict[UUID, int] = field(default_factory=dict)
     transfers: dict[UUID, TransferRow] = field(default_factory=dict)
-    days: dict[tuple[UUID, date], DailyRow] = field(default_factory=dict)
-    latest_day: dict[UUID, DailyRow] = field(default_factory=dict)  # per account: the row of its last event
+    # Keyed by the account id's int: UUID's hash and == are Python code, an int's are not.
+    days: dict[tuple[int, date], DailyRow] = field(default_factory=dict)
+    latest_day: dict[int, DailyRow] = field(default_factory=dict)  # per account: the row of its last event
 
 
 def take_lock(cursor: Any) -> None:
@@ -255,21 +256,23 @@ def apply_daily_balances(
             "ORDER BY account_id, last_sequence DESC",
             [ids],
         )
-        latest = {r[0]: DailyRow(*r) for r in cursor.fetchall()}
+        latest = {r[0].int: DailyRow(*r) for r in cursor.fetchall()}
         cursor.execute(
             f"SELECT {', '.join('d.' + c for c in DAILY_COLUMNS)} FROM projections_dailybalance d "
             "JOIN unnest(%s::uuid[], %s::date[]) AS k(account_id, day) USING (account_id, day)",
             [[k[0] for k in keys], [k[1] for k in keys]],
         )
-        days = {(r[0], r[1]): DailyRow(*r) for r in cursor.fetchall()}
-    changed: dict[tuple[UUID, date], DailyRow] = {}
+        days = {(r[0].int, r[1]): DailyRow(*r) for r in cursor.fetchall()}
+    changed: dict[tuple[int, date], DailyRow] = {}
     for envelope in envelopes:
-        previous = latest.get(envelope.account_id)
+        account = envelope.account_id.int
+        previous = latest.get(account)
         if not is_next(previous.last_sequence if previous is not None else 0, envelope, lenient):
             continue
-        key = (envelope.account_id, day_of(envelope))
-        new = apply_daily(days.get(key), previous, envelope)
-        days[key] = latest[envelope.account_id] = changed[key] = new
+        day = day_of(envelope)
+        key = (account, day)
+        new = apply_daily(days.get(key), previous, envelope, day)
+        days[key] = latest[account] = changed[key] = new
     if changed and memory is None:
         arrays = ", ".join(f"%s::{t}[]" for t in DAILY_TYPES)
         assignments = ", ".join(f"{c} = EXCLUDED.{c}" for c in DAILY_COLUMNS[2:])

@@ -27,6 +27,7 @@ from django.db import connection
 from bank import domain
 from bank.command_bus import CommandBus
 from bank.config import KafkaSettings
+from bank.kafka import end_offsets
 from bench import harness
 from ops.status import rebuild_lines
 from projections.models import Account, DailyBalance, Generation
@@ -412,3 +413,41 @@ def test_it_rebuilds_every_projection_while_customers_use_the_web_and_a_page_is_
         rows = {r[0] for r in cursor.fetchall()}
     assert rows and set(pushed) == rows, (len(rows), len(pushed))
     assert max(pushed.values()) == 1
+
+
+def test_a_row_the_database_refuses_fails_the_rebuild_not_the_bank(
+    kafka: KafkaSettings, bus: CommandBus, processor: Worker, projector: Worker
+) -> None:
+    accounts = history(kafka, bus, accounts=2, rounds=3)
+    with connection.cursor() as cursor:  # a rule the history breaks (deposits of 10.00): new rows must keep it
+        cursor.execute(
+            "ALTER TABLE projections_auditentry ADD CONSTRAINT small CHECK (amount IS NULL OR amount < 1000) NOT VALID"
+        )
+    failed = rebuild(kafka, "--projection", "audit")
+    assert failed.returncode != 0
+    assert (
+        failed.stderr.strip()
+        .splitlines()[-1]
+        .startswith("CommandError: rebuild failed, the live generation is untouched: new row for relation")
+    ), failed.stderr
+    assert generations() == {}
+    assert any("failed" in line for line in rebuild_lines(kafka))
+    send(bus, domain.Deposit(accounts[0], 5_00))  # the bank goes on
+    settle(kafka)
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE projections_auditentry DROP CONSTRAINT small")
+    assert_live_equals_the_log(kafka)
+    again = rebuild(kafka, "--projection", "audit")
+    assert again.returncode == 0, again.stderr
+    assert "starting clean" in again.stdout and "rebuilt audit as g2" in again.stdout
+
+
+def test_a_swap_refuses_a_generation_behind_the_live_one_or_from_another_log(kafka: KafkaSettings) -> None:
+    from projections.generations import RebuildRefused, check_swappable
+
+    ends = end_offsets(kafka, kafka.events_topic)
+    with pytest.raises(RebuildRefused, match="behind the live one"):
+        check_swappable(kafka, dict.fromkeys(ends, 0), {p: 5 for p in ends})
+    with pytest.raises(RebuildRefused, match=r"past the end of .* it read another log"):
+        check_swappable(kafka, {p: ends[p] + 10 for p in ends}, dict.fromkeys(ends, 0))
+    check_swappable(kafka, dict(ends), dict(ends))  # at the live position, within the log: swappable

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError
 from prometheus_client import start_http_server
 
 from projections import generations, registry
@@ -68,6 +69,9 @@ class Command(BaseCommand):
                 )
         except generations.RebuildRefused as refused:
             raise CommandError(str(refused)) from None
+        except DatabaseError as error:  # e.g. a row the database refuses: the rebuild fails, the live tables stay
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise CommandError(f"rebuild failed, the live generation is untouched: {first}") from error
 
     def _confirm(self, question: str) -> None:
         try:
