@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import psycopg
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
@@ -69,7 +70,10 @@ class Command(BaseCommand):
                 )
         except generations.RebuildRefused as refused:
             raise CommandError(str(refused)) from None
-        except DatabaseError as error:  # e.g. a row the database refuses: the rebuild fails, the live tables stay
+        except (
+            DatabaseError,
+            psycopg.Error,
+        ) as error:  # e.g. a row the database refuses: the rebuild fails, the live tables stay
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise CommandError(f"rebuild failed, the live generation is untouched: {first}") from error
 
