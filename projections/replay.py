@@ -111,6 +111,10 @@ def replay(
             for projection in chosen:
                 cursor.execute(f"TRUNCATE {projection.table}")
             cursor.execute(f"DELETE FROM {CHECKPOINT_TABLE} WHERE projection = ANY(%s)", [list(result.projections)])
+            # A projection not deployed yet (projections/generations.py) is live once rebuilt from the whole log.
+            cursor.execute(
+                "DELETE FROM projections_generation WHERE live = 0 AND projection = ANY(%s)", [list(result.projections)]
+            )
         memory = store.Memory()
         rules = parking.Parking()
         bar = tqdm(
