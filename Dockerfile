@@ -1,5 +1,6 @@
 # One image for web (daphne), processor, projector and the one-shot migrate job (see docker-compose.yml).
-FROM python:3.11-slim
+ARG PYTHON_IMAGE=python:3.11-slim
+FROM ${PYTHON_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

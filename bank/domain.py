@@ -13,9 +13,14 @@ accounts usually sit on different partitions, so no single writer sees both):
                          → TransferRefused on dst   → next: RefundTransfer(src)   → TransferRefunded on src
 
 `next_step` names the command an event calls for; the processor produces it in the same
-Kafka transaction as the event, with the id `step_id(transfer_id, step)`, so every step
+Kafka transaction as the event, with the id `step_id(source, transfer_id, step)`, so every step
 happens exactly once. Between the debit and the completion or refund, the amount is in
 the source's `transfers` (money in flight).
+
+Ids a client chooses never meet the ids of steps: a transfer is (source account, transfer id),
+a step's id depends on both, and the processor remembers the two kinds apart (a client's
+command id can never make a step look like a duplicate, nor the reverse). A step that
+arrives again with an id already seen is answered by `repeated_step`, never dropped in silence.
 """
 
 from __future__ import annotations
@@ -437,23 +442,63 @@ def _without(transfers: Mapping[UUID, InFlight], transfer_id: UUID) -> dict[UUID
 
 # --- the saga's next step ---
 
-# Namespace of the steps' command ids: uuid5(namespace, "<transfer id>:<step>").
+# Namespace of the steps' command ids: uuid5(namespace, "<source account>:<transfer id>:<step>").
+# (Steps written before the source was part of the name have uuid5(namespace, "<transfer id>:<step>"):
+# they are still decided, as the processor keeps step ids apart from client ids whatever their form.)
 STEP_NAMESPACE = UUID("5b0f3c8e-7f5a-4d43-9a57-2f1f0c6f9e11")
 SAGA_ACTOR = "bank:transfer"  # who the follow-up steps are issued by: never the payer (the payee sees it)
+# The commands only the processor produces (the saga's steps); every other command comes from a client.
+STEP_COMMANDS = (CreditTransfer, CompleteTransfer, RefundTransfer)
+STEP_COMMAND_NAMES = frozenset(c.__name__ for c in STEP_COMMANDS)
 
 
-def step_id(transfer_id: UUID, step: str) -> UUID:
-    """The command id of a saga step: the same step of the same transfer always has the same id."""
-    return uuid.uuid5(STEP_NAMESPACE, f"{transfer_id}:{step}")
+def step_id(source: UUID, transfer_id: UUID, step: str) -> UUID:
+    """The command id of a saga step: the same step of the same transfer (source account and transfer id)
+    always has the same id, and two transfers with one id from two sources have different ones."""
+    return uuid.uuid5(STEP_NAMESPACE, f"{source}:{transfer_id}:{step}")
+
+
+def is_step(command: Command) -> bool:
+    """A saga step (deduplicated among steps), or a client's command (deduplicated among clients' commands)."""
+    return isinstance(command, STEP_COMMANDS)
+
+
+def caused_by_step(event: Event) -> bool:
+    """Whether `event` was decided from a saga step: recovery puts its command id among the step ids."""
+    match event:
+        case TransferCredited() | TransferRefused() | TransferCompleted() | TransferRefunded():
+            return True
+        case CommandRejected(command=command):
+            return command in STEP_COMMAND_NAMES
+    return False
+
+
+def repeated_step(state: Account, command: Command, max_amount: int = DEFAULT_MAX_AMOUNT) -> list[Event]:
+    """What a step gets when its id was seen on this account already.
+
+    Each step is produced once, in the transaction of its cause, so this is a transfer id reused
+    on its source after its first transfer ended (a second transfer with the same steps' ids).
+    Dropping it would leave the second transfer's money in flight for good; answering it keeps
+    money conserved and ends the transfer whichever it is:
+    - a credit is refused (`transfer_exists`): the source refunds what it still has in flight;
+    - a completion or refund is decided on the state (the transfer in flight, if any, ends);
+      nothing in flight under that id means it was answered already: no event.
+    """
+    match command:
+        case CreditTransfer(transfer_id=t, from_account=source, amount=amount, currency=currency):
+            return [TransferRefused(t, source, amount, currency, Reason.TRANSFER_EXISTS)]
+        case CompleteTransfer(transfer_id=t) | RefundTransfer(transfer_id=t):
+            return decide(state, command, max_amount) if t in state.transfers else []
+    raise TypeError(f"not a step: {command!r}")
 
 
 def next_step(account_id: UUID, event: Event) -> tuple[UUID, Command] | None:
     """The command (and its id) that `event`, just decided on `account_id`, calls for; None if the saga rests."""
     match event:
         case TransferDebited(transfer_id=t, to_account=dst, amount=amount, currency=currency):
-            return step_id(t, "credit"), CreditTransfer(dst, t, account_id, amount, currency)
+            return step_id(account_id, t, "credit"), CreditTransfer(dst, t, account_id, amount, currency)
         case TransferCredited(transfer_id=t, from_account=src):
-            return step_id(t, "complete"), CompleteTransfer(src, t)
+            return step_id(src, t, "complete"), CompleteTransfer(src, t)
         case TransferRefused(transfer_id=t, from_account=src, reason=reason):
-            return step_id(t, "refund"), RefundTransfer(src, t, reason)
+            return step_id(src, t, "refund"), RefundTransfer(src, t, reason)
     return None

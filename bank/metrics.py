@@ -145,3 +145,10 @@ rebuild_phase = Gauge("bank_rebuild_phase", "1 for the phase the running rebuild
 rebuild_events = Gauge("bank_rebuild_events_read", "Events the running rebuild has read from bank.events.")
 rebuild_rate = Gauge("bank_rebuild_events_per_second", "The running rebuild's fill rate.")
 rebuild_lag = Gauge("bank_rebuild_lag_offsets", "Offsets the rebuilt generation is behind the live one (catch-up).")
+
+# --- money in flight, computed when scraped from the accounts' projections (web/operations.py) ---
+
+TRANSFERS_IN_FLIGHT = "bank_transfers_in_flight"
+TRANSFERS_IN_FLIGHT_HELP = "Transfers debited and not yet completed or refunded, by the step they wait at."
+TRANSFERS_IN_FLIGHT_OLDEST = "bank_transfers_in_flight_oldest_seconds"
+TRANSFERS_IN_FLIGHT_OLDEST_HELP = "How long the oldest transfer waiting at each step has been in flight."

@@ -159,7 +159,8 @@ async def latency(args: Any, kafka: KafkaSettings, port: int, workers: list[harn
 
         async def transfer(scheduled: float) -> Record:
             transfer_id = str(uuid.uuid4())  # the payee's page learns of the credit by the credit step's id
-            record = Record(destination, str(domain.step_id(uuid.UUID(transfer_id), "credit")), scheduled)
+            credit = domain.step_id(uuid.UUID(source), uuid.UUID(transfer_id), "credit")
+            record = Record(destination, str(credit), scheduled)
             payee.records[record.command_id] = by_transfer[transfer_id] = record
             data = {"transfer-command_id": transfer_id, "transfer-to_number": number, "transfer-amount": "0.01"}
             try:

@@ -383,12 +383,28 @@ class Processor:
             self._load([partition])
             part = self.partitions[partition]
         record = part.record(command.account_id, self.window)
-        if command.command_id.bytes in record.command_ids:
+        # Clients' commands and the saga's steps are remembered apart: one kind never hides the other.
+        from_saga = domain.is_step(command.command)
+        repeated = record.seen(command.command_id, from_saga)
+        if repeated and not from_saga:
             log.info("command %s already decided; skipping the duplicate", command.command_id)
             self._outcomes.append((command.type, "duplicate", ""))
             return 0
         state = record.state
-        if isinstance(command.command, domain.ReleaseAccount):
+        if repeated:
+            # A step id seen before: a transfer id reused on its source. Answered, never dropped (domain.repeated_step).
+            events = domain.repeated_step(state, command.command, self.max_amount)
+            log.info(
+                "step %s (%s) seen before on %s: answered with %s",
+                command.command_id,
+                command.type,
+                command.account_id,
+                [type(e).__name__ for e in events] or "nothing (already answered)",
+            )
+            if not events:
+                self._outcomes.append((command.type, "duplicate", ""))
+                return 0
+        elif isinstance(command.command, domain.ReleaseAccount):
             if record.quarantine:
                 log.info("account %s released by %s (was: %s)", command.account_id, command.actor, record.quarantine)
             # Every foreign record before what this instance has seen is accepted as not the account's.
@@ -428,7 +444,8 @@ class Processor:
             if step is not None:
                 self._produce_step(*step)
         record.state = state
-        record.command_ids.append(command.command_id.bytes)
+        if not repeated:
+            record.remember(command.command_id, from_saga)
         part.dirty.add(command.account_id)
         return 1
 

@@ -44,19 +44,32 @@ DEFAULT_DEDUP_WINDOW = 20
 # The states of changed accounts are written every N transactions (and when idle): fewer writes,
 # and a restart folds at most the events of the last N transactions after the states.
 DEFAULT_STATE_EVERY = 10
-STATE_FORMAT = 1
+# Format 2 keeps the saga steps' ids apart from the clients' command ids. A format 1 record (one list
+# of both kinds) is still read: its ids count as clients' (a step id among them was decided already,
+# and steps are never checked against the clients' ids).
+STATE_FORMAT = 2
+READABLE_FORMATS = (1, 2)
 
 
 @dataclass
 class AccountRecord:
     state: domain.Account
-    command_ids: deque[bytes]  # the last N command ids (UUID bytes), oldest first
+    command_ids: deque[bytes]  # the last N ids (UUID bytes) of clients' commands, oldest first
     quarantine: str = ""  # why its commands are rejected; empty when it is not quarantined
     released_at: int = -1  # bank.events offset before which an operator accepted the foreign records
+    # The last N ids of saga steps (domain.STEP_COMMANDS) decided here: a window of their own, so that
+    # no id a client picks can make a step look like a duplicate, nor a step a client's command.
+    step_ids: deque[bytes] = field(default_factory=deque)
 
     @classmethod
     def new(cls, account_id: UUID, window: int) -> AccountRecord:
-        return cls(domain.Account.new(account_id), deque(maxlen=window))
+        return cls(domain.Account.new(account_id), deque(maxlen=window), step_ids=deque(maxlen=window))
+
+    def seen(self, command_id: UUID, step: bool) -> bool:
+        return command_id.bytes in (self.step_ids if step else self.command_ids)
+
+    def remember(self, command_id: UUID, step: bool) -> None:
+        (self.step_ids if step else self.command_ids).append(command_id.bytes)
 
 
 @dataclass
@@ -122,7 +135,7 @@ def fold_record(partition: Partition, message: Message, window: int, dead_letter
         partition.note_foreign(message, f"sequence {envelope.sequence} does not follow {version}", window, dead_letter)
         return False
     record.state = domain.evolve(record.state, envelope.event)
-    record.command_ids.append(envelope.command_id.bytes)
+    record.remember(envelope.command_id, domain.caused_by_step(envelope.event))
     if isinstance(envelope.event, domain.AccountReleased):
         record.quarantine = ""
     partition.dirty.add(envelope.account_id)  # the state topic is behind on this account: write it next time
@@ -149,17 +162,28 @@ def encode_state(record: AccountRecord, events_offset: int) -> bytes:
             "quarantine": record.quarantine,
             "released_at": record.released_at,
             "events_offset": events_offset,
-            "command_ids": binascii.b2a_base64(b"".join(record.command_ids), newline=False).decode(),
+            "command_ids": _ids(record.command_ids),
+            "step_ids": _ids(record.step_ids),
         }
     )
+
+
+def _ids(ids: Iterable[bytes]) -> str:
+    return binascii.b2a_base64(b"".join(ids), newline=False).decode()
+
+
+def _window(text: str, window: int) -> deque[bytes]:
+    ids = binascii.a2b_base64(text)  # base64.b64decode's argument checks cost more than this
+    if len(ids) % 16:
+        raise ValueError("command ids are not whole UUIDs")
+    return deque((ids[i : i + 16] for i in range(0, len(ids), 16)), maxlen=window)
 
 
 def decode_state(value: bytes, window: int) -> tuple[AccountRecord, int]:
     """(the record, the bank.events offset it reflects); ValueError/KeyError/TypeError when unreadable."""
     body = orjson.loads(value)
-    if body["format"] != STATE_FORMAT:
+    if body["format"] not in READABLE_FORMATS:
         raise ValueError(f"unknown state format {body['format']!r}")
-    ids = binascii.a2b_base64(body["command_ids"])  # base64.b64decode's argument checks cost more than this
     state = domain.Account(
         account_id=UUID(body["account_id"]),
         version=int(body["version"]),
@@ -173,8 +197,9 @@ def decode_state(value: bytes, window: int) -> tuple[AccountRecord, int]:
             UUID(t): domain.InFlight(UUID(to), int(amount)) for t, (to, amount) in body.get("transfers", {}).items()
         },
     )
-    command_ids = deque((ids[i : i + 16] for i in range(0, len(ids), 16)), maxlen=window)
-    record = AccountRecord(state, command_ids, str(body["quarantine"]), int(body["released_at"]))
+    command_ids = _window(body["command_ids"], window)
+    step_ids = _window(body["step_ids"] if body["format"] >= 2 else "", window)
+    record = AccountRecord(state, command_ids, str(body["quarantine"]), int(body["released_at"]), step_ids)
     return record, int(body["events_offset"])
 
 

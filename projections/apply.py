@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from uuid import UUID
@@ -50,9 +51,20 @@ class AuditRow:
     counterparty: UUID | None = None
 
 
+# A transfer is (source account, transfer id): two sources may send one transfer id (it is a client's
+# choice), and they are two transfers. The row's key is derived from both.
+TRANSFER_KEY_NAMESPACE = UUID("0b4b8f7e-3f0e-4c55-9d7e-6a1c2f5e8d30")
+
+
+def transfer_key(source: UUID, transfer_id: UUID) -> UUID:
+    """The transfers projection's key of the transfer `transfer_id` sent from `source`."""
+    return uuid.uuid5(TRANSFER_KEY_NAMESPACE, f"{source}:{transfer_id}")
+
+
 @dataclass(frozen=True)
 class TransferRow:
-    id: UUID
+    id: UUID  # transfer_key(from_account, transfer_id)
+    transfer_id: UUID
     from_account: UUID
     to_account: UUID
     amount: int
@@ -138,6 +150,16 @@ def audit_row(envelope: EventEnvelope) -> AuditRow:
     )
 
 
+def transfer_key_of(envelope: EventEnvelope) -> UUID | None:
+    """The key of the transfer a transfer event belongs to (its source is the event's account, or its from_account)."""
+    event = envelope.event
+    if isinstance(event, domain.TransferCredited | domain.TransferRefused):
+        return transfer_key(event.from_account, event.transfer_id)
+    if isinstance(event, domain.TransferEvent):
+        return transfer_key(envelope.account_id, event.transfer_id)
+    return None
+
+
 def apply_transfer(row: TransferRow | None, envelope: EventEnvelope) -> TransferRow | None:
     """The transfer's row after one of its events, whatever order the two partitions deliver them in."""
     event = envelope.event
@@ -148,8 +170,9 @@ def apply_transfer(row: TransferRow | None, envelope: EventEnvelope) -> Transfer
     else:
         source, destination = envelope.account_id, event.to_account
     if row is None:
+        key = transfer_key(source, event.transfer_id)
         row = TransferRow(
-            event.transfer_id, source, destination, event.amount, event.currency, "", "", None, None, None, None, None
+            key, event.transfer_id, source, destination, event.amount, event.currency, "", "", *[None] * 5
         )
     at = envelope.occurred_at
     match event:

@@ -73,7 +73,10 @@ class Transfer(models.Model):
         COMPLETED = "completed"
         REFUNDED = "refunded"
 
+    # A transfer is (source account, transfer id): the key is derived from both (projections.apply.transfer_key),
+    # so one transfer id sent from two accounts is two rows.
     id = models.UUIDField(primary_key=True)
+    transfer_id = models.UUIDField(db_index=True)
     from_account = models.UUIDField(db_index=True)
     to_account = models.UUIDField(db_index=True)
     amount = models.BigIntegerField()
@@ -89,9 +92,10 @@ class Transfer(models.Model):
     class Meta:
         ordering = ["-debited_at", "id"]
         indexes = [models.Index(fields=["status"], name="transfer_status")]
+        constraints = [models.UniqueConstraint(fields=["from_account", "transfer_id"], name="transfer_source_id")]
 
     def __str__(self) -> str:
-        return f"transfer {self.id} ({self.status})"
+        return f"transfer {self.transfer_id} from {self.from_account} ({self.status})"
 
 
 class Checkpoint(models.Model):

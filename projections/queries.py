@@ -19,7 +19,7 @@ from django.http import Http404
 
 from projections import async_db
 from projections.apply import AccountRow, AuditRow
-from projections.models import Account, AuditEntry
+from projections.models import Account, AuditEntry, Transfer
 
 HISTORY_PAGE_SIZE = 20  # rows per page of an account's history, on the page and in a catch-up
 
@@ -89,6 +89,26 @@ async def aowned_account_and_used(user: User, account_id: UUID | str, command_id
     if row is None:
         raise Http404("No such account")
     return Account.from_db("default", ACCOUNT_FIELDS, row[:-1]), bool(row[-1])
+
+
+def _transfer_id_used_sql() -> str:
+    account, audit, transfer = Account._meta.db_table, AuditEntry._meta.db_table, Transfer._meta.db_table
+    return (
+        f'SELECT EXISTS (SELECT 1 FROM "{transfer}" WHERE "transfer_id" = %s) '
+        f'OR EXISTS (SELECT 1 FROM "{audit}" e JOIN "{account}" a ON a."id" = e."account_id" '
+        f'WHERE e."command_id" = %s AND a."owner" = %s)'
+    )
+
+
+TRANSFER_ID_USED_SQL = _transfer_id_used_sql()
+
+
+async def atransfer_id_used(user: User, transfer_id: UUID) -> bool:
+    """Whether a transfer id names a transfer already (sent from any account), or a command of any of the user's
+    accounts: one id, one transfer. The processor is the final word (a race past this check is still a second,
+    separate transfer, keyed by its source); this is what lets the form say so before anything is sent."""
+    row = await async_db.fetch_one(TRANSFER_ID_USED_SQL, [transfer_id, transfer_id, owner_key(user)])
+    return bool(row and row[0])
 
 
 def as_row(account: Account) -> AccountRow:

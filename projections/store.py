@@ -28,6 +28,7 @@ from projections.apply import (
     audit_row,
     day_of,
     is_next,
+    transfer_key_of,
 )
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ TRANSFER_COLUMNS = [f.name for f in fields(TransferRow)]
 DAILY_COLUMNS = [f.name for f in fields(DailyRow)]
 DAILY_TYPES = ["uuid", "date", "bigint", "bigint", "bigint", "integer", "integer"]
 ACCOUNT_TYPES = ["uuid", "text", "text", "text", "bigint", "text", "timestamptz", "integer", "timestamptz", "bigint"]
-TRANSFER_TYPES = ["uuid", "uuid", "uuid", "bigint", "text", "text", "text", *["timestamptz"] * 5]
+TRANSFER_TYPES = ["uuid", "uuid", "uuid", "uuid", "bigint", "text", "text", "text", *["timestamptz"] * 5]
 # attrgetter, not dataclasses.astuple: astuple deep-copies every UUID and datetime (100x slower).
 account_values = attrgetter(*ACCOUNT_COLUMNS)
 is_released = attrgetter("released")
@@ -211,21 +212,20 @@ def apply_transfers(
 
     No sequence guard needed: applying a transfer event twice sets the same column to the same time.
     """
-    envelopes = [e for e in envelopes if hasattr(e.event, "transfer_id")]
-    if not envelopes:
+    keyed = [(key, e) for e in envelopes if (key := transfer_key_of(e)) is not None]
+    if not keyed:
         return
     if memory is not None:
         rows = memory.transfers
     else:
-        ids = list({e.event.transfer_id for e in envelopes})  # type: ignore[union-attr]
+        ids = list({key for key, _ in keyed})
         cursor.execute(f"SELECT {', '.join(TRANSFER_COLUMNS)} FROM projections_transfer WHERE id = ANY(%s)", [ids])
         rows = {r[0]: TransferRow(*r) for r in cursor.fetchall()}
     changed: dict[UUID, TransferRow] = {}
-    for envelope in envelopes:
-        transfer_id = envelope.event.transfer_id  # type: ignore[union-attr]
-        new = apply_transfer(rows.get(transfer_id), envelope)
+    for key, envelope in keyed:
+        new = apply_transfer(rows.get(key), envelope)
         if new is not None:
-            rows[transfer_id] = changed[transfer_id] = new
+            rows[key] = changed[key] = new
     if changed and memory is None:
         upsert(cursor, "projections_transfer", TRANSFER_COLUMNS, TRANSFER_TYPES, map(transfer_values, changed.values()))
 

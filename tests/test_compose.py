@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -16,6 +17,15 @@ ONE_SHOT = ("certs", "kafka-users", "kafka-acls", "migrate")  # set-up jobs the 
 PRINCIPALS = {"migrate": "operator", "web": "web", "processor": "processor", "projector": "projector"}
 LONG_RUNNING = (*KAFKA_NODES, "postgres", "redis", "web", "processor", "projector")
 REQUIRED_APP_ENV = ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "DJANGO_SECRET_KEY")
+# Read by the workers' metrics server (the address /metrics binds), not through bank.config's registry.
+WORKER_ONLY_ENV = {"WORKER_METRICS_HOST"}
+OFFICIAL_IMAGES = {
+    "KAFKA_IMAGE": "apache/kafka:4.1.1",
+    "POSTGRES_IMAGE": "postgres:15",
+    "REDIS_IMAGE": "redis:7",
+    "PROMETHEUS_IMAGE": "prom/prometheus:v2.53.0",
+    "GRAFANA_IMAGE": "grafana/grafana:11.1.0",
+}
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +45,11 @@ def env_vars() -> dict[str, str]:
 
     assert ENV_VARS, "bank.config.ENV_VARS is empty after loading the settings"
     return ENV_VARS
+
+
+def with_defaults(text: str) -> str:
+    """`text` as compose reads it when no variable is set: `${NAME:-default}` is the default."""
+    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", text)
 
 
 def env(service: dict) -> dict[str, str]:
@@ -93,7 +108,7 @@ def test_it_has_exactly_the_expected_services(services: dict) -> None:
 
 def test_it_runs_kafka_as_three_kraft_nodes_with_rf3_and_min_isr2(services: dict) -> None:
     nodes = {name: env(services[name]) for name in KAFKA_NODES}
-    assert {services[name]["image"] for name in KAFKA_NODES} == {"apache/kafka:4.1.1"}
+    assert {services[name]["image"] for name in (*KAFKA_NODES, "kafka-users")} == {"${KAFKA_IMAGE:-apache/kafka:4.1.1}"}
     assert len({e["CLUSTER_ID"] for e in nodes.values()}) == 1
     assert sorted(e["KAFKA_NODE_ID"] for e in nodes.values()) == ["1", "2", "3"]
     for name, e in nodes.items():
@@ -112,7 +127,8 @@ def test_it_runs_kafka_as_three_kraft_nodes_with_rf3_and_min_isr2(services: dict
 def test_it_only_sets_variables_the_app_knows(services: dict, env_vars: dict[str, str]) -> None:
     for name in APP_SERVICES:
         keys = set(env(services[name]))
-        assert keys <= set(env_vars), f"{name}: unknown variables {sorted(keys - set(env_vars))}"
+        known = set(env_vars) | WORKER_ONLY_ENV
+        assert keys <= known, f"{name}: unknown variables {sorted(keys - known)}"
         assert keys >= set(REQUIRED_APP_ENV), f"{name}: missing {sorted(set(REQUIRED_APP_ENV) - keys)}"
         assert env(services[name])["DJANGO_DEBUG"] == "false", name
 
@@ -136,7 +152,43 @@ def test_it_points_the_app_at_services_that_exist(services: dict) -> None:
 
 
 def test_it_publishes_web_on_port_8000(services: dict) -> None:
-    assert any(str(port).split(":")[-2:] == ["8000", "8000"] for port in services["web"]["ports"])
+    assert [with_defaults(port) for port in services["web"]["ports"]] == ["127.0.0.1:8000:8000"]
+
+
+def test_every_image_is_the_official_one_unless_a_variable_says_otherwise(services: dict) -> None:
+    images = {s["image"] for s in services.values() if "build" not in s}
+    assert images == {f"${{{name}:-{image}}}" for name, image in OFFICIAL_IMAGES.items()}
+    build = services["web"]["build"]
+    assert build["args"]["PYTHON_IMAGE"] == "${PYTHON_IMAGE:-python:3.11-slim}"
+    assert "ARG PYTHON_IMAGE=python:3.11-slim\nFROM ${PYTHON_IMAGE}\n" in (ROOT / "Dockerfile").read_text()
+
+
+def test_it_gives_every_sasl_listener_a_login_module(services: dict) -> None:
+    """Without a JAAS entry per SASL_SSL listener the brokers stop at start-up ("Could not find a 'KafkaServer' or
+    'client.KafkaServer' entry in the JAAS configuration"). The image maps KAFKA_A_B to a.b, _ to __, - to ___."""
+    for name in KAFKA_NODES:
+        e = env(services[name])
+        protocols = dict(item.split(":") for item in e["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+        for listener in (n for n, protocol in protocols.items() if protocol == "SASL_SSL"):
+            for mechanism in e["KAFKA_SASL_ENABLED_MECHANISMS"].split(","):
+                key = f"KAFKA_LISTENER_NAME_{listener}_{mechanism.replace('-', '___')}_SASL_JAAS_CONFIG"
+                assert e.get(key, "").startswith("org.apache.kafka.common.security.scram.ScramLoginModule required"), (
+                    name,
+                    key,
+                )
+
+
+def test_it_advertises_the_external_listener_on_the_published_port(services: dict) -> None:
+    for name in KAFKA_NODES:
+        (published,) = services[name]["ports"]
+        host_port, container_port = re.fullmatch(
+            r"\$\{BIND_ADDRESS:-127.0.0.1\}:(\$\{\w+:-\d+\}):(\d+)", published
+        ).groups()
+        external = dict(item.split("://") for item in env(services[name])["KAFKA_ADVERTISED_LISTENERS"].split(","))[
+            "EXTERNAL"
+        ]
+        assert external == f"localhost:{host_port}", name  # the same variable on both sides
+        assert int(container_port) == listener_ports(services[name])["EXTERNAL"], name
 
 
 def test_it_starts_the_app_after_healthy_services_and_migrations(services: dict) -> None:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from bank.account_number import AccountNumberError, account_number, display, parse_account_number
 from bank.domain import (
+    STEP_NAMESPACE,
     Account,
     CloseAccount,
     CommandRejected,
@@ -31,9 +32,12 @@ from bank.domain import (
     TransferRefunded,
     TransferRefused,
     Withdraw,
+    caused_by_step,
     decide,
     evolve,
+    is_step,
     next_step,
+    repeated_step,
     step_id,
 )
 
@@ -179,14 +183,48 @@ def test_it_rejects_completing_or_refunding_a_transfer_not_in_flight():
 
 def test_it_names_the_next_step_of_each_event_with_a_stable_id():
     debited = TransferDebited(T1, DST, 200, "EUR", 300)
-    assert next_step(SRC, debited) == (step_id(T1, "credit"), CreditTransfer(DST, T1, SRC, 200, "EUR"))
+    assert next_step(SRC, debited) == (step_id(SRC, T1, "credit"), CreditTransfer(DST, T1, SRC, 200, "EUR"))
     credited = TransferCredited(T1, SRC, 200, "EUR", 250)
-    assert next_step(DST, credited) == (step_id(T1, "complete"), CompleteTransfer(SRC, T1))
+    assert next_step(DST, credited) == (step_id(SRC, T1, "complete"), CompleteTransfer(SRC, T1))
     refused = TransferRefused(T1, SRC, 200, "EUR", Reason.CURRENCY_MISMATCH)
-    assert next_step(DST, refused) == (step_id(T1, "refund"), RefundTransfer(SRC, T1, Reason.CURRENCY_MISMATCH))
+    assert next_step(DST, refused) == (step_id(SRC, T1, "refund"), RefundTransfer(SRC, T1, Reason.CURRENCY_MISMATCH))
     assert next_step(SRC, TransferCompleted(T1, DST, 200, "EUR")) is None
-    assert len({step_id(T1, s) for s in ("credit", "complete", "refund")} | {T1}) == 4
-    assert step_id(T1, "credit") == step_id(UUID(str(T1)), "credit")
+    assert len({step_id(SRC, T1, s) for s in ("credit", "complete", "refund")} | {T1}) == 4
+    assert step_id(SRC, T1, "credit") == step_id(UUID(str(SRC)), UUID(str(T1)), "credit")
+
+
+def test_it_gives_one_transfer_id_from_two_sources_different_step_ids():
+    other = uuid.uuid4()
+    for step in ("credit", "complete", "refund"):
+        assert step_id(SRC, T1, step) != step_id(other, T1, step)
+        assert step_id(SRC, T1, step) != uuid.uuid5(STEP_NAMESPACE, f"{T1}:{step}"), "not the old derivation"
+
+
+def test_it_tells_steps_from_clients_commands():
+    assert all(is_step(c) for c in (CreditTransfer(DST, T1, SRC, 1, "EUR"), CompleteTransfer(SRC, T1)))
+    assert is_step(RefundTransfer(SRC, T1, Reason.ACCOUNT_CLOSED))
+    assert not any(is_step(c) for c in (TransferMoney(SRC, T1, DST, 1), Deposit(SRC, 1), Withdraw(SRC, 1)))
+    assert caused_by_step(TransferCredited(T1, SRC, 1, "EUR", 1))
+    assert caused_by_step(CommandRejected("CompleteTransfer", Reason.UNKNOWN_TRANSFER))
+    assert not caused_by_step(CommandRejected("TransferMoney", Reason.INSUFFICIENT_FUNDS))
+    assert not caused_by_step(TransferDebited(T1, DST, 1, "EUR", 1))
+
+
+def test_it_answers_a_repeated_step_instead_of_dropping_it():
+    """A transfer id reused on its source after its first transfer ended: the steps' ids repeat."""
+    state, _ = run(account(SRC, 500), TransferMoney(SRC, T1, DST, 200), CompleteTransfer(SRC, T1))
+    state, events = run(state, TransferMoney(SRC, T1, DST, 100))
+    assert events == [TransferDebited(T1, DST, 100, "EUR", 200)]
+    # The payee refuses the second credit (the source refunds it); the source decides on its state.
+    assert repeated_step(account(DST), CreditTransfer(DST, T1, SRC, 100, "EUR")) == [
+        TransferRefused(T1, SRC, 100, "EUR", Reason.TRANSFER_EXISTS)
+    ]
+    refund = RefundTransfer(SRC, T1, Reason.TRANSFER_EXISTS)
+    assert repeated_step(state, refund) == [TransferRefunded(T1, DST, 100, "EUR", Reason.TRANSFER_EXISTS, 300)]
+    assert repeated_step(state, CompleteTransfer(SRC, T1)) == [TransferCompleted(T1, DST, 100, "EUR")]
+    ended, _ = run(state, refund)
+    assert repeated_step(ended, CompleteTransfer(SRC, T1)) == [], "nothing in flight: answered already"
+    assert repeated_step(ended, refund) == []
 
 
 # --- account numbers ---

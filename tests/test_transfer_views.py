@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -13,7 +14,8 @@ from django.core.management import call_command
 
 from bank.account_number import account_number, display
 from bank.config import KafkaSettings
-from projections.models import Transfer
+from projections.apply import transfer_key
+from projections.models import Account, AuditEntry, Transfer
 from tests.helpers import account_of, logged_in
 from tests.test_views import commands_sent
 
@@ -136,9 +138,11 @@ def test_it_refuses_to_send_from_someone_elses_account(users: dict[str, User], k
 
 def transfer_row(status: str, minutes_ago: float, **fields: object) -> Transfer:
     at = datetime.now(UTC) - timedelta(minutes=minutes_ago)
+    source, transfer_id = uuid.uuid4(), uuid.uuid4()
     return Transfer.objects.create(
-        id=uuid.uuid4(),
-        from_account=uuid.uuid4(),
+        id=transfer_key(source, transfer_id),
+        transfer_id=transfer_id,
+        from_account=source,
         to_account=uuid.uuid4(),
         amount=5_00,
         currency="EUR",
@@ -155,7 +159,8 @@ def test_it_lists_transfers_in_the_admin_and_flags_the_slow_ones(users: dict[str
     done = transfer_row("completed", minutes_ago=20)
     staff = logged_in(users["carol"])
     flagged = staff.get("/admin/projections/transfer/?in_flight=flagged").content.decode()
-    assert str(stuck.id) in flagged and str(fresh.id) not in flagged and str(done.id) not in flagged
+    assert str(stuck.transfer_id) in flagged and str(fresh.transfer_id) not in flagged
+    assert str(done.transfer_id) not in flagged
     assert "in flight over 60s" in flagged
     assert display(account_number(stuck.from_account)) in flagged
     everything = staff.get("/admin/projections/transfer/").content.decode()
@@ -174,3 +179,75 @@ def test_it_reports_transfers_in_flight_in_bank_status(users: dict[str, User], k
     line = next(x for x in out.getvalue().splitlines() if x.startswith("transfers in flight"))
     assert line.startswith("transfers in flight: 2 (1 sent, 0 credited, 1 refused); oldest debited 60")
     assert line.endswith("; 1 flagged (in flight over 60s)")
+
+
+@pytest.mark.parametrize("sent_by", ["own other account", "another customer", "rejected on own other account"])
+def test_it_refuses_a_transfer_id_used_from_another_account(
+    users: dict[str, User], kafka: KafkaSettings, sent_by: str
+) -> None:
+    """One id, one transfer: the form says so and sends nothing, whichever account the id was sent from."""
+    x, y = account_of(users["alice"], balance=100_00), account_of(users["alice"], "Savings", balance=100_00)
+    payee = account_of(users["bob"])
+    t = uuid.uuid4()
+    if sent_by == "rejected on own other account":  # only a rejection in x's history: no transfer row
+        AuditEntry.objects.create(
+            event_id=uuid.uuid4(), account_id=x.id, sequence=2, type="CommandRejected", amount=5_00,
+            balance_after=None, occurred_at=datetime.now(UTC), actor="user:alice", command_id=t,
+            reason="insufficient_funds", command="TransferMoney",
+        )  # fmt: skip
+    else:
+        source = x.id if sent_by == "own other account" else account_of(users["bob"], "Bob's").id
+        at = datetime.now(UTC)
+        Transfer.objects.create(
+            id=transfer_key(source, t), transfer_id=t, from_account=source, to_account=payee.id, amount=5_00,
+            currency="EUR", status="completed", debited_at=at, completed_at=at,
+        )  # fmt: skip
+    response = post_transfer(
+        logged_in(users["alice"]), y, **{"transfer-command_id": str(t), "transfer-to_number": account_number(payee.id)}
+    )
+    assert response.status_code == 422
+    assert "This transfer was sent before (from this account or another one)" in response.content.decode()
+    assert str(t) not in response.content.decode(), "the form comes back with a fresh id"
+    assert commands_sent(kafka) == []
+    fresh = post_transfer(logged_in(users["alice"]), y, **{"transfer-to_number": account_number(payee.id)})
+    assert fresh.status_code == 202
+
+
+def entry(account: uuid.UUID, sequence: int, kind: str, t: uuid.UUID, other: uuid.UUID, minutes_ago: float) -> None:
+    AuditEntry.objects.create(
+        event_id=uuid.uuid4(), account_id=account, sequence=sequence, type=kind, amount=5_00, balance_after=0,
+        occurred_at=datetime.now(UTC) - timedelta(minutes=minutes_ago), actor="bank:transfer",
+        command_id=uuid.uuid4(), reason="", transfer_id=t, counterparty=other,
+    )  # fmt: skip
+
+
+def test_it_shows_transfers_stuck_at_each_step_from_the_accounts_own_histories(
+    users: dict[str, User], kafka: KafkaSettings
+) -> None:
+    """No transfers rows at all (as when one id from two sources mixed them): the accounts' own projections
+    still show what is in flight, per step, with the oldest's age, in bank_status and in /metrics."""
+    x, y = account_of(users["alice"]), account_of(users["alice"], "Savings")
+    payee = account_of(users["bob"])
+    Account.objects.filter(id__in=[x.id, y.id]).update(in_flight=10_00)
+    t, u, v = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    entry(x.id, 2, "TransferDebited", t, payee.id, minutes_ago=30)  # credited, the completion never came
+    entry(payee.id, 2, "TransferCredited", t, x.id, minutes_ago=29)
+    entry(y.id, 2, "TransferDebited", t, payee.id, minutes_ago=10)  # the same id from y: its credit never came
+    entry(x.id, 3, "TransferDebited", u, y.id, minutes_ago=5)  # refused, the refund never came
+    entry(y.id, 3, "TransferRefused", u, x.id, minutes_ago=5)
+    entry(y.id, 4, "TransferDebited", v, payee.id, minutes_ago=1)  # ended: not in flight
+    entry(y.id, 5, "TransferCompleted", v, payee.id, minutes_ago=1)
+    assert not Transfer.objects.exists()
+    out = io.StringIO()
+    call_command("bank_status", stdout=out)
+    shown = out.getvalue()
+    assert "in flight by the accounts' histories: 3" in shown
+    for step, minutes in (("debited awaiting credit", 10), ("credited awaiting completion", 30), ("refused", 5)):
+        found = re.search(rf"  {step}[a-z ]*: 1, oldest (\d+)s", shown)
+        assert found and minutes * 60 <= int(found[1]) < minutes * 60 + 60, (step, shown)
+    scraped = logged_in(users["carol"]).get("/metrics").content.decode()
+    assert 'bank_transfers_in_flight{step="credited_awaiting_completion"} 1.0' in scraped
+    oldest = next(x for x in scraped.splitlines() if x.startswith('bank_transfers_in_flight_oldest_seconds{step="cred'))
+    assert 1795 < float(oldest.split()[-1]) < 1900
+    operations = logged_in(users["carol"]).get("/admin/operations/").content.decode()
+    assert re.search(r"credited awaiting completion: 1, oldest 18\d\ds", operations)

@@ -116,7 +116,7 @@ def test_it_moves_money_between_accounts_in_three_steps(
     assert last_balances(events) == {str(source): 60_00, str(destination): 40_00}
     credit = next(e for e in events if e["type"] == "TransferCredited")
     assert credit["actor"] == domain.SAGA_ACTOR, "the payee's history must not name the payer"
-    assert credit["command_id"] == str(domain.step_id(transfer_id, "credit"))
+    assert credit["command_id"] == str(domain.step_id(source, transfer_id, "credit"))
 
     out = io.StringIO()
     call_command("inspect_topic", "events", "--transfer", str(transfer_id), stdout=out)
@@ -262,9 +262,10 @@ def test_it_ends_1000_concurrent_transfers_exactly_once_across_a_sigkill(
         0.5,
         "the projector to see every transfer end",
     )
-    assert set(map(str, Transfer.objects.values_list("id", flat=True))) == debited
+    assert set(map(str, Transfer.objects.values_list("transfer_id", flat=True))) == debited
     assert all(
-        (row.status == "completed") == bool(kinds[str(row.id)]["TransferCompleted"]) for row in Transfer.objects.all()
+        (row.status == "completed") == bool(kinds[str(row.transfer_id)]["TransferCompleted"])
+        for row in Transfer.objects.all()
     )
     wait_until(
         lambda: (

@@ -172,7 +172,7 @@ class TransferAdmin(ReadOnlyAdmin):
     """Read-only: a transfer moves only through its saga's commands, never by an edit here."""
 
     list_display = [
-        "id",
+        "transfer_id",
         "status",
         "flag",
         "amount_display",
@@ -183,7 +183,8 @@ class TransferAdmin(ReadOnlyAdmin):
         "ended_at",
     ]
     list_filter = [InFlightFilter, "status", "reason", "currency"]
-    search_fields = ["id", "from_account", "to_account"]
+    # A transfer is (source, transfer id): searching a transfer id lists every source that sent one with it.
+    search_fields = ["transfer_id", "from_account", "to_account"]
     date_hierarchy = "debited_at"
 
     @admin.display(description="amount", ordering="amount")

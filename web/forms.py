@@ -16,6 +16,10 @@ from bank.money import AmountError, parse_amount
 
 LOST_ID = "This form was incomplete or altered, so nothing was sent. It is renewed now: check it and send it again."
 USED_ID = "This form was sent before and its order was carried out, so nothing new was sent. It is renewed now: check it and send it again."
+USED_TRANSFER_ID = (
+    "This transfer was sent before (from this account or another one), so nothing new was sent. "
+    "The form is renewed now: check it and send it again."
+)
 
 
 class CommandForm(forms.Form):
@@ -35,6 +39,11 @@ class CommandForm(forms.Form):
     def refuse_used_id(self) -> None:
         """The command id was already decided: sending it again would be dropped as a duplicate."""
         self.add_error("command_id", USED_ID)
+        self.renew_command_id()
+
+    def refuse_used_transfer_id(self) -> None:
+        """The transfer id names a transfer already (from this account or another one): one id, one transfer."""
+        self.add_error("command_id", USED_TRANSFER_ID)
         self.renew_command_id()
 
     def renew_command_id(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Iterator
 
 from confluent_kafka import KafkaException
 from django.conf import settings
@@ -13,8 +14,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily
 
-from ops.held import held_back_lines, transfers_in_flight
+from bank import metrics
+from ops.held import held_back_lines, stuck_lines, stuck_transfers, transfers_in_flight
 from ops.status import gather, rebuild_lines
 
 REFRESH_SECONDS = 2
@@ -28,7 +31,7 @@ def operations(request: HttpRequest) -> HttpResponse:
     rebuild: list[str] = []
     try:
         status, error = gather(settings.KAFKA), None
-        held = [*held_back_lines(settings.KAFKA), transfers_in_flight()]
+        held = [*held_back_lines(settings.KAFKA), transfers_in_flight(), *stuck_lines()]
         rebuild = rebuild_lines(settings.KAFKA)
     except KafkaException as failure:
         status, error = None, f"Kafka did not answer: {failure.args[0].str() if failure.args else failure}"
@@ -63,4 +66,30 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     if settings.PROMETHEUS_MULTIPROC_DIR:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+    body = generate_latest(registry)
+    if metrics.ENABLED:
+        body += generate_latest(_in_flight_registry())
+    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
+
+
+class InFlightCollector:
+    """Transfers in flight per step and the age of the oldest, read from the projections at each scrape: a
+    transfer stuck for any reason (a lost step, a worker down) shows here and trips BankTransfersStuck."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        found = stuck_transfers()
+        count = GaugeMetricFamily(metrics.TRANSFERS_IN_FLIGHT, metrics.TRANSFERS_IN_FLIGHT_HELP, labels=["step"])
+        oldest = GaugeMetricFamily(
+            metrics.TRANSFERS_IN_FLIGHT_OLDEST, metrics.TRANSFERS_IN_FLIGHT_OLDEST_HELP, labels=["step"]
+        )
+        for step, waiting in found.items():
+            count.add_metric([step], waiting.count)
+            oldest.add_metric([step], waiting.oldest_seconds)
+        yield count
+        yield oldest
+
+
+def _in_flight_registry() -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(InFlightCollector())
+    return registry

@@ -172,8 +172,10 @@ async def transfer(request: HttpRequest, account_id: UUID) -> HttpResponse:
     if not form.is_valid():
         return await _answer(request, 422, fragment, invalid, page)
     command_id: UUID = form.cleaned_data["command_id"]
-    if used:
-        form.refuse_used_id()
+    if used or await queries.atransfer_id_used(user, command_id):
+        # One id, one transfer: also when it was sent from another account (the steps would not mix, the
+        # transfer ids in the histories would).
+        form.refuse_used_transfer_id()
         return await _answer(request, 422, fragment, invalid, page)
     destination: UUID = form.cleaned_data["destination"]
     # The transfer is named by the form's command id: a double submit is one transfer.

@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from ops.held import held_back_lines, transfers_in_flight
+from ops.held import held_back_lines, stuck_lines, transfers_in_flight
 from ops.status import gather, rebuild_lines
 
 
@@ -32,6 +32,8 @@ class Command(BaseCommand):
             line += "".join(f" {_show(row.checkpoints[name]):>14}" for name in status.projections)
             self.stdout.write(line)
         self.stdout.write(transfers_in_flight())
+        for line in stuck_lines():
+            self.stdout.write(line)
         self.stdout.write(
             f"dead letters: {status.dead_letters_on_topic} on {kafka.deadletters_topic}, "
             f"{status.dead_letters_recorded} recorded by the projector"

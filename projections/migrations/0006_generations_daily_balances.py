@@ -16,7 +16,7 @@ def daily_balances_wait_for_a_rebuild(apps: Any, schema_editor: Any) -> None:
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("projections", "0004_transfers"),
+        ("projections", "0005_transfer_keyed_by_source"),
     ]
 
     operations = [
