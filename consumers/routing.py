@@ -4,4 +4,7 @@ from django.urls import URLPattern, path
 
 from consumers.websocket import LiveConsumer
 
-websocket_urlpatterns: list[URLPattern] = [path("ws/live/", LiveConsumer.as_asgi())]
+
+def websocket_urls(consumer: type[LiveConsumer] = LiveConsumer) -> list[URLPattern]:
+    """The live page's websocket, served by `consumer` (the composition root may pass a subclass)."""
+    return [path("ws/live/", consumer.as_asgi())]

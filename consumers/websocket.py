@@ -12,9 +12,7 @@ One push reaches every open page of the account in this process (a thousand, say
 does per push is kept small: a fragment is rendered once per distinct input (`render`: by the partial,
 the time zone and the values it shows, never from a model instance) and reused by the other pages that
 ask for exactly the same; the session check is shared by the pages of one session (`SessionChecks`);
-channel-layer messages skip Channels' per-message thread hop to close old database connections (the
-reads here go through `database_sync_to_async`, which closes them itself), and frames skip Channels'
-session wrapper (`past_session_wrapper`). Each page still decides on its own what it may see: the
+server/fastpath/websocket.py takes two of Channels' per-message steps out of the way. Each page still decides on its own what it may see: the
 values it renders come from its own user's accounts and the commands it waits for, as before.
 
 Messages from the browser:
@@ -36,10 +34,8 @@ from zoneinfo import ZoneInfo
 
 import orjson
 from channels.auth import get_user
-from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.sessions import InstanceSessionWrapper
 from django.conf import settings
 from django.db import DatabaseError
 from django.template.loader import render_to_string
@@ -198,27 +194,10 @@ def _rendered(partial: str, zone: ZoneInfo | None, key: tuple[tuple[str, Any], .
     return _render(partial, zone, dict(key))  # the key holds the values themselves (lists as tuples)
 
 
-WEBSOCKET_MESSAGES = {"websocket.accept", "websocket.send", "websocket.close"}
-
-
-def past_session_wrapper(send: Any) -> Any:
-    """The send under Channels' session wrapper, which passes websocket messages on unchanged (it saves
-    sessions on HTTP responses only) but reads the session's state through two lazy proxies for each: a
-    fifth of daphne's CPU when a push goes to a thousand pages. The wrapper itself if it would act on them."""
-    wrapper = getattr(send, "__self__", None)
-    if isinstance(wrapper, InstanceSessionWrapper) and not WEBSOCKET_MESSAGES & {
-        *wrapper.save_message_types,
-        *wrapper.cookie_response_message_types,
-    }:
-        return wrapper.real_send
-    return send
-
-
 class LiveConsumer(AsyncWebsocketConsumer):
     open_sockets = 0  # accepted and not yet closed, in this process
 
     async def connect(self) -> None:
-        self.base_send = past_session_wrapper(self.base_send)  # type: ignore[has-type]
         if unavailable := self.scope.get("live_unavailable"):
             log.warning("live page not connected, the session could not be read: %s", unavailable)
             await self._try_again_later("live updates are busy")
@@ -277,15 +256,6 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if group not in self.joined:
             await self.channel_layer.group_add(group, self.channel_name)
             self.joined.add(group)
-
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        """Channels' dispatch without its thread hop per message to close old database connections: a push
-        goes to every open page, and the hops queued a thousand per push. Every read here goes through
-        database_sync_to_async, which closes old connections in its own thread before and after."""
-        handler = getattr(self, get_handler_name(message), None)
-        if handler is None:
-            raise ValueError(f"No handler for message type {message['type']}")
-        await handler(message)
 
     # --- from the browser ---
 

@@ -7,33 +7,13 @@ a migration), its apply function and writer, and one entry here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterable
 
-from bank.messages import EventEnvelope
 from projections import store
 from projections.models import Account, AuditEntry, DailyBalance, Transfer
+from projections.store import Projection
 
-
-@dataclass(frozen=True)
-class Projection:
-    """One read model: its name (checkpoints, `--projection`), table, primary key column, and writer.
-
-    `apply(cursor, envelopes, outcome, memory, lenient)` writes a batch of fresh events, in order, inside the
-    caller's transaction; with a `memory` (a replay, from empty tables) it may keep rows there
-    instead and write them in `finish(cursor, memory)` at the end of the replay. `lenient` lets
-    the sequence guard accept a jump (a released account's events, re-read from the log).
-    """
-
-    name: str
-    table: str
-    key: str
-    apply: Callable[[Any, list[EventEnvelope], store.Outcome, store.Memory | None, bool], None]
-    finish: Callable[[Any, store.Memory], None] | None = None
-    # With a `memory`, the writer needs no index of its table (it only COPYs): a rebuild fills the table without
-    # them and builds them after the rows. Otherwise (it upserts) the table gets its indexes before the fill.
-    bulk: bool = False
+__all__ = ["PROJECTIONS", "Projection", "chosen"]
 
 
 PROJECTIONS: dict[str, Projection] = {

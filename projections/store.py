@@ -1,6 +1,6 @@
 """Writing projection rows and checkpoints to PostgreSQL, in bulk, inside the caller's transaction.
 
-`apply_batch` runs the writers of the projections it is given (from `projections.registry`);
+`apply_batch` runs the writers of the projections it is given (`Projection`s, listed in `projections.registry`);
 the writers of the bank's projections (`apply_accounts`, `apply_audit`, `apply_transfers`) are here too.
 """
 
@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import date
 from itertools import groupby
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID
 
 from bank.messages import EventEnvelope
@@ -30,9 +30,6 @@ from projections.apply import (
     is_next,
     transfer_key_of,
 )
-
-if TYPE_CHECKING:
-    from projections.registry import Projection
 
 log = logging.getLogger("bank.projector")
 
@@ -92,6 +89,26 @@ class Memory:
     # Keyed by the account id's int: UUID's hash and == are Python code, an int's are not.
     days: dict[tuple[int, date], DailyRow] = field(default_factory=dict)
     latest_day: dict[int, DailyRow] = field(default_factory=dict)  # per account: the row of its last event
+
+
+@dataclass(frozen=True)
+class Projection:
+    """One read model: its name (checkpoints, `--projection`), table, primary key column, and writer.
+
+    `apply(cursor, envelopes, outcome, memory, lenient)` writes a batch of fresh events, in order, inside the
+    caller's transaction; with a `memory` (a replay, from empty tables) it may keep rows there
+    instead and write them in `finish(cursor, memory)` at the end of the replay. `lenient` lets
+    the sequence guard accept a jump (a released account's events, re-read from the log).
+    """
+
+    name: str
+    table: str
+    key: str
+    apply: Callable[[Any, list[EventEnvelope], Outcome, Memory | None, bool], None]
+    finish: Callable[[Any, Memory], None] | None = None
+    # With a `memory`, the writer needs no index of its table (it only COPYs): a rebuild fills the table without
+    # them and builds them after the rows. Otherwise (it upserts) the table gets its indexes before the fill.
+    bulk: bool = False
 
 
 def take_lock(cursor: Any) -> None:

@@ -11,12 +11,13 @@ import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "server.settings")
 django.setup(set_prefix=False)  # as django.core.asgi.get_asgi_application does
 
-from web.asgi_handler import ASGIHandler  # noqa: E402
-
-# Django's handler, with no worker thread for requests that need none (the command views).
-django_asgi_app = ASGIHandler()
-
 from django.conf import settings  # noqa: E402
+
+from server import fastpath  # noqa: E402
+
+# Django's handler; with the fast path, with no worker thread for requests that need none (the command views).
+django_asgi_app = fastpath.asgi_handler(settings.FASTPATH)()
+
 from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 
 from bank.connection import check_connection  # noqa: E402
@@ -29,8 +30,7 @@ except ImproperlyConfigured as error:
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from consumers.routing import websocket_urlpatterns  # noqa: E402
-from web.async_middleware import WebsocketAuthMiddlewareStack  # noqa: E402
+from consumers.routing import websocket_urls  # noqa: E402
 
 # The collector, not the code, made every third or so push to a thousand open pages slow: full
 # collections of 120-170 ms that found nothing to free, and 5-15 ms ones of the middle generation
@@ -42,6 +42,10 @@ gc.set_threshold(50_000, 20, 50)
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(WebsocketAuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": AllowedHostsOriginValidator(
+            fastpath.websocket_auth(settings.FASTPATH)(
+                URLRouter(websocket_urls(fastpath.live_consumer(settings.FASTPATH)))
+            )
+        ),
     }
 )

@@ -9,6 +9,7 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from bank.config import env_bool, env_choice, env_float, env_int, env_list, env_str, env_url, kafka_from_env
+from server import fastpath
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -43,6 +44,10 @@ else:
     DATABASES["default"]["CONN_MAX_AGE"] = 60
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
+# Off: every override of Django, Channels, asgiref and redis-py internals (server/fastpath/, whose table
+# says what each buys) is left out, and stock Django and Channels run.
+FASTPATH = env_bool("BANK_FASTPATH", True)
+
 REDIS_URL = env_url("REDIS_URL", "redis://127.0.0.1:6379/0", ("redis", "rediss"))
 
 
@@ -61,10 +66,12 @@ def redis_backends(url: str, prefix: str) -> tuple[dict[str, Any], dict[str, Any
     # Sessions and the logged-in user (web.auth) without a database round trip per request.
     caches = {
         "default": {
-            "BACKEND": "web.cache.RedisCache",
+            # Redis errors as misses (web.cache); with the fast path also native async, one client per process.
+            "BACKEND": fastpath.CACHE_BACKEND if FASTPATH else "web.cache.RedisCache",
             "LOCATION": url,
             "KEY_PREFIX": f"{prefix}-cache",
-            # Per process; a request waits up to 5 s for a free connection (web.cache: a blocking pool).
+            # A request waits up to 5 s for a free connection (web.cache: a blocking pool). Per process with
+            # the fast path; stock Django makes a pool per cache object, i.e. per request under ASGI.
             "OPTIONS": {"max_connections": 50, "timeout": 5},
         }
     }
@@ -130,26 +137,28 @@ INSTALLED_APPS = [
     "ops",
 ]
 
-# Django's own middleware, with the hooks that do no I/O called in the event loop instead of a thread
-# per hook (web/async_middleware.py): the async views' chain has no sync-to-async hop.
 MIDDLEWARE = [
-    "web.async_middleware.SecurityMiddleware",
+    "django.middleware.security.SecurityMiddleware",
     # ServeStatic (WhiteNoise's async fork): a sync-only middleware here would run every async
     # view through the one sync thread, holding it while the view awaits Kafka.
     "servestatic.middleware.ServeStaticMiddleware",
-    "web.async_middleware.SessionMiddleware",
-    "web.async_middleware.CommonMiddleware",
-    "web.async_middleware.CsrfViewMiddleware",
-    "web.async_middleware.AuthenticationMiddleware",
-    # Before LoginRequiredMiddleware, whose user lookup it must be able to catch (sync mode; in
-    # async mode AuthenticationMiddleware loads the user and answers the same 503 itself).
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Before LoginRequiredMiddleware, whose user lookup it must be able to catch (with the fast path,
+    # AuthenticationMiddleware loads the user in async mode and answers the same 503 itself).
     "web.middleware.DatabaseUnavailableMiddleware",
-    "web.async_middleware.LoginRequiredMiddleware",
-    "web.async_middleware.MessageMiddleware",
-    "web.async_middleware.XFrameOptionsMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "web.middleware.TimezoneMiddleware",
 ]
+if FASTPATH:
+    # The same middleware, with the hooks that do no I/O called in the event loop instead of a thread
+    # per hook (server/fastpath/middleware.py): the async views' chain has no sync-to-async hop.
+    MIDDLEWARE = [fastpath.MIDDLEWARE.get(name, name) for name in MIDDLEWARE]
 
 ROOT_URLCONF = "server.urls"
 ASGI_APPLICATION = "server.asgi.application"

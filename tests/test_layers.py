@@ -1,4 +1,5 @@
-"""The layers import downwards only: core ← read models ← workers and web ← composition root.
+"""The layers import downwards only: core ← read models ← workers and web ← composition root; no module
+imports itself back through others (an import cycle), not even for type hints.
 
 Pure: reads the source with `ast`, starts no service.
 """
@@ -17,6 +18,8 @@ APART = {"devservices", "bench", "tests"}
 
 
 def imports_of(path: Path) -> list[str]:
+    """Every module `path` imports, anywhere in it (functions and `if TYPE_CHECKING:` blocks too);
+    `from package import name` also names `package.name`, which may be a module."""
     tree = ast.parse(path.read_text(), filename=str(path))
     names: list[str] = []
     for node in ast.walk(tree):
@@ -24,11 +27,62 @@ def imports_of(path: Path) -> list[str]:
             names += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.append(node.module)
+            names += [f"{node.module}.{alias.name}" for alias in node.names]
     return names
 
 
 def app_modules() -> list[tuple[str, Path]]:
     return [(package, path) for package in LAYERS for path in sorted((ROOT / package).rglob("*.py"))]
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module → the app modules it imports (a package's `__init__` stands for the package)."""
+    modules = {module_name(path): path for _, path in app_modules()}
+    return {name: {i for i in imports_of(path) if i in modules and i != name} for name, path in modules.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Each import cycle once, as the modules along it (strongly connected components, Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for after in sorted(graph[node]):
+            if after not in index:
+                visit(after)
+                low[node] = min(low[node], low[after])
+            elif after in stack:
+                low[node] = min(low[node], index[after])
+        if low[node] == index[node]:
+            component = []
+            while (top := stack.pop()) != node:
+                component.append(top)
+            component.append(node)
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_it_finds_an_import_cycle_where_there_is_one() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert cycles(graph) == [["a", "b", "c"]]
+
+
+def test_it_has_no_import_cycle() -> None:
+    assert cycles(import_graph()) == []
 
 
 def test_it_has_no_import_running_up_a_layer() -> None:

@@ -76,14 +76,6 @@ class DatabaseUnavailableMiddleware:
         self.get_response = get_response
         if iscoroutinefunction(get_response):
             markcoroutinefunction(self)
-            # Async mode: the user is loaded already (web.async_middleware.AuthenticationMiddleware,
-            # which answers this 503 itself), so the check does no I/O: no thread hop for it.
-            check = self.process_view
-
-            async def process_view(*args: Any) -> HttpResponse | None:
-                return check(*args)
-
-            setattr(self, "process_view", process_view)  # noqa: B010 - an instance attribute on purpose
 
     def __call__(self, request: HttpRequest) -> Any:
         if iscoroutinefunction(self):

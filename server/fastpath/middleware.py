@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any, cast
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import iscoroutinefunction, sync_to_async
 from channels import auth as channels_auth
 from channels.sessions import CookieMiddleware
 from channels.sessions import SessionMiddleware as ChannelsSessionMiddleware
@@ -33,6 +33,7 @@ from django.middleware.csrf import CsrfViewMiddleware as DjangoCsrfViewMiddlewar
 from django.middleware.security import SecurityMiddleware as DjangoSecurityMiddleware
 from redis.exceptions import RedisError
 
+from web import middleware
 from web.middleware import DATABASE_DOWN, database_unavailable
 
 
@@ -82,6 +83,20 @@ class MessageMiddleware(InlineHooks, DjangoMessageMiddleware):
 
 class XFrameOptionsMiddleware(InlineHooks, DjangoXFrameOptionsMiddleware):
     pass
+
+
+class DatabaseUnavailableMiddleware(middleware.DatabaseUnavailableMiddleware):
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        super().__init__(get_response)
+        if iscoroutinefunction(self):
+            # Async mode: the user is loaded already (AuthenticationMiddleware below, which answers
+            # this 503 itself), so the check does no I/O: no thread hop for it.
+            check = self.process_view
+
+            async def process_view(*args: Any) -> HttpResponse | None:
+                return check(*args)
+
+            setattr(self, "process_view", process_view)  # noqa: B010 - an instance attribute on purpose
 
 
 class SessionMiddleware(DjangoSessionMiddleware):
