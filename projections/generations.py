@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -56,7 +55,6 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 import psycopg
-from django.conf import settings
 from django.db import connection, transaction
 
 from bank import metrics
@@ -64,12 +62,12 @@ from bank.config import KafkaSettings
 from bank.kafka import end_offsets, read_to_end
 from projections import parking, registry, replay, store
 from projections.registry import Projection
+from projections.tables import CHECKPOINTS, fault_pause
 
 log = logging.getLogger("bank.rebuild")
 
 REBUILD_LOCK = 7_263_544_101  # one rebuild (or replay into a generation) at a time
 GENERATION_SCHEMA = re.compile(r"^projections_g(\d+)$")
-CHECKPOINTS = "projections_checkpoint"
 PHASES = ("create", "fill", "catch-up", "swap", "rollback", "done", "failed")
 SWAP_LOCK_TIMEOUT = "3s"  # waiting longer for a reader or the projector's batch would hold pages behind the swap
 
@@ -80,14 +78,6 @@ class RebuildRefused(RuntimeError):
 
 def schema_of(generation: int) -> str:
     return f"projections_g{generation}"
-
-
-def fault_pause(phase: str) -> None:
-    """Tests only (REBUILD_FAULT_PAUSE): stop in `phase` for a while, saying so, so a test can SIGKILL us there."""
-    if phase == settings.REBUILD_FAULT_PAUSE:
-        log.warning("REBUILD_FAULT_PAUSE: pausing in %s for %.0fs", phase, settings.REBUILD_FAULT_SECONDS)
-        print(f"REBUILD_FAULT_PAUSE: pausing in {phase}", file=sys.stderr, flush=True)
-        time.sleep(settings.REBUILD_FAULT_SECONDS)
 
 
 # --- which generation is live ---
@@ -116,44 +106,6 @@ def live_position(kafka: KafkaSettings, cursor: Any) -> dict[int, int]:
 
 
 # --- tables of a generation ---
-
-
-def empty_tables(cursor: Any, schema: str, chosen: list[Projection]) -> None:
-    """The chosen projections' tables in `schema`, empty, like the live ones but without indexes (built after the
-    rows: `build_indexes`); a checkpoint table and a parked table of the schema's own (small, indexed)."""
-    for projection in chosen:
-        cursor.execute(
-            f"CREATE TABLE {schema}.{projection.table} "
-            f"(LIKE public.{projection.table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED)"
-        )
-    for table in (CHECKPOINTS, parking.TABLE):
-        cursor.execute(f"CREATE TABLE IF NOT EXISTS {schema}.{table} (LIKE public.{table} INCLUDING ALL)")
-    build_indexes(cursor, schema, [p for p in chosen if not p.bulk])  # writers that upsert need them
-
-
-def build_indexes(cursor: Any, schema: str, chosen: Iterable[Projection]) -> None:
-    """The live tables' primary keys, unique constraints and indexes, with the same names, on `schema`'s copies."""
-    for projection in chosen:
-        table = projection.table
-        cursor.execute(
-            "SELECT conname, pg_get_constraintdef(c.oid) FROM pg_constraint c "
-            "WHERE conrelid = %s::regclass AND contype IN ('p', 'u', 'x') ORDER BY contype",
-            [f"public.{table}"],
-        )
-        constraints = cursor.fetchall()
-        for name, definition in constraints:
-            cursor.execute(f'ALTER TABLE {schema}.{table} ADD CONSTRAINT "{name}" {definition}')
-        cursor.execute(
-            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' AND tablename = %s "
-            "AND indexname <> ALL(%s)",
-            [table, [name for name, _ in constraints]],
-        )
-        for _, definition in cursor.fetchall():
-            moved, found = re.subn(rf" ON (public\.)?{table} ", f" ON {schema}.{table} ", definition, count=1)
-            if not found:
-                raise RuntimeError(f"cannot place index {definition!r} on {schema}.{table}")
-            cursor.execute(moved)
-        cursor.execute(f"ANALYZE {schema}.{table}")
 
 
 def checkpoints_of(kafka: KafkaSettings, cursor: Any, schema: str, names: Iterable[str]) -> dict[str, dict[int, int]]:

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from bank import messages, metrics
 from bank.config import KafkaSettings
 from bank.kafka import end_offsets, offsets_at, read_to_end
-from projections import generations, parking, registry, store
+from projections import parking, registry, store, tables
 from projections.registry import Projection
 
 log = logging.getLogger("bank.replay")
@@ -79,7 +79,7 @@ def replay(
 
     1. Into the live tables: take the advisory lock (the live projector waits until the replay has
        committed), empty them and their checkpoints. Into `schema` (a generation that is not live,
-       projections/generations.py): no lock; create the schema afresh with empty copies of the chosen
+       projections/tables.py): no lock; create the schema afresh with empty copies of the chosen
        tables without their indexes, and write there instead; the indexes are built after the rows.
     3. Read bank.events from the start in large batches; the live projector's parking rules
        (`parking.Parking`, in memory) say which events apply, which accounts park at a gap or a
@@ -111,7 +111,7 @@ def replay(
             for projection in chosen:
                 cursor.execute(f"TRUNCATE {projection.table}")
             cursor.execute(f"DELETE FROM {CHECKPOINT_TABLE} WHERE projection = ANY(%s)", [list(result.projections)])
-            # A projection not deployed yet (projections/generations.py) is live once rebuilt from the whole log.
+            # A projection not deployed yet (projections/tables.py) is live once rebuilt from the whole log.
             cursor.execute(
                 "DELETE FROM projections_generation WHERE live = 0 AND projection = ANY(%s)", [list(result.projections)]
             )
@@ -144,14 +144,14 @@ def replay(
                     result.seconds = time.monotonic() - started
                     on_batch(result, bar.n)
                 if schema:
-                    generations.fault_pause("fill")
+                    tables.fault_pause("fill")
             bar.total = bar.n  # the events there were: the bar ends at 100%
             metrics.replay_progress.set(1.0)
         for projection in chosen:
             if projection.finish is not None:
                 projection.finish(cursor, memory)
         if schema:
-            generations.build_indexes(cursor, schema, [p for p in chosen if p.bulk])
+            tables.build_indexes(cursor, schema, [p for p in chosen if p.bulk])
         for projection in chosen:
             # Offsets past the last event (transaction markers) count as read too.
             store.save_checkpoints(
@@ -203,7 +203,7 @@ def use_scratch_schema(cursor: Any, schema: str, chosen: list[Projection]) -> No
         raise ValueError(f"not a usable scratch schema name: {schema!r}")
     cursor.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
     cursor.execute(f"CREATE SCHEMA {schema}")
-    generations.empty_tables(cursor, schema, chosen)
+    tables.empty_tables(cursor, schema, chosen)
     cursor.execute(f"SET LOCAL search_path TO {schema}")
 
 
