@@ -1,7 +1,7 @@
 """What the tests share: named users' password, reading the real topics back, workers as real processes, and
 small factories (commands sent, accounts as the projector writes them). Test modules import from here only.
 
-Processes and bounded waits are the benchmarks' harness (bench/harness.py): one implementation for both.
+Processes and bounded waits are devservices/workers.py, which the benchmarks use too; no test imports bench/.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from django.conf import settings
 from bank import domain, messages
 from bank.config import KafkaSettings
 from bank.kafka import read_to_end
-from bench import harness
-from bench.harness import ROOT, wait_until
+from devservices import workers
+from devservices.workers import ROOT, wait_until
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -56,7 +56,7 @@ def database_url() -> str:
 
 def worker_env(kafka: KafkaSettings, **extra: str) -> dict[str, str]:
     """A worker on the test's topics, the session's Redis and the test database pytest-django made."""
-    return harness.worker_env(
+    return workers.worker_env(
         kafka,
         database_url(),
         settings.REDIS_URL,
@@ -68,11 +68,11 @@ def worker_env(kafka: KafkaSettings, **extra: str) -> dict[str, str]:
     )
 
 
-class Worker(harness.Process):
+class Worker(workers.Process):
     """A manage.py worker (or `program`) in its own process, its output in var/test/logs/<name>.log."""
 
     def __init__(self, name: str, args: list[str], env: dict[str, str], program: list[str] | None = None) -> None:
-        super().__init__(name, [*(program or harness.manage()), *args], env, LOGS)
+        super().__init__(name, [*(program or workers.manage()), *args], env, LOGS)
 
 
 # --- factories ---

@@ -20,7 +20,7 @@ from bank import domain, messages
 from bank.command_bus import CommandBus
 from bank.config import KafkaSettings
 from projections.models import Account, AuditEntry, DeadLetter, ParkedAccount
-from tests.kafka_helpers import Worker, read_events, read_raw, wait_until
+from tests.helpers import Worker, read_events, read_raw, wait_until
 from tests.test_operator_commands import run
 from tests.test_projector import caught_up, expected_rows, projected_rows
 

@@ -15,7 +15,7 @@ from bank import domain, messages
 from bank.command_bus import CommandBus
 from bank.config import KafkaSettings
 from projections.models import DeadLetter
-from tests.kafka_helpers import Worker, read_raw, wait_until
+from tests.helpers import Worker, read_raw, wait_until
 from tests.test_operator_commands import run
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.django_db]
