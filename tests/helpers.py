@@ -22,7 +22,7 @@ from bank import domain, messages
 from bank.config import KafkaSettings
 from bank.kafka import producer, read_to_end
 from devservices import workers
-from devservices.workers import ROOT, wait_until
+from devservices.workers import ROOT, manage, wait_until
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -31,7 +31,15 @@ if TYPE_CHECKING:
     from bank.command_bus import CommandBus
     from projections.models import Account
 
-__all__ = ["LOGS", "PASSWORD", "ROOT", "VAR", "Worker", "wait_until"]  # ROOT, wait_until: devservices.workers
+__all__ = [
+    "LOGS",
+    "PASSWORD",
+    "ROOT",
+    "VAR",
+    "Worker",
+    "manage",
+    "wait_until",
+]  # ROOT, manage, wait_until: devservices.workers
 
 PASSWORD = "correct-horse-battery"
 VAR = ROOT / "var" / "test"
@@ -182,7 +190,7 @@ class Worker(workers.Process):
     """A manage.py worker (or `program`) in its own process, its output in var/test/logs/<name>.log."""
 
     def __init__(self, name: str, args: list[str], env: dict[str, str], program: list[str] | None = None) -> None:
-        super().__init__(name, [*(program or workers.manage()), *args], env, LOGS)
+        super().__init__(name, [*(program or manage()), *args], env, LOGS)
 
 
 # --- factories ---
