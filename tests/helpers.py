@@ -139,7 +139,7 @@ class Fold:
         event's `balance`, closed at AccountClosed."""
         account, data, moment = e["account_id"], e["data"], datetime.fromisoformat(e["occurred_at"])
         if e["type"] == "AccountOpened":
-            self.accounts[account] = {"owner": data["owner"], "name": data["name"], "currency": data["currency"]}
+            self.accounts[account] = {key: data.get(key) for key in ("owner", "name", "currency")}
             self.accounts[account] |= {"balance": 0, "status": "open", "opened_at": moment}
         if row := self.accounts.get(account):
             row |= {"last_sequence": e["sequence"], "updated_at": moment}
