@@ -420,7 +420,9 @@ class Stack:
         """What a failed run needs to be understood: the containers' states and the last lines of each log."""
         with contextlib.suppress(Exception):
             print(self.compose("ps", "-a").stdout, flush=True)
-            print(self.compose("logs", "--no-color", "--tail", "80").stdout[-30000:], flush=True)
+            print(self.compose("logs", "--no-color", "--tail", "20").stdout[-20000:], flush=True)
+            for service in ("web", "processor", "projector"):  # the app's own lines, never cut by the brokers' many
+                print(self.compose("logs", "--no-color", "--tail", "80", service).stdout[-12000:], flush=True)
 
     def down(self) -> None:
         say("docker compose down -v")
