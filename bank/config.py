@@ -6,7 +6,7 @@ A bad value stops start-up with a one-line error that names the variable.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -109,7 +109,7 @@ class KafkaSettings:
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str = "SCRAM-SHA-512"
     sasl_username: str = ""
-    sasl_password: str = ""
+    sasl_password: str = field(default="", repr=False)  # never printed (error pages, logs)
     ssl_ca_location: str = ""
     topic_prefix: str = "bank."
     partitions: int = 6

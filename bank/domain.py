@@ -319,12 +319,17 @@ def quarantined(state: Account, command: Command, max_amount: int = DEFAULT_MAX_
     return reject(command, Reason.ACCOUNT_QUARANTINED)
 
 
+def has_visible_character(text: str) -> bool:
+    """Not only spaces and invisible characters (zero-width, bidi controls: str.isprintable says no to them)."""
+    return any(c.isprintable() and not c.isspace() for c in text)
+
+
 def _decide(state: Account, command: Command, max_amount: int) -> list[Event]:
     match command:
         case OpenAccount(owner=owner, name=name, currency=currency):
             if state.status is not Status.NONE:
                 raise Rejection(Reason.ACCOUNT_EXISTS)
-            if not name.strip() or len(name) > MAX_NAME_LENGTH:
+            if not has_visible_character(name) or len(name) > MAX_NAME_LENGTH:
                 raise Rejection(Reason.INVALID_NAME)
             if currency not in CURRENCIES:
                 raise Rejection(Reason.UNSUPPORTED_CURRENCY)

@@ -43,6 +43,10 @@ class BrokerWatch:
        outage) show when a broker is UP again after the last failure.
     3. Once no failure has come for QUIET_SECONDS since then, the outage ends: one warning with its length.
     Callbacks run on the threads that poll the clients, hence the lock.
+
+    `outages` counts the outages seen so far and `reachable()` says whether a broker is up now (no outage,
+    or one seen UP since the last failure): a client whose calls may be left wedged by an outage (the
+    processor's transactional producer) is renewed once it is over, before it is used again.
     """
 
     _watches: dict[str, BrokerWatch] = {}
@@ -54,6 +58,7 @@ class BrokerWatch:
         self.up_at: float | None = None  # when a broker was seen UP after the last failure
         self.last_failure = 0.0
         self.failures = 0
+        self.outages = 0
         self._lock = threading.Lock()
 
     @classmethod
@@ -69,7 +74,12 @@ class BrokerWatch:
                 self.failures += 1
                 return
             self.since, self.failures = now, 1
+            self.outages += 1
         log.warning("Kafka %s unreachable (%s: %s); retrying quietly until it is back", self.servers, client, reason)
+
+    def reachable(self) -> bool:
+        """No outage in progress, or a broker was seen UP since its last connection failure."""
+        return self.since is None or self.up_at is not None
 
     def stats(self, report: str) -> None:
         if self.since is None:  # the common case: nothing to parse

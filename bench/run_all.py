@@ -30,6 +30,7 @@ FULL = {
     "latency": "--rates 50,100,150,200,300 --seconds 10",
     "fanout": "--pages 1000 --storm 500 --deposits 20",
     "transfers": "--transfers 4000 --rate 50 --seconds 10",
+    "history": "--entries 1000000 --csv-entries 100000",
 }
 TINY = {
     "web": "--duration 2",
@@ -40,6 +41,7 @@ TINY = {
     "latency": "--rates 20 --seconds 2",
     "fanout": "--pages 20 --storm 10 --deposits 3 --settle 0.5 --drain 5",
     "transfers": "--accounts 20 --deposits 200 --transfers 100 --rate 20 --seconds 2",
+    "history": "--entries 3000 --small 100 --csv-entries 500 --repeat 2",
 }
 RESULT_FILES = ("http", "processor", "recovery", "projection", "eventsourcing", "latency", "fanout")
 

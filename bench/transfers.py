@@ -12,7 +12,10 @@
    row on the payer's own websocket. The legs (view → debit → credit → payee's websocket) come from the
    events' times read back from Kafka.
 
-    .venv/bin/python -m bench.transfers [--transfers 4000] [--rate 50 --seconds 10]
+   With `--profile` (py-spy on PATH or in the venv), py-spy samples daphne and the projector during the measured
+   transfers; the heaviest functions are printed and written with the results.
+
+    .venv/bin/python -m bench.transfers [--transfers 4000] [--rate 50 --seconds 10] [--profile]
 """
 
 from __future__ import annotations
@@ -172,11 +175,22 @@ async def latency(args: Any, kafka: KafkaSettings, port: int, workers: list[harn
                 await payee.watch(destination, record.command_id)
             return record
 
+        profile: dict[str, dict[str, list[str]]] = {}
         try:
             await open_loop(10, 1.0, args.drain, transfer)  # warm-up, not measured
             await open_loop(10, 1.0, args.drain, deposit)
             by_transfer.clear()
+            spies = []
+            if args.profile:
+                pids = harness.cpu_pids([w for w in workers if w.name in ("daphne", "projector")])
+                out = LOGS / "profile"
+                spies = [(name, harness.py_spy([pid], args.seconds, out), out.with_name(f"profile-{pid}.txt"))
+                         for name, pid in pids.items()]  # fmt: skip
             records = await open_loop(args.rate, args.seconds, args.drain, transfer)
+            for name, started, path in spies:
+                for spy in started:
+                    await asyncio.to_thread(spy.wait, 30)
+                profile[name] = harness.profile_top([path])
             await asyncio.sleep(1.0)
             baseline = await open_loop(args.rate, args.seconds, args.drain, deposit)
         finally:
@@ -185,6 +199,7 @@ async def latency(args: Any, kafka: KafkaSettings, port: int, workers: list[harn
             await asyncio.gather(*listeners, return_exceptions=True)
     transfer_ms, deposit_ms = latencies(records), latencies(baseline)
     http_ms, p99 = [(r.accepted - r.scheduled) * 1000 for r in records if r.accepted is not None], pct(transfer_ms, 99)
+    deposit_http_ms = [(r.accepted - r.scheduled) * 1000 for r in baseline if r.accepted is not None]
     return {
         "rate": args.rate,
         "seconds": args.seconds,
@@ -197,7 +212,9 @@ async def latency(args: Any, kafka: KafkaSettings, port: int, workers: list[harn
         "baseline_deposits": {
             "updates_seen": f"{len(deposit_ms)} of {len(baseline)}",
             "latency_ms": quantiles(deposit_ms, (50, 99)),
+            "http_answer_ms": quantiles(deposit_http_ms, (50, 99)),
         },
+        "profile": profile,
         "target_p99_ms": TARGET_P99_MS,
         "met": p99 is not None and p99 < TARGET_P99_MS and len(transfer_ms) == len(records),
     }
@@ -205,7 +222,15 @@ async def latency(args: Any, kafka: KafkaSettings, port: int, workers: list[harn
 
 def main() -> None:
     args = harness.arguments(
-        __doc__, accounts=600, deposits=15_000, transfers=4_000, rate=50, seconds=10.0, drain=5.0, database=None
+        __doc__,
+        accounts=600,
+        deposits=15_000,
+        transfers=4_000,
+        rate=50,
+        seconds=10.0,
+        drain=5.0,
+        database=None,
+        profile=False,
     )
     harness.setup_django()
     kafka = harness.fresh_kafka("transfers")
@@ -240,9 +265,17 @@ def main() -> None:
                     f"{baseline['latency_ms']['p50']} / {baseline['latency_ms']['p99']} ms "
                     f"({baseline['updates_seen']} seen)",
                 ),
+                (
+                    "baseline: deposit view's answer p50 / p99",
+                    f"{baseline['http_answer_ms']['p50']} / {baseline['http_answer_ms']['p99']} ms",
+                ),
+                ("load average (1 min)", f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"),
             ]
         )
     )
+    for name, top in live["profile"].items():
+        print(f"profile of {name} during the transfers ({top.get('samples', ['0'])[0]} samples), inclusive:")
+        print("\n".join(f"  {line}" for line in top["inclusive"]))
     if crashed:
         print(f"tracebacks in the workers' logs ({LOGS}): {crashed}")
     harness.write_results(

@@ -8,6 +8,7 @@ check never waits long and never hammers a dependency that is down.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import threading
 import time
@@ -139,10 +140,14 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def serve(port: int, health: Health, host: str = "0.0.0.0") -> Callable[[], None] | None:
-    """Serve /metrics, /livez and /readyz on `port` from a daemon thread. Returns a stop function.
+def serve(port: int, health: Health, host: str = "127.0.0.1", token: str = "") -> Callable[[], None] | None:
+    """Serve /metrics, /livez and /readyz on `host`:`port` from a daemon thread. Returns a stop function.
 
-    A port already taken (a second instance on one machine) costs the metrics, never the worker.
+    Localhost unless told otherwise (WORKER_METRICS_HOST): the figures (commands by outcome, rejection
+    reasons, quarantined accounts) are the ones the web's /metrics keeps for staff. With `token`
+    (METRICS_TOKEN), /metrics asks for `Authorization: Bearer <token>`, as the web's does; the health
+    answers stay open to the container's probes. A port already taken (a second instance on one
+    machine) costs the metrics, never the worker.
     """
     if port <= 0:
         return None
@@ -155,6 +160,10 @@ def serve(port: int, health: Health, host: str = "0.0.0.0") -> Callable[[], None
             status = "200 OK" if not problems else "503 Service Unavailable"
             start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
             return [("ok\n" if not problems else "\n".join(problems) + "\n").encode()]
+        sent = str(environ.get("HTTP_AUTHORIZATION", "")).encode("latin-1", "replace")
+        if token and not hmac.compare_digest(sent, f"Bearer {token}".encode()):
+            start_response("403 Forbidden", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"The configured scraper only.\n"]
         return metrics_app(environ, start_response)  # type: ignore[no-any-return]
 
     try:
@@ -168,12 +177,14 @@ def serve(port: int, health: Health, host: str = "0.0.0.0") -> Callable[[], None
     return server.shutdown
 
 
-def start(worker: str, consumer: Consumer, probes: dict[str, Probe], port: int) -> Callable[[], None]:
-    """Metrics (with the consumer's lag) and health on `port`; returns the heartbeat for the worker loop."""
+def start(
+    worker: str, consumer: Consumer, probes: dict[str, Probe], port: int, host: str = "127.0.0.1", token: str = ""
+) -> Callable[[], None]:
+    """Metrics (with the consumer's lag) and health on `host`:`port`; returns the heartbeat for the worker loop."""
     state = Health(probes)
     if metrics.ENABLED:
         REGISTRY.register(Readiness(worker, state))
-    serve(port, state)
+    serve(port, state, host, token)
     lag = LagMeter(worker, consumer)
 
     def beat() -> None:

@@ -33,6 +33,7 @@ from bank import domain, messages, metrics
 from bank.config import KafkaSettings
 from bank.kafka import (
     BoundedCalls,
+    BrokerWatch,
     CallOverran,
     LogStalled,
     ReadInterrupted,
@@ -103,6 +104,8 @@ class Processor:
         self._transactional_id, self._transaction_timeout_ms = f"{group}-{instance}", transaction_timeout_ms
         self.call_timeout, self.call_grace = call_timeout, call_grace
         self.producers_replaced = 0
+        self._brokers = BrokerWatch.of(kafka.bootstrap_servers)
+        self._outages_before = self._brokers.outages  # the outages the current producer was made after
         self.producer = self._new_producer()
         self._calls = self._new_calls()
         # Fault injection for the tests: hold each transaction open this long before committing it,
@@ -119,6 +122,9 @@ class Processor:
         self._produced = 0
         self._delivered: list[tuple[int, int]] = []  # (partition, offset) of this transaction's events
         self._outcomes: list[tuple[str, str, str]] = []  # (type, outcome, reason) of the open transaction
+        # Per partition whose every delivered command is committed: the committed offset (None: not looked up yet).
+        self._committed: dict[int, int | None] = {}
+        self._look_up_after = 0.0
 
     # --- lifecycle ---
 
@@ -166,12 +172,14 @@ class Processor:
         numbers = [tp.partition for tp in partitions]
         log.info("processor %s assigned partitions %s; loading their accounts", self.instance, numbers)
         self._load(numbers)
+        self._committed.update(dict.fromkeys(numbers))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         numbers = [tp.partition for tp in partitions]
         log.info("processor %s lost partitions %s", self.instance, numbers)
         for p in numbers:
             self.partitions.pop(p, None)
+            self._committed.pop(p, None)
 
     def _load(self, numbers: list[int]) -> None:
         try:
@@ -207,12 +215,17 @@ class Processor:
         batch = self._without_errors(batch)
         pending = {p for p, part in self.partitions.items() if part.foreign}
         unsaved = {p for p, part in self.partitions.items() if part.dirty} if self.store else set()
-        if not batch and not pending and not unsaved:
+        passed = [] if batch else self._past_markers()
+        if not batch and not pending and not unsaved and not passed:
             return 0
+        for message in batch:
+            self._committed.pop(message.partition() or 0, None)
         # States are written every `state_every` transactions, when foreign records were found, and
         # when the processor is idle; in between, a restart folds the events since the last ones.
         checkpoint = self.store and (bool(pending) or not batch or self.transactions % self.state_every == 0)
         partitions = sorted({m.partition() or 0 for m in batch} | pending | (unsaved if checkpoint else set()))
+        if self._brokers.outages != self._outages_before and (batch or self._brokers.reachable()):
+            self._renew_after_outage()  # a batch in hand: the brokers answer, whatever the last statistics said
         self._delivered.clear()
         self._produced = 0
         started = time.perf_counter()
@@ -235,8 +248,9 @@ class Processor:
             # block past its timeout, forever (librdkafka #5456, #5511; seen here after losing two brokers).
             producer, timeout = self.producer, self.call_timeout
             self._txn("the events' delivery", lambda: producer.flush(timeout))
-            if batch:
-                offsets, group = next_offsets(batch), self.consumer.consumer_group_metadata()
+            offsets = next_offsets(batch) if batch else passed
+            if offsets:
+                group = self.consumer.consumer_group_metadata()
                 self._retrying(
                     "the offsets sent to the transaction",
                     lambda: producer.send_offsets_to_transaction(offsets, group, timeout),
@@ -251,6 +265,7 @@ class Processor:
             self._recover(KafkaError(KafkaError._TIMED_OUT, str(overran), fatal=True), partitions)
             return len(batch)
         self.transactions += 1
+        self._committed.update({tp.partition: tp.offset for tp in offsets})
         metrics.transactions.labels("committed").inc()
         metrics.processor_batch_size.observe(len(batch))
         metrics.processor_batch_seconds.observe(time.perf_counter() - started)
@@ -274,6 +289,31 @@ class Processor:
                     part.dirty.clear()
         self._check_own_offsets()
         return len(batch)
+
+    def _past_markers(self) -> list[TopicPartition]:
+        """When idle: the consumer's positions that have moved past the committed offsets over transaction
+        markers (or aborted records) only, which a read_committed consumer never hands over. The offsets sent
+        with a batch are its last command + 1: where a saga step's marker follows, the group would show a lag of
+        1 on an idle bank. Only partitions whose every delivered command is committed count, so nothing that was
+        work is passed; the offsets go in a transaction of their own, ordered with the others."""
+        unknown = [p for p, offset in self._committed.items() if offset is None]
+        if unknown:
+            if time.monotonic() < self._look_up_after or not self._brokers.reachable():
+                return []
+            self._look_up_after = time.monotonic() + 5.0  # at most one broker round trip per 5 s while idle
+            try:
+                found = self.consumer.committed([TopicPartition(self.kafka.commands_topic, p) for p in unknown], 2.0)
+            except KafkaException as error:
+                log.debug("committed offsets not read (%s); trying again later", error)
+                return []
+            for tp in found:
+                if tp.partition in self._committed:
+                    self._committed[tp.partition] = max(tp.offset, 0)  # never committed: nothing consumed
+        known = {p: offset for p, offset in self._committed.items() if offset is not None}
+        if not known:
+            return []
+        positions = self.consumer.position([TopicPartition(self.kafka.commands_topic, p) for p in known])
+        return [tp for tp in positions if tp.offset >= 0 and tp.offset > known[tp.partition]]
 
     def _txn(self, what: str, call: Callable[[], object]) -> None:
         """A blocking producer call, bounded even where librdkafka overruns its timeout (CallOverran)."""
@@ -305,7 +345,21 @@ class Processor:
                     raise
                 log.warning("processor %s: %s not confirmed yet (%s); retrying", self.instance, what, error.str())
 
+    def _renew_after_outage(self) -> None:
+        """A new transactional producer before the first transaction after a broker outage.
+
+        The producer that lived through the outage may block its first send_offsets_to_transaction until
+        the call's bound (seen after a single broker's restart: 15 s, then replaced anyway). Between two
+        transactions nothing is open, so a new one with the same transactional.id costs one init_transactions
+        and no reload: the in-memory state is what the last commit left."""
+        log.info(
+            "processor %s: the brokers are back after an outage; renewing the transactional producer", self.instance
+        )
+        self._replace_producer()
+        self._init_transactions()
+
     def _new_producer(self) -> Producer:
+        self._outages_before = self._brokers.outages
         return transactional_producer(self.kafka, self._transactional_id, self._transaction_timeout_ms)
 
     def _renew_producer(self, error: KafkaError) -> None:
@@ -554,6 +608,7 @@ class Processor:
             partitions = sorted({*partitions, *(tp.partition for tp in self.consumer.assignment())})
         for p in partitions:
             self.partitions.pop(p, None)
+            self._committed.pop(p, None)
         owned = {tp.partition for tp in self.consumer.assignment()}
         mine = [p for p in partitions if p in owned]
         if not mine:
@@ -566,6 +621,7 @@ class Processor:
                 self.consumer.seek(
                     TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
                 )
+                self._committed[tp.partition] = max(tp.offset, 0)  # back at the committed offset
         except KafkaException as exc:
             # Most likely the partitions have just moved to another instance; the rebalance will sort it out.
             log.warning("could not seek back partitions %s: %s", mine, exc)

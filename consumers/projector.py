@@ -90,6 +90,7 @@ class Projector:
         self.pushed = 0
         self.held: Held | None = None
         self.failures = 0
+        self._reported: dict[int, int] = {}  # the offsets last committed to Kafka (for lag tools), per partition
 
     def start(self) -> None:
         self.consumer.subscribe(
@@ -147,6 +148,8 @@ class Projector:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("projector lost partitions %s", [tp.partition for tp in partitions])
+        for tp in partitions:
+            self._reported.pop(tp.partition, None)
         self.held = None  # its partitions may go elsewhere; the next owner starts from the checkpoints
 
     def _back_off(self, what: str, error: Exception) -> bool:
@@ -180,6 +183,8 @@ class Projector:
         if self.held is None:
             batch = [m for m in consume_batch(self.consumer, self.batch_size, self.batch_wait) if self._usable(m)]
             if not batch:
+                # Idle: the position moves past the last transaction markers only on the poll after the batch.
+                self._report_positions([tp.partition for tp in self.consumer.assignment()])
                 return 0
             self.held = self._prepare(batch)
         held = self.held
@@ -207,13 +212,20 @@ class Projector:
         if held.poison or self.batches % 20 == 1:
             # A gap or a refused row may have parked an account: counted now and then, and after poison.
             metrics.quarantined_accounts.labels("projector").set(ParkedAccount.objects.count())
+        self._report_positions(list(held.ends))
+        return len(held.messages)
+
+    def _report_positions(self, partitions: list[int]) -> None:
+        """Commit the consumer's positions to Kafka where they moved (for lag tools only; the checkpoints are
+        in the database). The position, not the last offset + 1: past transaction markers, so lag can reach 0."""
         try:
-            # The consumer's position, not the last offset + 1: it is past transaction markers, so lag can reach 0.
-            positions = self.consumer.position([TopicPartition(self.topic, p) for p in held.ends])
-            self.consumer.commit(offsets=[tp for tp in positions if tp.offset >= 0], asynchronous=True)
+            positions = self.consumer.position([TopicPartition(self.topic, p) for p in partitions])
+            moved = [tp for tp in positions if tp.offset >= 0 and self._reported.get(tp.partition) != tp.offset]
+            if moved:
+                self.consumer.commit(offsets=moved, asynchronous=True)
+                self._reported.update({tp.partition: tp.offset for tp in moved})
         except KafkaException as error:
             log.warning("could not commit offsets to Kafka (only lag reporting suffers): %s", error)
-        return len(held.messages)
 
     def _prepare(self, batch: list[Message]) -> Held:
         events: list[store.Positioned] = []

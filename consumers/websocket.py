@@ -16,7 +16,8 @@ server/fastpath/websocket.py takes two of Channels' per-message steps out of the
 values it renders come from its own user's accounts and the commands it waits for, as before.
 
 Messages from the browser:
-  {"type": "hello", "page": "dashboard"|"account", "account": id, "history": bool, "pending": [[account, command], ...]}
+  {"type": "hello", "page": "dashboard"|"account", "account": id, "history": bool, "chart": 30|90|365|null,
+   "pending": [[account, command], ...]}
   {"type": "watch", "account": id, "command": id}    a pending row that appeared after the hello
 """
 
@@ -48,6 +49,7 @@ from projections.apply import AccountRow, AuditRow
 from projections.live import account_from_payload, account_group, entry_from_payload, owner_group, session_group
 from projections.models import Account
 from projections.queries import Outcome
+from web import chart
 from web.middleware import ZONE_COOKIE, zone_from_cookie
 
 log = logging.getLogger("bank.websocket")
@@ -55,8 +57,10 @@ log = logging.getLogger("bank.websocket")
 UNAUTHORIZED = 4401  # not logged in, or no longer
 # "Try again later": htmx's websocket extension reconnects after a growing, jittered pause,
 # and the page says that live updates are busy (static/bank/live.js).
-TRY_AGAIN_LATER = 1013
-MESSAGE_TOO_BIG = 1009  # RFC 6455
+# Codes of our own (4000-4999): autobahn, under daphne, refuses to send 1009 or 1013 from a server ("invalid
+# close code"), which crashed the consumer before its disconnect ran, so the socket's slot was never freed.
+TRY_AGAIN_LATER = 4013
+MESSAGE_TOO_BIG = 4009
 MAX_PENDING = 100  # commands one page may wait for
 # A hello with MAX_PENDING pending commands is under 9 KB: anything much larger is not from our page,
 # and parsing it (a megabyte of "[[[[" say) is work nobody needs done.
@@ -75,6 +79,7 @@ class Page:
     kind: str  # "dashboard", "account", or "" for a page without live parts
     account: UUID | None = None  # the account page's account
     history: bool = False  # the account page shows page one of the history (which takes live rows)
+    chart: int | None = None  # the account page's balance chart shows this many days
 
     def shows_account(self, account_id: UUID) -> bool:
         return self.kind == "account" and self.account == account_id
@@ -85,6 +90,11 @@ def _row_command(entry: AuditRow) -> UUID:
     if entry.transfer_id is not None and entry.type in ("TransferDebited", "TransferCompleted", "TransferRefunded"):
         return entry.transfer_id
     return entry.command_id
+
+
+def _chart_days(value: Any) -> int | None:
+    text = str(value)
+    return int(text) if text in {str(n) for n in chart.RANGES} else None
 
 
 def _uuid(value: Any) -> UUID | None:
@@ -194,6 +204,34 @@ def _rendered(partial: str, zone: ZoneInfo | None, key: tuple[tuple[str, Any], .
     return _render(partial, zone, dict(key))  # the key holds the values themselves (lists as tuples)
 
 
+def _render_chart(figures: chart.Chart, zone: ZoneInfo) -> str:
+    return _render("chart", zone, {"chart": figures, "oob": True})
+
+
+_charts: dict[tuple[UUID, int, int, str, Any], asyncio.Future[str]] = {}
+
+
+async def _chart_fragment(account: AccountRow, days: int, zone: ZoneInfo, today: Any) -> str:
+    """One query and one render per (account, its last sequence, range, zone, day), however many pages ask:
+    the first page's read is shared by the others (a push reaches every open page of the account at once)."""
+    key = (account.id, account.last_sequence, days, zone.key, today)
+    future = _charts.get(key)
+    if future is None or future.get_loop() is not asyncio.get_running_loop():
+        while len(_charts) >= 256:  # a push's pages ask within moments: older entries are done with
+            del _charts[next(iter(_charts))]
+
+        @database_sync_to_async
+        def read() -> str:
+            return _render_chart(chart.for_account(account, days, zone), zone)
+
+        future = _charts[key] = asyncio.ensure_future(read())
+    try:
+        return await asyncio.shield(future)
+    except Exception:
+        _charts.pop(key, None)  # not kept: the next page asks again
+        raise
+
+
 class LiveConsumer(AsyncWebsocketConsumer):
     open_sockets = 0  # accepted and not yet closed, in this process
 
@@ -239,7 +277,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         metrics.websockets_open.inc()
 
     async def _try_again_later(self, reason: str) -> None:
-        """Accepted, then closed with 1013: a refused handshake would look like a crash to the page."""
+        """Accepted, then closed with TRY_AGAIN_LATER: a refused handshake would look like a crash to the page."""
         await self.accept()
         await self.close(code=TRY_AGAIN_LATER, reason=reason[:120])
 
@@ -284,6 +322,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
             kind=kind if kind in ("dashboard", "account") else "",
             account=_uuid(message.get("account")),
             history=message.get("history") is True,
+            chart=_chart_days(message.get("chart")),
         )
         raw = message.get("pending")
         pending = [c for c in map(_command, raw[:MAX_PENDING]) if c] if isinstance(raw, list) else []
@@ -349,7 +388,11 @@ class LiveConsumer(AsyncWebsocketConsumer):
             if event.get("entry_count", len(entries)) > len(entries):
                 messages.append(await self._history(account))  # too many to prepend: page one afresh
             else:
-                messages.append(self._render("ws-history-prepended", account=account, entries=entries))
+                messages.append(
+                    self._render("ws-history-prepended", account=account, entries=entries, own_names=self._names())
+                )
+        if shown and self.page.chart and payload is not None:
+            messages.append(await self._chart(account, self.page.chart))
         await self._send_all(messages)
 
     async def account_opened(self, event: dict[str, Any]) -> None:
@@ -396,8 +439,21 @@ class LiveConsumer(AsyncWebsocketConsumer):
     @database_sync_to_async
     def _history(self, account: AccountRow) -> str:
         return self._render(
-            "history-body", account=account, entries=queries.history_page_one(account.id), live_history=True
+            "history-body",
+            account=account,
+            entries=queries.history_page_one(account.id),
+            live_history=True,
+            own_names=self._names(),
         )
+
+    async def _chart(self, account: AccountRow, days: int) -> str:
+        """The chart with today's point moved: once per account state, zone, range and day, for all its pages."""
+        zone = self.zone or ZoneInfo("UTC")
+        return await _chart_fragment(account, days, zone, timezone.localdate(timezone=zone))
+
+    def _names(self) -> tuple[tuple[UUID, str], ...]:
+        """The user's own accounts' names, as pairs (fragments are looked up by value)."""
+        return tuple(sorted(queries.names_of(self.accounts.values()).items()))
 
     async def _still_logged_in(self) -> bool:
         """Checked now and then (logging out closes the socket at once; this catches expiry and the like)."""
@@ -424,7 +480,12 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if owned is not None and page.history:
             # Page one of the history as it is now: rows missed while disconnected appear, none twice.
             entries = queries.history_page_one(owned.id)
-            messages.append(self._render("history-body", account=owned, entries=entries, live_history=True))
+            messages.append(
+                self._render("history-body", account=owned, entries=entries, live_history=True, own_names=self._names())
+            )
+        if owned is not None and page.chart:
+            zone = self.zone or ZoneInfo("UTC")
+            messages.append(_render_chart(chart.for_account(owned, page.chart, zone), zone))
         return messages
 
     # --- rendering (the same partials as the pages) ---

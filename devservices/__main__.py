@@ -22,8 +22,8 @@ def local_prometheus(settings: Any, port: int) -> PrometheusServer:
     """Prometheus for `./run`: the web on 8000 (with METRICS_TOKEN) and the workers on their metrics ports."""
     targets = [
         Target("web", "127.0.0.1:8000", "/metrics", settings.METRICS_TOKEN),
-        Target("processor", f"127.0.0.1:{settings.PROCESSOR_METRICS_PORT}"),
-        Target("projector", f"127.0.0.1:{settings.PROJECTOR_METRICS_PORT}"),
+        Target("processor", f"127.0.0.1:{settings.PROCESSOR_METRICS_PORT}", "/metrics", settings.METRICS_TOKEN),
+        Target("projector", f"127.0.0.1:{settings.PROJECTOR_METRICS_PORT}", "/metrics", settings.METRICS_TOKEN),
     ]
     rules = str(settings.BASE_DIR / "monitoring" / "alerts.yml")
     return PrometheusServer(settings.VAR_DIR / "prometheus", port, targets, [rules])

@@ -31,6 +31,8 @@ def ensure(redis_url: str, var_dir: Path) -> bool:
             "",
             "--appendonly",
             "no",
+            # A password in REDIS_URL (redis://:password@host:port/0) is required of every client.
+            *(["--requirepass", url.password] if url.password else []),
             "--pidfile",
             str(var_dir / f"redis-{port}.pid"),
             "--logfile",

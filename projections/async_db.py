@@ -76,15 +76,25 @@ async def _the_pool(loop: asyncio.AbstractEventLoop) -> AsyncConnectionPool | No
 
 async def fetch_one(sql: str, params: list[Any]) -> tuple[Any, ...] | None:
     """The first row of one read-only query: on the event loop when it can, else in a thread."""
+    rows = await fetch_all(sql, params, first=True)
+    return rows[0] if rows else None
+
+
+async def fetch_all(sql: str, params: list[Any], first: bool = False) -> list[tuple[Any, ...]]:
+    """The rows of one read-only query (only the first with `first`): on the event loop when it can, else in
+    a thread."""
     loop = asyncio.get_running_loop()
     pool = await _the_pool(loop)
     if pool is None:
-        return await sync_to_async(_fetch_one_sync)(sql, params)
+        return await sync_to_async(_fetch_sync)(sql, params, first)
     for attempt in (1, 2):
         try:
             async with pool.connection() as connection:
                 cursor = await connection.execute(sql, params, prepare=True)
-                return await cursor.fetchone()
+                if first:
+                    row = await cursor.fetchone()
+                    return [row] if row is not None else []
+                return await cursor.fetchall()
         except psycopg.InterfaceError as error:
             raise db.InterfaceError(str(error)) from error
         except psycopg.OperationalError as error:  # includes the pool's timeout
@@ -96,11 +106,14 @@ async def fetch_one(sql: str, params: list[Any]) -> tuple[Any, ...] | None:
     raise AssertionError("unreachable")
 
 
-def _fetch_one_sync(sql: str, params: list[Any]) -> tuple[Any, ...] | None:
+def _fetch_sync(sql: str, params: list[Any], first: bool) -> list[tuple[Any, ...]]:
     with db.connection.cursor() as cursor:
         cursor.execute(sql, params)
-        row: tuple[Any, ...] | None = cursor.fetchone()
-        return row
+        if first:
+            row: tuple[Any, ...] | None = cursor.fetchone()
+            return [row] if row is not None else []
+        rows: list[tuple[Any, ...]] = cursor.fetchall()
+        return rows
 
 
 async def close() -> None:

@@ -53,6 +53,8 @@ class AuditEntry(models.Model):
     class Meta:
         ordering = ["-sequence"]
         constraints = [models.UniqueConstraint(fields=["account_id", "sequence"], name="audit_account_sequence")]
+        # The account as of a moment, statements and date filters look entries up by time.
+        indexes = [models.Index(fields=["account_id", "occurred_at"], name="audit_account_time")]
         verbose_name_plural = "audit entries"
 
     def __str__(self) -> str:

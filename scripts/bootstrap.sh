@@ -20,3 +20,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 fi
 export PATH="$PWD/.venv/bin:$PATH"
 export DJANGO_SETTINGS_MODULE=server.settings
+# The local development path (./run, ./run-tests) runs with Django's debug mode unless told otherwise;
+# the settings' default is off, and off refuses the development secret key.
+export DJANGO_DEBUG=${DJANGO_DEBUG:-true}

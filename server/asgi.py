@@ -27,6 +27,10 @@ try:  # a refused password or an untrusted certificate stops the web server here
 except ImproperlyConfigured as error:
     sys.exit(f"error: {error}")
 
+from server import body_limit  # noqa: E402
+
+body_limit.install(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)  # daphne reads whole bodies before Django sees them
+
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 

@@ -14,13 +14,31 @@ from server import fastpath
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 
-DEBUG = env_bool("DJANGO_DEBUG", True)
+# Off unless asked for: `./run` (the local development path) turns it on and says so.
+DEBUG = env_bool("DJANGO_DEBUG", False)
 _DEV_SECRET = "dev-only-insecure-secret-key-change-me"
 SECRET_KEY = env_str("DJANGO_SECRET_KEY", _DEV_SECRET)
 if not SECRET_KEY or (not DEBUG and SECRET_KEY == _DEV_SECRET):
     raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set (and not the development key) when DJANGO_DEBUG is false")
+# Django looks for its middleware by name; ours are subclasses, checked by web/checks.py instead.
+SILENCED_SYSTEM_CHECKS = ["security.W001", "security.W002", "security.W003"]
+# Error pages and reports print no credential (the passwords in DATABASE_URL, REDIS_URL, Kafka's SASL).
+DEFAULT_EXCEPTION_REPORTER_FILTER = "web.debug.SafeReporterFilter"
+INTERNAL_IPS = ["127.0.0.1", "::1"]  # the only clients shown Django's debug pages (with DEBUG on)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+# Behind TLS (a proxy that terminates it and sets X-Forwarded-Proto): Secure cookies, HSTS, HTTPS redirects.
+HTTPS = env_bool("DJANGO_HTTPS", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_SSL_REDIRECT = HTTPS
+_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 31_536_000, minimum=0)
+SECURE_HSTS_SECONDS = _HSTS_SECONDS if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_PRELOAD = HTTPS
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if HTTPS else None
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]  # probed and scraped over plain HTTP inside the network
+# Our forms are a few hundred bytes: a larger body is refused (413/400) before it is parsed for the CSRF check.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("REQUEST_BODY_MAX", 65_536, minimum=1024)
+FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 
 DATABASE_URL = env_url("DATABASE_URL", "postgres://bank:bank@127.0.0.1:5432/bank", ("postgres", "postgresql"))
 DATABASES = {"default": environ.Env.db_url_config(DATABASE_URL)}
@@ -80,9 +98,10 @@ def redis_backends(url: str, prefix: str) -> tuple[dict[str, Any], dict[str, Any
 
 CHANNEL_LAYERS, CACHES = redis_backends(REDIS_URL, env_str("CHANNELS_PREFIX", "bank"))
 # Read from the cache, written through to PostgreSQL (on log in and out only): a Redis restart logs nobody out.
-# Open live pages one web process takes; more are told to try again later (close code 1013).
+# Open live pages one web process takes; more are told to try again later (close code 4013).
 LIVE_MAX_SOCKETS = env_int("LIVE_MAX_SOCKETS", 5000, minimum=1)
-SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+# Signed and stored under hashed keys in the cache (web.sessions): what Redis holds logs nobody in.
+SESSION_ENGINE = "web.sessions"
 AUTHENTICATION_BACKENDS = ["web.auth.CachedModelBackend"]
 
 KAFKA = kafka_from_env()
@@ -111,6 +130,9 @@ METRICS_ENABLED = env_bool("BANK_METRICS", True)
 PROCESSOR_METRICS_PORT = env_int("PROCESSOR_METRICS_PORT", 9101, minimum=0)
 PROJECTOR_METRICS_PORT = env_int("PROJECTOR_METRICS_PORT", 9102, minimum=0)
 METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+# The address the workers' endpoints listen on: localhost; 0.0.0.0 in a container that Prometheus scrapes
+# (with METRICS_TOKEN set, their /metrics asks for it too).
+WORKER_METRICS_HOST = env_str("WORKER_METRICS_HOST", "127.0.0.1")
 # Set when several web processes share a socket: their metrics are summed from files here.
 PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR", "")
 
@@ -135,6 +157,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "web.middleware.DebugPagesForLoopbackOnly",  # outermost: sees every debug page; gone with DEBUG off
     "django.middleware.security.SecurityMiddleware",
     # ServeStatic (WhiteNoise's async fork): a sync-only middleware here would run every async
     # view through the one sync thread, holding it while the view awaits Kafka.
@@ -175,8 +198,14 @@ TEMPLATES = [
 ]
 
 AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Sign-up attempts one client address may make per window (web.ratelimit).
+SIGNUP_LIMIT = env_int("SIGNUP_LIMIT", 10, minimum=1)
+SIGNUP_WINDOW_SECONDS = env_int("SIGNUP_WINDOW_SECONDS", 3600, minimum=1)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"

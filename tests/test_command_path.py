@@ -168,20 +168,25 @@ def test_it_answers_503_when_the_database_is_unreachable_from_the_event_loop(
 
 
 @pytest.mark.filterwarnings("ignore:No directory at")  # no collected static files in a test run
-def test_it_takes_a_deposit_through_the_asgi_handler_without_a_thread(
-    users: dict[str, User], kafka: KafkaSettings, monkeypatch: pytest.MonkeyPatch, settings: Any
+@pytest.mark.parametrize("kind", ["deposit", "transfer"])
+def test_it_takes_a_command_through_the_asgi_handler_without_a_thread(
+    users: dict[str, User], kafka: KafkaSettings, monkeypatch: pytest.MonkeyPatch, settings: Any, kind: str
 ) -> None:
-    """The handler daphne runs (server.asgi): a deposit never leaves the event loop; a sync page still gets its thread.
-    With BANK_FASTPATH=false (stock Django's handler and middleware) the deposit hops to threads."""
+    """The handler daphne runs (server.asgi): a deposit or a transfer never leaves the event loop; a sync page still
+    gets its thread. A transfer's answer keeps the form (HX-Reswap: none) with a fresh command id, as a deposit's.
+    With BANK_FASTPATH=false (stock Django's handler and middleware) the command hops to threads."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
     from asgiref.testing import ApplicationCommunicator
     from django.conf import settings
 
+    from bank.account_number import account_number
     from server import fastpath
 
     account = account_of(users["alice"])
+    account_of(users["alice"], name="Savings")  # the transfer form lists it
+    payee = account_number(account_of(users["bob"]).id)
     session = cookies_of(users["alice"])[settings.SESSION_COOKIE_NAME].value
     csrf = "k" * 32
     hops: list[str] = []
@@ -193,6 +198,8 @@ def test_it_takes_a_deposit_through_the_asgi_handler_without_a_thread(
     # As deployed (DEBUG off): static files from the manifest, not looked up on disk (in a thread) per request.
     settings.SERVESTATIC_AUTOREFRESH = settings.SERVESTATIC_USE_FINDERS = False
     handler = fastpath.asgi_handler(settings.FASTPATH)()
+
+    answers: list[tuple[dict[bytes, bytes], bytes]] = []
 
     async def request(method: str, path: str, body: bytes = b"") -> tuple[int, list[str]]:
         hops.clear()
@@ -211,25 +218,31 @@ def test_it_takes_a_deposit_through_the_asgi_handler_without_a_thread(
         app = ApplicationCommunicator(handler, scope)
         await app.send_input({"type": "http.request", "body": body})
         start_message = await app.receive_output(10)
-        while (await app.receive_output(10)).get("more_body"):
-            pass
+        body = b""
+        while (part := await app.receive_output(10)).get("more_body"):
+            body += part.get("body", b"")
+        answers.append(({k.lower(): v for k, v in start_message["headers"]}, body + part.get("body", b"")))
         await app.wait(10)
         return start_message["status"], list(hops)
 
-    def deposit() -> bytes:
-        return f"deposit-amount=1.00&deposit-command_id={uuid.uuid4()}".encode()
+    def command() -> bytes:
+        to = f"&transfer-to_number={payee}" if kind == "transfer" else ""
+        return f"{kind}-amount=1.00&{kind}-command_id={uuid.uuid4()}{to}".encode()
 
     async def scenario() -> list[tuple[int, list[str]]]:
-        path = f"/accounts/{account.id}/deposit"
-        first = await request("POST", path, deposit())  # connects the pool, Redis, the command bus
-        return [first, await request("POST", path, deposit()), await request("GET", "/")]
+        path = f"/accounts/{account.id}/{kind}"
+        first = await request("POST", path, command())  # connects the pool, Redis, the command bus
+        return [first, await request("POST", path, command()), await request("GET", "/")]
 
     (first, _), (second, second_hops), (page, page_hops) = on_the_main_loop(scenario)
     assert (first, second) == (202, 202)
     if settings.FASTPATH:
-        assert second_hops == [], "a deposit started a thread or sent work to one"
+        assert second_hops == [], f"a {kind} started a thread or sent work to one"
     else:
         assert "submit" in second_hops, "stock Django's middleware runs its hooks in a thread"
+    headers, body = answers[1]
+    assert headers[b"hx-reswap"] == b"none"
+    assert f'name="{kind}-command_id" value="'.encode() in body and b"<form" not in body
     assert page == 200 and page_hops, "the dashboard (a sync view) runs in a thread of its own"
     assert len(read_raw(kafka, kafka.commands_topic)) == 2
 

@@ -125,7 +125,7 @@ def test_it_tells_a_page_past_the_limit_to_try_again_later(
         connected, _ = await second.connect()
         assert connected, "accepted, so that the page learns why it was closed"
         closed = await second.receive_output()
-        assert closed == {"type": "websocket.close", "code": 1013, "reason": closed.get("reason")}
+        assert closed == {"type": "websocket.close", "code": 4013, "reason": closed.get("reason")}
         await first.disconnect()
         third = communicator(cookie)
         connected, _ = await third.connect()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -138,6 +140,36 @@ def test_it_counts_each_outcome_exactly(metered: dict[str, str], users: dict[str
     wait_until(lambda: total(scrape(projector_url), "bank_consumer_lag", worker="projector") == 0, 30, what="lag 0")
 
 
+def test_it_shows_no_lag_on_an_idle_bank_after_transfers(kafka: KafkaSettings, metered: dict[str, str]) -> None:
+    # The transfers' steps end bank.commands' partitions with transaction markers, as every event does
+    # bank.events': lag counts work, so it is 0 once everything is decided and applied.
+    from bank import domain
+    from bank.command_bus import CommandBus
+    from tests.helpers import send
+
+    bus = CommandBus(kafka)
+    accounts = [uuid.uuid4() for _ in range(6)]
+    for account_id in accounts:
+        send(bus, domain.OpenAccount(account_id, "alice", "Idle", "EUR"))
+        send(bus, domain.Deposit(account_id, 10_00))
+    for i, source in enumerate(accounts):
+        send(bus, domain.TransferMoney(source, uuid.uuid4(), accounts[(i + 1) % len(accounts)], 1_00))
+    bus.close()
+    processor_url, projector_url = (f"http://{metered[w]}/metrics" for w in ("processor", "projector"))
+    completed = ("bank_processor_commands_total", {"type": "CompleteTransfer", "outcome": "accepted"})
+    wait_until(lambda: total(scrape(processor_url), completed[0], **completed[1]) == len(accounts), 60)
+    applied = 2 * len(accounts) + 3 * len(accounts)  # opened, deposited; debited, credited, completed
+    wait_until(lambda: total(scrape(projector_url), "bank_projector_events_applied_total") == applied, 60)
+
+    def idle() -> bool:
+        lags = [[v for (n, _), v in scrape(url).items() if n == "bank_consumer_lag"] for url in metered_urls]
+        return all(len(per_partition) == kafka.partitions and not any(per_partition) for per_partition in lags)
+
+    metered_urls = (processor_url, projector_url)
+
+    wait_until(idle, 60, 0.5, "lag 0 on an idle bank")
+
+
 def test_it_answers_health_checks(metered: dict[str, str]) -> None:
     for address in metered.values():
         for path in ("/livez", "/readyz"):
@@ -248,3 +280,45 @@ def test_it_runs_without_metrics_when_switched_off(python: str) -> None:
         [python, "-c", code], capture_output=True, text=True, cwd=ROOT, env={"BANK_METRICS": "false", "PATH": ""}
     )
     assert result.returncode == 0 and result.stdout.strip() == "False", result.stderr
+
+
+def non_loopback_address() -> str | None:
+    """An address of this machine that is not 127.x (the one its default route leaves by), if it has one."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: nothing is sent
+        except OSError:
+            return None
+        address = str(probe.getsockname()[0])
+    return None if address.startswith("127.") else address
+
+
+def test_it_serves_worker_endpoints_on_localhost_with_the_token() -> None:
+    from bank.config import ENV_VARS
+    from consumers import health
+
+    assert ENV_VARS["WORKER_METRICS_HOST"] == "127.0.0.1"
+    port = free_port()
+    stop = health.serve(port, health.Health({}), token="s3cret")  # the default host, as the workers use it
+    assert stop is not None
+    try:
+
+        def get(path: str, auth: str = "") -> int:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Authorization": auth})
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    return int(response.status)
+            except urllib.error.HTTPError as error:
+                return int(error.code)
+
+        assert get("/metrics") == 403
+        assert get("/metrics", "Bearer wrong") == 403
+        assert get("/metrics", "Bearer s3cret") == 200
+        assert get("/livez") == 200  # health checks need no token
+        if (address := non_loopback_address()) is not None:
+            with pytest.raises(OSError):
+                urllib.request.urlopen(f"http://{address}:{port}/livez", timeout=3)
+    finally:
+        stop()

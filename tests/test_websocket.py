@@ -12,6 +12,7 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
 from django.test import Client
 
+from consumers.websocket import MESSAGE_TOO_BIG
 from projections import live, store
 from projections.apply import AccountRow, AuditRow
 from projections.models import Account, AuditEntry
@@ -269,7 +270,7 @@ def test_it_closes_on_a_frame_far_larger_than_a_hello(users: dict[str, User], fr
         ws = communicator(cookie)
         assert (await ws.connect())[0]
         await ws.send_to(text_data=frame)
-        assert await ws.receive_output(timeout=2) == {"type": "websocket.close", "code": 1009}
+        assert await ws.receive_output(timeout=2) == {"type": "websocket.close", "code": MESSAGE_TOO_BIG}
 
     async_to_sync(run)()
 

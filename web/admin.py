@@ -9,11 +9,15 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
 from django.db.models import CharField, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Cast
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.html import format_html
 
 from bank import domain
 from bank import messages as wire
@@ -22,7 +26,9 @@ from bank.command_bus import CommandNotConfirmed, get_command_bus
 from bank.kafka import producer
 from bank.money import AmountError, format_money, parse_amount
 from bank.quarantine import quarantined
+from projections import history
 from projections.models import Account, AuditEntry, Checkpoint, DeadLetter, ParkedAccount, Transfer
+from web.forms import AsOfForm
 
 RELEASE_PERMISSION = "projections.release_account"
 
@@ -61,10 +67,52 @@ class CorrectionForm(forms.Form):
 
 @admin.register(Account)
 class AccountAdmin(ReadOnlyAdmin):
-    list_display = ["name", "owner_name", "currency", "balance_display", "status", "last_sequence", "updated_at"]
+    list_display = [
+        "name",
+        "owner_name",
+        "currency",
+        "balance_display",
+        "status",
+        "last_sequence",
+        "updated_at",
+        "as_of_link",
+    ]
     list_filter = ["status", "currency"]
     search_fields = ["id", "name", "owner"]
     actions = ["deposit_correction", "close_accounts", "release"]
+
+    def get_urls(self) -> list[Any]:
+        as_of = path("<uuid:account_id>/as-of/", self.admin_site.admin_view(self.as_of_view), name="account-as-of")
+        return [as_of, *super().get_urls()]
+
+    @admin.display(description="as of…")
+    def as_of_link(self, obj: Account) -> str:
+        return format_html('<a href="{}">as of…</a>', reverse("admin:account-as-of", args=[obj.id]))
+
+    def as_of_view(self, request: HttpRequest, account_id: Any) -> HttpResponse:
+        """What the customer saw at a moment: the same figures and history as their page's past view."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        account = get_object_or_404(Account, id=account_id)
+        form = AsOfForm(request.GET) if request.GET.get("at") else AsOfForm()
+        past, page = None, None
+        if form.is_bound and form.is_valid():
+            past = history.as_of(account.id, account.opened_at, form.cleaned_data["at"], account.status == "closed")
+            where = history.Filter(until=past.at + timedelta(microseconds=1))
+            page = history.page(account.id, where, _int(request.GET.get("before")))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"{account.name} as of a moment",
+            "account": account,
+            "form": form,
+            "past": past,
+            "page": page,
+            "zone_name": str(timezone.get_current_timezone()),
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(
+            request, "admin/projections/account_as_of.html", context, status=400 if form.errors else 200
+        )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Account]:
         # Events record the owner's user id; staff read user names. One subquery, not a query per row.
@@ -120,6 +168,10 @@ class AccountAdmin(ReadOnlyAdmin):
     @admin.action(description="Release (lift a quarantine or a parked projection)", permissions=["release"])
     def release(self, request: HttpRequest, queryset: QuerySet[Account]) -> None:
         release_accounts(self, request, [a.id for a in queryset])
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() and len(value) < 10 else None
 
 
 def release_accounts(model_admin: admin.ModelAdmin, request: HttpRequest, ids: list[Any]) -> None:  # type: ignore[type-arg]

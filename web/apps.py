@@ -22,6 +22,7 @@ class WebConfig(AppConfig):
     name = "web"
 
     def ready(self) -> None:
+        from web import checks  # noqa: F401 - registers the deploy checks on our middleware
         from web.auth import connect_signals
 
         user_logged_out.connect(close_live_sockets, dispatch_uid="web.close_live_sockets")

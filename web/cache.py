@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import orjson
 from django.core.cache.backends.redis import RedisCache as DjangoRedisCache
 from redis.exceptions import RedisError
 
@@ -48,6 +49,26 @@ def tolerant(default: Any) -> Callable[[F], F]:
     return decorate
 
 
+class JsonSerializer:
+    """Django's RedisSerializer with JSON for pickle: integers stay plain (for incr), the rest is orjson."""
+
+    def dumps(self, obj: Any) -> Any:
+        if type(obj) is int:
+            return obj
+        return orjson.dumps(obj)
+
+    def loads(self, data: Any) -> Any:
+        try:
+            return int(data)
+        except ValueError:
+            pass
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:  # not ours (a pickle from before, a stranger's write): a miss
+            log.warning("cache: a value that is not JSON was ignored")
+            return None
+
+
 class RedisCache(DjangoRedisCache):
     """Django's RedisCache (public API only), with Redis errors as misses or no-ops (`tolerant`).
 
@@ -56,7 +77,12 @@ class RedisCache(DjangoRedisCache):
     """
 
     def __init__(self, server: str, params: dict[str, Any]) -> None:
-        options = {"pool_class": "redis.BlockingConnectionPool", **params.get("OPTIONS", {})}
+        # JSON, never pickle: whoever can write to Redis could otherwise run code here or hand us any object.
+        options = {
+            "pool_class": "redis.BlockingConnectionPool",
+            **params.get("OPTIONS", {}),
+            "serializer": JsonSerializer,
+        }
         super().__init__(server, {**params, "OPTIONS": options})
 
     # The sync side (the admin's and the login's session writes, and Django's async methods, which

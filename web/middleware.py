@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import zoneinfo
 from collections.abc import Callable, Mapping
@@ -17,12 +18,27 @@ ZONE_COOKIE = "tz"
 log = logging.getLogger(__name__)
 
 
+# The longest IANA zone name is 32 characters ("America/Argentina/ComodRivadavia").
+MAX_ZONE_NAME = 64
+
+
+@functools.cache
+def known_zones() -> frozenset[str]:
+    """The zone names of the system's tz database, read once: a cookie must name one of them exactly."""
+    return frozenset(zoneinfo.available_timezones())
+
+
 def zone_from_cookie(value: str | None) -> zoneinfo.ZoneInfo | None:
-    if not value:
+    """The zone a browser's cookie names, or None (UTC) for anything else.
+
+    The cookie is the client's text: only a name in the tz database's own list is handed to zoneinfo
+    (a long "a/a/a/..." made zoneinfo recurse until RecursionError, a 500 on every page).
+    """
+    if not value or len(value) > MAX_ZONE_NAME or value not in known_zones():
         return None
     try:
         return zoneinfo.ZoneInfo(value)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except Exception:  # a tz file that cannot be read is UTC, never an error page
         return None
 
 
@@ -108,3 +124,44 @@ def database_unavailable(request: HttpRequest, error: Exception) -> HttpResponse
     response = HttpResponse(render_to_string(f"bank/unavailable.html{partial}"), status=503)
     response["Retry-After"] = "5"
     return response
+
+
+TECHNICAL_PAGE = b'<meta name="robots" content="NONE,NOARCHIVE">'  # in Django's debug 404 and 500 pages only
+
+
+class DebugPagesForLoopbackOnly:
+    """With DEBUG on, Django's debug pages (the URL patterns on a 404; settings and variables on a 500) go only
+    to clients in INTERNAL_IPS (this machine); anyone else gets the plain page. Not in the chain with DEBUG off."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        from django.conf import settings
+        from django.core.exceptions import MiddlewareNotUsed
+
+        if not settings.DEBUG:
+            raise MiddlewareNotUsed
+        self.get_response = get_response
+        self.internal = set(settings.INTERNAL_IPS)
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if iscoroutinefunction(self):
+            return self._acall(request)
+        return self._plain(request, self.get_response(request))
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        return self._plain(request, await self.get_response(request))  # type: ignore[no-any-return]
+
+    def _plain(self, request: HttpRequest, response: Any) -> Any:
+        if (
+            response.status_code in (404, 500)
+            and not getattr(response, "streaming", False)
+            and request.META.get("REMOTE_ADDR") not in self.internal
+            and TECHNICAL_PAGE in response.content
+        ):
+            title = "Not Found" if response.status_code == 404 else "Server Error"
+            return HttpResponse(f"<h1>{title}</h1>", status=response.status_code)
+        return response

@@ -23,15 +23,16 @@
       page: live.dataset.page || null,
       account: live.dataset.account || null,
       history: live.dataset.history === "1",
+      chart: live.dataset.chart ? Number(live.dataset.chart) : null,
       pending: pendingIn(document),
     }), live);
     setStatus("live", true);
   });
-  // 1013 (try again later): the server has too many live pages or lost Redis for a moment; htmx
+  // 4013 (try again later): the server has too many live pages or lost Redis for a moment; htmx
   // retries after a growing, jittered pause, as after a restart (1006/1012).
   document.addEventListener("htmx:wsClose", function (event) {
     var closed = event.detail && event.detail.event;
-    setStatus(closed && closed.code === 1013 ? "busy, retrying…" : "reconnecting…", false);
+    setStatus(closed && closed.code === 4013 ? "busy, retrying…" : "reconnecting…", false);
   });
 
   document.addEventListener("htmx:load", function (event) {

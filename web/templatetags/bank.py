@@ -8,6 +8,7 @@ from uuid import UUID
 
 from django import template
 from django.urls import get_script_prefix, reverse
+from django.utils.html import format_html
 
 from bank import account_number as numbers
 from bank.messages import COMMANDS, EVENTS
@@ -106,3 +107,27 @@ def _status_url_prefix(script_prefix: str) -> str:
 def status_url(account_id: UUID | str, command_id: UUID | str) -> str:
     """`{% url 'command-status' account command %}` without resolving the URL for every pending row."""
     return f"{_status_url_prefix(get_script_prefix())}{account_id}/{command_id}"
+
+
+def counterparty_text(entry: Any, account: Any, names: Any) -> str:
+    """The other side of a transfer: both accounts by name when both are the user's, else the number only.
+
+    `names` maps the user's own account ids to their names (a dict, or pairs: the websocket's
+    fragments are looked up by value). Another customer's account is only ever shown by its number.
+    """
+    own = dict(names or ())
+    other = own.get(entry.counterparty)
+    if other is None:
+        return f"{direction(entry)} {account_number(entry.counterparty)}"
+    this = own.get(entry.account_id, account.name)
+    source, destination = (this, other) if entry.type in SOURCE_SIDE else (other, this)
+    return f"from “{source}” to “{destination}”"
+
+
+@register.simple_tag
+def counterparty(entry: Any, account: Any, names: Any) -> str:
+    """`counterparty_text` for the history rows (the number in a <code>, as before)."""
+    own = dict(names or ())
+    if entry.counterparty in own:
+        return format_html('<span class="own-transfer">{}</span>', counterparty_text(entry, account, own))
+    return format_html('{} <code class="number">{}</code>', direction(entry), account_number(entry.counterparty))

@@ -46,7 +46,14 @@ class Command(BaseCommand):
             stop=shutdown.__bool__,
         )
         probes = {"kafka": health.broker_probe(settings.KAFKA, settings.KAFKA.commands_topic)}
-        beat = health.start("processor", processor.consumer, probes, settings.PROCESSOR_METRICS_PORT)
+        beat = health.start(
+            "processor",
+            processor.consumer,
+            probes,
+            settings.PROCESSOR_METRICS_PORT,
+            settings.WORKER_METRICS_HOST,
+            settings.METRICS_TOKEN,
+        )
         try:
             run_worker(processor, shutdown, lambda: processor.decided, "commands decided", on_turn=beat)
         except ReadInterrupted as stopped:

@@ -34,7 +34,14 @@ class Command(BaseCommand):
             "kafka": health.broker_probe(settings.KAFKA, settings.KAFKA.events_topic),
             "postgresql": health.database_probe(settings.DATABASE_URL),
         }
-        beat = health.start("projector", projector.consumer, probes, settings.PROJECTOR_METRICS_PORT)
+        beat = health.start(
+            "projector",
+            projector.consumer,
+            probes,
+            settings.PROJECTOR_METRICS_PORT,
+            settings.WORKER_METRICS_HOST,
+            settings.METRICS_TOKEN,
+        )
         try:
             run_worker(projector, shutdown, lambda: projector.applied, "events applied", on_turn=beat)
         except ProjectorFailed as error:

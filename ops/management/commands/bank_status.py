@@ -6,13 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
 
 from ops.held import held_back_lines, stuck_lines, transfers_in_flight
 from ops.status import gather
+from ops.terminal import OperatorCommand
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = (
         "Per partition: log end offsets, consumer group positions and lag, projection checkpoints; dead letters; "
         "quarantined and parked accounts; transfers in flight."

@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from bank.kafka import producer, read_to_end
 from ops.held import held_back_lines
+from ops.terminal import OperatorCommand
 
 EVENTS_REFUSED = (
     "is a dead-lettered event: only the processor writes {topic}; events are fixed with an upcaster and "
@@ -21,7 +22,7 @@ EVENTS_REFUSED = (
 )
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = (
         "List bank.deadletters (origin, error, value) and the quarantined/parked accounts, or re-queue "
         "dead-lettered commands with --requeue PARTITION:OFFSET."
@@ -41,8 +42,9 @@ class Command(BaseCommand):
                 value = (m.value() or b"").decode("utf-8", "replace")
                 self.stdout.write(
                     f"{m.partition()}:{m.offset()}  from {h.get('dlq.source.topic')}[{h.get('dlq.source.partition')}]"
-                    f"@{h.get('dlq.source.offset')}  {h.get('dlq.error')}\n    {value[:200]}"
+                    f"@{h.get('dlq.source.offset')}  {h.get('dlq.error')}"
                 )
+                self.stdout.write(f"    {value[:200]}")  # a line of its own (each write is escaped as one line)
             for line in held_back_lines(kafka):
                 self.stdout.write(line)
             return

@@ -6,11 +6,12 @@ from typing import Any
 
 import orjson
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
 
 from bank import messages
 from bank.account_number import account_number
 from bank.kafka import read_to_end
+from ops.terminal import OperatorCommand
 
 ACCOUNT_FIELDS = {"account_id", "to_account", "from_account"}
 
@@ -30,7 +31,7 @@ def summary(topic: str, value: bytes | None) -> str:
     return f"  = {kind}: {', '.join(shown)}"
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = "Print the committed messages of bank.commands, bank.events or bank.deadletters (optionally of one account)."
 
     def add_arguments(self, parser: CommandParser) -> None:

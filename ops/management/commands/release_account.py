@@ -7,13 +7,14 @@ from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from bank.command_bus import CommandNotConfirmed, get_command_bus
 from bank.quarantine import release
+from ops.terminal import OperatorCommand
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = (
         "Release accounts: the processor decides their commands again and the projector applies their events "
         "from where it parked, accepting the foreign record or gap that held them back (fix poison with an "

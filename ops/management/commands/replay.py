@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from prometheus_client import start_http_server
 
+from ops.terminal import OperatorCommand
 from projections import registry, replay
 
 
@@ -21,7 +22,7 @@ def moment(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = (
         "Rebuild the projections from offset 0 of bank.events. --until T builds them as of T into a separate "
         "schema (default 'asof'); --verify rebuilds into a scratch schema and compares with the live tables. "
