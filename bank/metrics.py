@@ -139,6 +139,13 @@ replay_events = Counter("bank_replay_events_total", "Events a replay has applied
 replay_progress = Gauge("bank_replay_progress_ratio", "How far the running replay is, from 0 to 1.")
 replay_rate = Gauge("bank_replay_events_per_second", "The running replay's rate.")
 
+# --- rebuild (projections/generations.py) ---
+
+rebuild_phase = Gauge("bank_rebuild_phase", "1 for the phase the running rebuild is in, 0 for the others.", ["phase"])
+rebuild_events = Gauge("bank_rebuild_events_read", "Events the running rebuild has read from bank.events.")
+rebuild_rate = Gauge("bank_rebuild_events_per_second", "The running rebuild's fill rate.")
+rebuild_lag = Gauge("bank_rebuild_lag_offsets", "Offsets the rebuilt generation is behind the live one (catch-up).")
+
 # --- money in flight, computed when scraped from the accounts' projections (web/operations.py) ---
 
 TRANSFERS_IN_FLIGHT = "bank_transfers_in_flight"

@@ -31,6 +31,7 @@ FULL = {
     "fanout": "--pages 1000 --storm 500 --deposits 20",
     "transfers": "--transfers 4000 --rate 50 --seconds 10",
     "history": "--entries 1000000 --csv-entries 100000",
+    "rebuild": "--events 1000000 --accounts 10000 --rate 50 --seconds 10",
 }
 TINY = {
     "web": "--duration 2",
@@ -42,6 +43,7 @@ TINY = {
     "fanout": "--pages 20 --storm 10 --deposits 3 --settle 0.5 --drain 5",
     "transfers": "--accounts 20 --deposits 200 --transfers 100 --rate 20 --seconds 2",
     "history": "--entries 3000 --small 100 --csv-entries 500 --repeat 2",
+    "rebuild": "--events 2000 --accounts 20 --rate 20 --seconds 1 --drain 3",
 }
 RESULT_FILES = ("http", "processor", "recovery", "projection", "eventsourcing", "latency", "fanout")
 

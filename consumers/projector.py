@@ -29,7 +29,7 @@ from bank import messages, metrics
 from bank.config import KafkaSettings
 from bank.kafka import consume_batch, consumer, dead_letter, next_offsets, producer, reader
 from consumers.worker import Shutdown
-from projections import live, parking, registry, store
+from projections import generations, live, parking, registry, store
 from projections.apply import SequenceGap
 from projections.models import ParkedAccount
 
@@ -108,6 +108,7 @@ class Projector:
             try:
                 with connection.cursor() as cursor:
                     checkpoints = store.load_checkpoints(cursor, self.topic, registry.PROJECTIONS)
+                    writes = [p.name for p in generations.deployed(cursor)]
                 self.failures = 0
                 break
             except DATABASE_DOWN as error:
@@ -116,7 +117,7 @@ class Projector:
         self._check_not_ahead(consumer, partitions, checkpoints)
         for tp in partitions:
             # Start at the projection that is furthest behind; apply_batch skips what the others already have.
-            positions = [checkpoints.get((p, tp.partition), 0) for p in registry.PROJECTIONS]
+            positions = [checkpoints.get((p, tp.partition), 0) for p in writes]
             tp.offset = min(positions) if any(positions) else OFFSET_BEGINNING
         log.info("projector assigned %s", ", ".join(f"{tp.partition}@{max(tp.offset, 0)}" for tp in partitions))
         consumer.assign(partitions)
@@ -261,13 +262,15 @@ class Projector:
         """
         with transaction.atomic(), connection.cursor() as cursor:
             store.take_lock(cursor)
+            # Read under the lock, every batch: a rebuild's swap (projections/generations.py) changes it between two.
+            projections = generations.deployed(cursor)
             mentioned = list({e.envelope.account_id for e in held.events} | {a for _, _, a in held.poison if a})
             before = parking.parked(cursor, self.topic, mentioned)
             last = store.last_sequences(cursor, mentioned)
             rules = parking.Parking(dict(before), dict(last), reread=self._reread)
             plan = rules.decide(held.records)
             parking.save(cursor, self.topic, before, rules.spots)
-            outcome = self._apply(cursor, plan.apply, held.ends, last)
+            outcome = self._apply(cursor, plan.apply, held.ends, last, projections)
             for spot, applied in plan.released:
                 log.info(
                     "released account %s: applied %d of its events from %s[%d]@%d on",
@@ -290,20 +293,25 @@ class Projector:
         return outcome
 
     def _apply(
-        self, cursor: object, todo: list[store.Positioned], ends: dict[int, int], last: dict[UUID, int]
+        self,
+        cursor: object,
+        todo: list[store.Positioned],
+        ends: dict[int, int],
+        last: dict[UUID, int],
+        projections: list[registry.Projection],
     ) -> store.Outcome:
         """apply_batch in a savepoint, leaving out (and parking) each account that fails it, until it goes through."""
         while True:
             try:
                 with transaction.atomic():
-                    return store.apply_batch(cursor, self.topic, todo, ends, registry.chosen(), sequences=last)
+                    return store.apply_batch(cursor, self.topic, todo, ends, projections, sequences=last)
             except SequenceGap as gap:
                 first = next(e for e in todo if e.envelope.event_id == gap.event_id)
                 failed = {gap.account_id: (first, f"sequence gap: {gap}")}
             except DATABASE_DOWN:
                 raise
             except DATABASE_REFUSED as error:
-                failed = self._refused_by(cursor, todo)
+                failed = self._refused_by(cursor, todo, projections)
                 accounts = {e.envelope.account_id for e in todo}
                 if not failed or (len(accounts) > 1 and failed.keys() == accounts):
                     # Not one account's rows but all of them: the schema, not the data (e.g. a migration missing).
@@ -316,7 +324,9 @@ class Projector:
                 if e.envelope.account_id not in failed or e.offset < failed[e.envelope.account_id][0].offset
             ]
 
-    def _refused_by(self, cursor: object, todo: list[store.Positioned]) -> dict[UUID, tuple[store.Positioned, str]]:
+    def _refused_by(
+        self, cursor: object, todo: list[store.Positioned], projections: list[registry.Projection]
+    ) -> dict[UUID, tuple[store.Positioned, str]]:
         """Which accounts' rows the database refuses: each account's events alone, in a savepoint rolled back."""
         by_account: dict[UUID, list[store.Positioned]] = {}
         for event in todo:
@@ -325,7 +335,7 @@ class Projector:
         for account, events in by_account.items():
             try:
                 with transaction.atomic():
-                    store.apply_batch(cursor, self.topic, events, {}, registry.chosen())
+                    store.apply_batch(cursor, self.topic, events, {}, projections)
                     raise _Probe
             except (_Probe, SequenceGap):
                 continue  # a gap is found by the next full try

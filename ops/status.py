@@ -15,7 +15,7 @@ from django.db import connection
 
 from bank.config import KafkaSettings
 from bank.kafka import end_offsets, reader
-from projections import registry, store
+from projections import generations, registry, store
 from projections.models import DeadLetter
 
 
@@ -92,3 +92,20 @@ def gather(kafka: KafkaSettings) -> BankStatus:
         dead_letters_on_topic=sum(end_offsets(kafka, kafka.deadletters_topic).values()),
         dead_letters_recorded=DeadLetter.objects.count(),
     )
+
+
+def rebuild_lines(kafka: KafkaSettings) -> list[str]:
+    """The live generation of each projection, and the running (or last) rebuild's phase and figures."""
+    lines = generations.describe(kafka)
+    found = generations.running_rebuild()
+    if found is None:
+        return lines
+    figures = f"{found['events_read']:,}/{found['events_total']:,} offsets read, {found['rate']:,.0f} events/s"
+    if found["eta"] is not None and found["phase"] == "fill":
+        figures += f", ETA {found['eta']:.0f}s"
+    if found["lag"] is not None:
+        figures += f", catch-up lag {found['lag']:,}"
+    line = f"rebuild g{found['generation']} of {found['projections']}: {found['phase']} ({figures})"
+    if found["message"]:
+        line += f"; {found['message']}"
+    return [*lines, line + f", updated {found['updated_at']:%H:%M:%S}"]

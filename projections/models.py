@@ -155,3 +155,61 @@ class ParkedAccount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.account_id} parked at {self.topic}[{self.partition}]@{self.offset}"
+
+
+class DailyBalance(models.Model):
+    """One row per account per UTC day on which the account had an event: the data behind a balance chart and
+    statements. `entries` counts the events that moved money; `last_sequence` is the day's last event (the
+    sequence guard reads it, so an event is never counted twice)."""
+
+    pk = models.CompositePrimaryKey("account_id", "day")
+    account_id = models.UUIDField()
+    day = models.DateField()  # UTC
+    closing_balance = models.BigIntegerField()
+    money_in = models.BigIntegerField()
+    money_out = models.BigIntegerField()
+    entries = models.PositiveIntegerField()
+    last_sequence = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["account_id", "day"]
+
+    def __str__(self) -> str:
+        return f"{self.account_id} {self.day}: {self.closing_balance}"
+
+
+class Generation(models.Model):
+    """Which generation of a projection's tables is live (projections/generations.py explains generations).
+
+    No row: generation 1, the tables migrations made. `live = 0`: not deployed yet (a projection added to a bank
+    that already has history): the projector leaves it alone until `rebuild` backfills it and swaps it in.
+    `old`: the generation swapped out, kept for `rebuild --rollback` until `rebuild --drop-old`."""
+
+    projection = models.CharField(max_length=32, primary_key=True)
+    live = models.PositiveIntegerField()
+    old = models.PositiveIntegerField(null=True, blank=True)
+    swapped_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.projection}: g{self.live} live" + (f", g{self.old} kept" if self.old is not None else "")
+
+
+class RebuildProgress(models.Model):
+    """The running (or last) rebuild's phase and figures: what the terminal's bar shows, for bank_status and the
+    operations page. One row, written by the rebuild on its own connection (outside its long transactions)."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    generation = models.PositiveIntegerField()
+    projections = models.CharField(max_length=200)
+    phase = models.CharField(max_length=16)  # create, fill, index, catch-up, swap, done, failed
+    events_read = models.BigIntegerField(default=0)
+    events_total = models.BigIntegerField(default=0)  # offsets to read in the fill: an upper bound
+    rate = models.FloatField(default=0.0)  # events/s
+    eta_seconds = models.FloatField(null=True)
+    lag = models.BigIntegerField(null=True)  # catch-up: offsets the generation is behind the live one
+    message = models.TextField(blank=True, default="")
+    started_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"rebuild g{self.generation} ({self.projections}): {self.phase}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from projections import store
-from projections.models import Account, AuditEntry, Transfer
+from projections.models import Account, AuditEntry, DailyBalance, Transfer
 from projections.store import Projection
 
 __all__ = ["PROJECTIONS", "Projection", "chosen"]
@@ -19,9 +19,19 @@ __all__ = ["PROJECTIONS", "Projection", "chosen"]
 PROJECTIONS: dict[str, Projection] = {
     p.name: p
     for p in (
-        Projection("accounts", Account._meta.db_table, "id", store.apply_accounts, store.finish_accounts),
-        Projection("audit", AuditEntry._meta.db_table, "event_id", store.apply_audit),
-        Projection("transfers", Transfer._meta.db_table, "id", store.apply_transfers, store.finish_transfers),
+        Projection("accounts", Account._meta.db_table, "id", store.apply_accounts, store.finish_accounts, bulk=True),
+        Projection("audit", AuditEntry._meta.db_table, "event_id", store.apply_audit, bulk=True),
+        Projection(
+            "transfers", Transfer._meta.db_table, "id", store.apply_transfers, store.finish_transfers, bulk=True
+        ),
+        Projection(
+            "daily_balances",
+            DailyBalance._meta.db_table,
+            "account_id, day",
+            store.apply_daily_balances,
+            store.finish_daily_balances,
+            bulk=True,
+        ),
     )
 }
 

@@ -10,6 +10,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
+from datetime import date
 from itertools import groupby
 from operator import attrgetter
 from typing import Any
@@ -19,10 +20,13 @@ from bank.messages import EventEnvelope
 from projections.apply import (
     AccountRow,
     AuditRow,
+    DailyRow,
     TransferRow,
     apply_account,
+    apply_daily,
     apply_transfer,
     audit_row,
+    day_of,
     is_next,
     transfer_key_of,
 )
@@ -34,6 +38,8 @@ LOCK_KEY = 7_263_544_100
 ACCOUNT_COLUMNS = [f.name for f in fields(AccountRow)]
 AUDIT_COLUMNS = [f.name for f in fields(AuditRow)]
 TRANSFER_COLUMNS = [f.name for f in fields(TransferRow)]
+DAILY_COLUMNS = [f.name for f in fields(DailyRow)]
+DAILY_TYPES = ["uuid", "date", "bigint", "bigint", "bigint", "integer", "integer"]
 ACCOUNT_TYPES = ["uuid", "text", "text", "text", "bigint", "text", "timestamptz", "integer", "timestamptz", "bigint"]
 TRANSFER_TYPES = ["uuid", "uuid", "uuid", "uuid", "bigint", "text", "text", "text", *["timestamptz"] * 5]
 # attrgetter, not dataclasses.astuple: astuple deep-copies every UUID and datetime (100x slower).
@@ -41,6 +47,7 @@ account_values = attrgetter(*ACCOUNT_COLUMNS)
 is_released = attrgetter("released")
 audit_values = attrgetter(*AUDIT_COLUMNS)
 transfer_values = attrgetter(*TRANSFER_COLUMNS)
+daily_values = attrgetter(*DAILY_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,9 @@ class Memory:
     accounts: dict[UUID, AccountRow] = field(default_factory=dict)
     last_sequence: dict[UUID, int] = field(default_factory=dict)
     transfers: dict[UUID, TransferRow] = field(default_factory=dict)
+    # Keyed by the account id's int: UUID's hash and == are Python code, an int's are not.
+    days: dict[tuple[int, date], DailyRow] = field(default_factory=dict)
+    latest_day: dict[int, DailyRow] = field(default_factory=dict)  # per account: the row of its last event
 
 
 @dataclass(frozen=True)
@@ -96,9 +106,13 @@ class Projection:
     key: str
     apply: Callable[[Any, list[EventEnvelope], Outcome, Memory | None, bool], None]
     finish: Callable[[Any, Memory], None] | None = None
+    # With a `memory`, the writer needs no index of its table (it only COPYs): a rebuild fills the table without
+    # them and builds them after the rows. Otherwise (it upserts) the table gets its indexes before the fill.
+    bulk: bool = False
 
 
 def take_lock(cursor: Any) -> None:
+    """Wait for the live projector's current batch (or a replay) to commit; held until this transaction ends."""
     cursor.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
 
 
@@ -126,6 +140,7 @@ def apply_batch(
     projections: Sequence[Projection],
     memory: Memory | None = None,
     sequences: dict[UUID, int] | None = None,
+    lock: bool = True,
 ) -> Outcome:
     """Apply a batch of events to the projections, with their checkpoints, in the caller's transaction.
 
@@ -136,8 +151,11 @@ def apply_batch(
        stops at a gap; a released account's events, marked by parking.Parking, are applied
        whatever the checkpoints, accepting their jump), write the rows in bulk, then move the checkpoints to `ends` (per
        partition, the offset after the batch's last message, poison messages included).
+
+    `lock=False`: a generation that is not live (projections/generations.py) has no other writer.
     """
-    take_lock(cursor)
+    if lock:
+        take_lock(cursor)
     outcome = Outcome(last_sequences=None if sequences is None else dict(sequences))
     checkpoints = load_checkpoints(cursor, topic, [p.name for p in projections])
     for projection in projections:
@@ -235,6 +253,59 @@ def finish_transfers(cursor: Any, memory: Memory) -> None:
     with raw.copy(f"COPY projections_transfer ({', '.join(TRANSFER_COLUMNS)}) FROM STDIN") as copy:
         for row in memory.transfers.values():
             copy.write_row(transfer_values(row))
+
+
+def apply_daily_balances(
+    cursor: Any, envelopes: list[EventEnvelope], outcome: Outcome, memory: Memory | None, lenient: bool = False
+) -> None:
+    """Fold the events into one row per account and UTC day, upserted (in a replay: kept in `memory`).
+
+    The sequence guard reads each account's row of its last event (`last_sequence`): duplicates are skipped.
+    """
+    if memory is not None:
+        days, latest = memory.days, memory.latest_day
+    else:
+        ids = list({e.account_id for e in envelopes})
+        keys = list({(e.account_id, day_of(e)) for e in envelopes})
+        columns = ", ".join(DAILY_COLUMNS)
+        cursor.execute(
+            f"SELECT DISTINCT ON (account_id) {columns} FROM projections_dailybalance WHERE account_id = ANY(%s) "
+            "ORDER BY account_id, last_sequence DESC",
+            [ids],
+        )
+        latest = {r[0].int: DailyRow(*r) for r in cursor.fetchall()}
+        cursor.execute(
+            f"SELECT {', '.join('d.' + c for c in DAILY_COLUMNS)} FROM projections_dailybalance d "
+            "JOIN unnest(%s::uuid[], %s::date[]) AS k(account_id, day) USING (account_id, day)",
+            [[k[0] for k in keys], [k[1] for k in keys]],
+        )
+        days = {(r[0].int, r[1]): DailyRow(*r) for r in cursor.fetchall()}
+    changed: dict[tuple[int, date], DailyRow] = {}
+    for envelope in envelopes:
+        account = envelope.account_id.int
+        previous = latest.get(account)
+        if not is_next(previous.last_sequence if previous is not None else 0, envelope, lenient):
+            continue
+        day = day_of(envelope)
+        key = (account, day)
+        new = apply_daily(days.get(key), previous, envelope, day)
+        days[key] = latest[account] = changed[key] = new
+    if changed and memory is None:
+        arrays = ", ".join(f"%s::{t}[]" for t in DAILY_TYPES)
+        assignments = ", ".join(f"{c} = EXCLUDED.{c}" for c in DAILY_COLUMNS[2:])
+        cursor.execute(
+            f"INSERT INTO projections_dailybalance ({', '.join(DAILY_COLUMNS)}) SELECT * FROM unnest({arrays}) "
+            f"ON CONFLICT (account_id, day) DO UPDATE SET {assignments}",
+            [list(column) for column in zip(*map(daily_values, changed.values()), strict=True)],
+        )
+
+
+def finish_daily_balances(cursor: Any, memory: Memory) -> None:
+    """COPY the day rows a replay kept in memory into the (empty) table."""
+    raw = getattr(cursor, "cursor", cursor)
+    with raw.copy(f"COPY projections_dailybalance ({', '.join(DAILY_COLUMNS)}) FROM STDIN") as copy:
+        for row in memory.days.values():
+            copy.write_row(daily_values(row))
 
 
 def last_sequences(cursor: Any, ids: list[UUID]) -> dict[UUID, int]:

@@ -114,6 +114,9 @@ PROCESSOR_TRANSACTION_TIMEOUT_MS = env_int("PROCESSOR_TRANSACTION_TIMEOUT_MS", 1
 # Fault injection for tests only: seconds each transaction is held open before its commit.
 PROCESSOR_FAULT_PAUSE = env_float("PROCESSOR_FAULT_PAUSE", 0.0, minimum=0.0)
 PROCESSOR_FAULT_WEDGE = env_float("PROCESSOR_FAULT_WEDGE", 0.0, minimum=0.0)  # tests: the first commit blocks
+# Fault injection for tests only: a rebuild stops in this phase (fill, catch-up, swap) for REBUILD_FAULT_SECONDS.
+REBUILD_FAULT_PAUSE = env_choice("REBUILD_FAULT_PAUSE", "", ("", "fill", "catch-up", "swap"))
+REBUILD_FAULT_SECONDS = env_float("REBUILD_FAULT_SECONDS", 600.0, minimum=0.0)
 # How the processor gets its accounts back on assignment: "state" (bank.account-state + the tail of
 # bank.events) or "full" (fold the whole history: the benchmark's baseline).
 PROCESSOR_RECOVERY = env_choice("PROCESSOR_RECOVERY", "state", ("state", "full"))

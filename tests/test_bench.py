@@ -32,6 +32,16 @@ def test_it_runs_every_benchmark_on_a_tiny_input(kafka_node: KafkaNode, tmp_path
         text=True,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    for name in ("http", "processor", "recovery", "projection", "eventsourcing", "latency", "transfers", "history"):
+    for name in (
+        "http",
+        "processor",
+        "recovery",
+        "projection",
+        "eventsourcing",
+        "latency",
+        "transfers",
+        "history",
+        "rebuild",
+    ):
         figures = json.loads((tmp_path / f"{name}.json").read_text())
         assert figures["benchmark"] == name

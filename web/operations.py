@@ -18,7 +18,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from bank import metrics
 from ops.held import held_back_lines, stuck_lines, stuck_transfers, transfers_in_flight
-from ops.status import gather
+from ops.status import gather, rebuild_lines
 
 REFRESH_SECONDS = 2
 
@@ -28,13 +28,22 @@ REFRESH_SECONDS = 2
 def operations(request: HttpRequest) -> HttpResponse:
     """Per-partition lag, checkpoints and dead letters, the figures of `bank_status`; htmx refreshes the table."""
     held: list[str] = []
+    rebuild: list[str] = []
     try:
         status, error = gather(settings.KAFKA), None
         held = [*held_back_lines(settings.KAFKA), transfers_in_flight(), *stuck_lines()]
+        rebuild = rebuild_lines(settings.KAFKA)
     except KafkaException as failure:
         status, error = None, f"Kafka did not answer: {failure.args[0].str() if failure.args else failure}"
     template = "admin/operations.html#figures" if request.htmx else "admin/operations.html"  # type: ignore[attr-defined]
-    context = {"status": status, "held": held, "error": error, "refresh": REFRESH_SECONDS, "title": "Operations"}
+    context = {
+        "status": status,
+        "held": held,
+        "rebuild": rebuild,
+        "error": error,
+        "refresh": REFRESH_SECONDS,
+        "title": "Operations",
+    }
     return render(request, template, {**admin.site.each_context(request), **context})
 
 

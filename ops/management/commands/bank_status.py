@@ -8,14 +8,14 @@ from typing import Any
 from django.conf import settings
 
 from ops.held import held_back_lines, stuck_lines, transfers_in_flight
-from ops.status import gather
+from ops.status import gather, rebuild_lines
 from ops.terminal import OperatorCommand
 
 
 class Command(OperatorCommand):
     help = (
         "Per partition: log end offsets, consumer group positions and lag, projection checkpoints; dead letters; "
-        "quarantined and parked accounts; transfers in flight."
+        "quarantined and parked accounts; transfers in flight; projection generations and the rebuild's phase."
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -39,6 +39,8 @@ class Command(OperatorCommand):
             f"{status.dead_letters_recorded} recorded by the projector"
         )
         for line in held_back_lines(kafka):
+            self.stdout.write(line)
+        for line in rebuild_lines(kafka):
             self.stdout.write(line)
 
 
