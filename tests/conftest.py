@@ -32,8 +32,6 @@ from devservices.process import free_port
 from server.settings import redis_backends
 from tests.helpers import PASSWORD, VAR, Worker, worker_env
 
-__all__ = ["PASSWORD", "VAR", "Worker"]  # still importable from here by tests written before tests/helpers.py
-
 
 def _start_services() -> KafkaNode:
     postgres.ensure(settings.DATABASE_URL)

@@ -18,7 +18,7 @@ from django.contrib.auth.models import User
 from django.test import AsyncClient
 
 from projections.models import Account, AuditEntry, Transfer
-from tests.helpers import account_of, logged_in
+from tests.helpers import Fold, account_of, logged_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -63,12 +63,20 @@ def known_history(account: Account, n: int, step: timedelta = timedelta(hours=1)
 
 
 def fold(rows: list[AuditEntry], until: datetime) -> int:
-    """The balance by hand: deposits in, withdrawals out, for the entries at or before `until`."""
-    balance = 0
-    for row in rows:
-        if row.occurred_at <= until:
-            balance += {"MoneyDeposited": 1, "MoneyWithdrawn": -1}.get(row.type, 0) * (row.amount or 0)
-    return balance
+    """The balance by hand (tests.helpers.Fold over the entries as plain events), of the entries at or before `until`:
+    deposits in, withdrawals out."""
+    events = [
+        {
+            "account_id": str(row.account_id),
+            "type": row.type,
+            "sequence": row.sequence,
+            "occurred_at": row.occurred_at.isoformat(),
+            "data": {"amount": row.amount},
+        }
+        for row in rows
+        if row.occurred_at <= until
+    ]
+    return sum(Fold.of(events).balances.values())
 
 
 def exported(user: User, url: str, query: dict[str, str], zone: str = "UTC") -> tuple[int, str, list[bytes]]:

@@ -7,9 +7,8 @@ from django.contrib.auth.models import Permission, User
 
 from bank.config import KafkaSettings
 from projections.models import DeadLetter
-from tests.conftest import PASSWORD
-from tests.kafka_helpers import read_raw
-from tests.test_views import account_of, commands_sent, logged_in
+from tests.helpers import PASSWORD, account_of, logged_in, read_raw
+from tests.test_views import commands_sent
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

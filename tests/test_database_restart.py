@@ -30,7 +30,7 @@ from bank import domain, messages
 from bank.command_bus import CommandBus, CommandNotConfirmed
 from bank.config import KafkaSettings
 from devservices.process import free_port
-from tests.kafka_helpers import ROOT, Worker, read_events, wait_until, worker_env
+from tests.helpers import ROOT, Worker, read_events, wait_until, worker_env
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -105,6 +105,30 @@ def test_it_never_imports_dev_services_benchmarks_or_tests_from_the_app() -> Non
     assert found == []
 
 
+def modules_of(*packages: str) -> list[Path]:
+    return [path for package in packages for path in sorted((ROOT / package).rglob("*.py"))]
+
+
+def imports_from(paths: list[Path], apart: set[str]) -> list[str]:
+    """Each import, in `paths`, of a module from one of the `apart` packages."""
+    return [f"{path} imports {name}" for path in paths for name in imports_of(path) if name.split(".")[0] in apart]
+
+
+def test_it_never_imports_benchmarks_from_the_tests() -> None:
+    """What tests and benchmarks share lives below both (devservices/), so that a test never depends on a benchmark."""
+    assert imports_from(modules_of("tests"), {"bench"}) == []
+
+
+def test_it_never_imports_benchmarks_or_tests_from_the_dev_services() -> None:
+    assert imports_from(modules_of("devservices"), {"bench", "tests"}) == []
+
+
+def test_it_finds_a_test_importing_a_benchmark(tmp_path: Path) -> None:
+    module = tmp_path / "test_x.py"
+    module.write_text("def f():\n    from bench.harness import wait_until\n")
+    assert imports_from([module], {"bench"}) != []
+
+
 def test_it_keeps_the_domain_free_of_django_and_kafka() -> None:
     names = {name.split(".")[0] for name in imports_of(ROOT / "bank" / "domain.py")}
     assert not names & {"django", "confluent_kafka", "channels", "psycopg"}

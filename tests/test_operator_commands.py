@@ -6,13 +6,12 @@ import io
 import uuid
 
 import pytest
-from confluent_kafka import Producer
 from django.core.management import CommandError, call_command
 
 from bank import domain
 from bank.command_bus import CommandBus
 from bank.config import KafkaSettings
-from tests.helpers import Worker, read_raw, send, wait_until
+from tests.helpers import Worker, produce_raw, read_raw, send, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -25,9 +24,7 @@ def run(*args: str) -> str:
 
 @pytest.mark.django_db
 def test_it_lists_and_requeues_dead_letters(kafka: KafkaSettings, processor: Worker) -> None:
-    raw = Producer(kafka.client_config())
-    raw.produce(kafka.commands_topic, key=b"k", value=b"{broken")
-    raw.flush(10)
+    produce_raw(kafka, kafka.commands_topic, b"k", b"{broken")
     wait_until(lambda: read_raw(kafka, kafka.deadletters_topic), 30, what="the dead letter")
     listing = run("deadletters")
     assert "1 dead letter(s)" in listing

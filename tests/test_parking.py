@@ -9,7 +9,6 @@ from uuid import UUID
 
 import orjson
 import pytest
-from confluent_kafka import Producer
 from django.contrib.auth.models import User
 from django.core.management import CommandError
 from django.db import connection
@@ -20,7 +19,7 @@ from bank import domain, messages
 from bank.command_bus import CommandBus
 from bank.config import KafkaSettings
 from projections.models import Account, AuditEntry, DeadLetter, ParkedAccount
-from tests.kafka_helpers import Worker, read_events, read_raw, wait_until
+from tests.helpers import Worker, produce_raw, read_events, read_raw, wait_until
 from tests.test_operator_commands import run
 from tests.test_projector import caught_up, expected_rows, projected_rows
 
@@ -42,21 +41,6 @@ def open_on_one_partition(bus: CommandBus, owner: str = "alice") -> tuple[UUID, 
 
 def send(bus: CommandBus, command: domain.Command, actor: str = "user:alice") -> UUID:
     return bus.send(messages.CommandEnvelope.new(command, actor)).command_id
-
-
-def produce_raw(kafka: KafkaSettings, key: bytes | None, value: bytes, partition: int) -> int:
-    """A record written by a foreign client, beside the processor; returns its offset."""
-    offsets: list[int] = []
-    producer = Producer(kafka.client_config())
-    producer.produce(
-        kafka.events_topic,
-        key=key,
-        value=value,
-        partition=partition,
-        on_delivery=lambda e, m: offsets.append(m.offset()),
-    )
-    producer.flush(10)
-    return offsets[0]
 
 
 def balance(account_id: UUID) -> int | None:
@@ -90,7 +74,7 @@ def test_it_parks_an_account_at_a_gap_keeps_projecting_the_others_and_resumes_on
     opened = next(e for e in read_events(kafka) if e.account_id == parked).to_dict()
     gap = {**opened, "event_id": str(uuid.uuid4()), "type": "MoneyDeposited", "version": 1, "sequence": 5}
     gap["data"] = {"amount": 1_00, "balance": 1_00}
-    gap_offset = produce_raw(kafka, str(parked).encode(), orjson.dumps(gap), partition)
+    gap_offset = produce_raw(kafka, kafka.events_topic, str(parked).encode(), orjson.dumps(gap), partition)
     send(bus, domain.Deposit(parked, 3_00))
     send(bus, domain.Deposit(neighbour, 4_00))
 
@@ -127,9 +111,11 @@ def test_it_parks_an_account_named_by_a_poison_record_and_dead_letters_it(
 ) -> None:
     parked, neighbour, partition = open_on_one_partition(bus)
     wait_until(lambda: balance(parked) == 0 and balance(neighbour) == 0, 60, what="both accounts projected")
-    produce_raw(kafka, None, b"\xff not json", partition)  # names no account: dead-lettered, nobody parked
+    produce_raw(
+        kafka, kafka.events_topic, None, b"\xff not json", partition
+    )  # names no account: dead-lettered, nobody parked
     poison = {"type": "MoneyPrinted", "account_id": str(parked), "sequence": 2}
-    poison_offset = produce_raw(kafka, str(parked).encode(), orjson.dumps(poison), partition)
+    poison_offset = produce_raw(kafka, kafka.events_topic, str(parked).encode(), orjson.dumps(poison), partition)
     send(bus, domain.Deposit(parked, 7_00))
     send(bus, domain.Deposit(neighbour, 5_00))
 
@@ -230,7 +216,7 @@ def park_at_a_gap(kafka: KafkaSettings, bus: CommandBus, owner: str) -> tuple[UU
     opened = next(e for e in read_events(kafka) if e.account_id == parked).to_dict()
     gap = {**opened, "event_id": str(uuid.uuid4()), "type": "MoneyDeposited", "version": 1, "sequence": 5}
     gap["data"] = {"amount": 1_00, "balance": 1_00}
-    gap_offset = produce_raw(kafka, str(parked).encode(), orjson.dumps(gap), partition)
+    gap_offset = produce_raw(kafka, kafka.events_topic, str(parked).encode(), orjson.dumps(gap), partition)
     send(bus, domain.Deposit(parked, 3_00))
     send(bus, domain.Deposit(neighbour, 4_00))
     wait_until(lambda: balance(neighbour) == 4_00, 60, what="the neighbour's deposit after the gap")
@@ -267,7 +253,7 @@ def test_it_verifies_replay_equal_to_the_live_projections_while_parked_at_poison
     parked, neighbour, partition = open_on_one_partition(bus)
     wait_until(lambda: balance(parked) == 0 and balance(neighbour) == 0, 60, what="both accounts projected")
     poison = {"type": "MoneyPrinted", "account_id": str(parked), "sequence": 2}
-    poison_offset = produce_raw(kafka, str(parked).encode(), orjson.dumps(poison), partition)
+    poison_offset = produce_raw(kafka, kafka.events_topic, str(parked).encode(), orjson.dumps(poison), partition)
     send(bus, domain.Deposit(parked, 7_00))
     send(bus, domain.Deposit(neighbour, 5_00))
     wait_until(lambda: balance(neighbour) == 5_00, 60, what="the neighbour's deposit after the poison")

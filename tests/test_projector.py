@@ -15,7 +15,6 @@ from uuid import UUID
 
 import orjson
 import pytest
-from confluent_kafka import Producer
 from django.core.management import CommandError, call_command
 from django.db import connection
 
@@ -27,8 +26,10 @@ from projections import registry, replay
 from projections.models import Account, AuditEntry, Checkpoint
 from tests.helpers import (
     ROOT,
+    Fold,
     Worker,
     opened_accounts,
+    raw_events,
     read_events,
     read_raw,
     send,
@@ -41,29 +42,17 @@ pytestmark = [pytest.mark.timeout(240), pytest.mark.django_db(transaction=True)]
 
 
 def expected_rows(events: list[dict[str, Any]]) -> tuple[dict[UUID, tuple[Any, ...]], dict[UUID, tuple[Any, ...]]]:
-    """The rows the projections must hold, folded by hand from the events' JSON (not by the projector's code).
-
-    An account row starts at AccountOpened and follows every later event of its account: balance from
-    the event's `balance`, closed at AccountClosed; one history row per event.
-    """
-    accounts: dict[UUID, dict[str, Any]] = {}
-    audit = {}
-    for e in events:
-        account_id, data, moment = UUID(e["account_id"]), e["data"], datetime.fromisoformat(e["occurred_at"])
-        if e["type"] == "AccountOpened":
-            accounts[account_id] = {"owner": data["owner"], "name": data["name"], "currency": data["currency"]}
-            accounts[account_id] |= {"balance": 0, "status": "open", "opened_at": moment}
-        if account_id in accounts:
-            accounts[account_id] |= {"last_sequence": e["sequence"], "updated_at": moment}
-            if "balance" in data:
-                accounts[account_id]["balance"] = data["balance"]
-            if e["type"] == "AccountClosed":
-                accounts[account_id]["status"] = "closed"
-        audit[UUID(e["event_id"])] = (
-            *(account_id, e["sequence"], e["type"], data.get("amount"), data.get("balance"), moment),
-            *(e["actor"], UUID(e["command_id"]), data.get("reason", "")),
+    """The rows the projections must hold, folded by hand from the events' JSON (not by the projector's code):
+    the account rows of tests.helpers.Fold, one history row per event."""
+    audit = {
+        UUID(e["event_id"]): (
+            *(UUID(e["account_id"]), e["sequence"], e["type"], e["data"].get("amount"), e["data"].get("balance")),
+            *(datetime.fromisoformat(e["occurred_at"]), e["actor"], UUID(e["command_id"]), e["data"].get("reason", "")),
         )
-    return {k: tuple(v[c] for c in ACCOUNT_COLUMNS) for k, v in accounts.items()}, audit
+        for e in events
+    }
+    accounts = Fold.of(events).accounts
+    return {UUID(k): tuple(v[c] for c in ACCOUNT_COLUMNS) for k, v in accounts.items()}, audit
 
 
 ACCOUNT_COLUMNS = ("owner", "name", "currency", "balance", "status", "opened_at", "last_sequence", "updated_at")
@@ -80,10 +69,6 @@ def projected_rows(schema: str = "public") -> tuple[dict[UUID, tuple[Any, ...]],
         )
         audit = {row[0]: tuple(row[1:]) for row in cursor.fetchall()}
     return accounts, audit
-
-
-def raw_events(kafka: KafkaSettings) -> list[dict[str, Any]]:
-    return [orjson.loads(m.value()) for m in read_raw(kafka, kafka.events_topic)]
 
 
 def caught_up(kafka: KafkaSettings) -> bool:
@@ -222,12 +207,6 @@ def test_it_replays_as_of_a_moment(kafka: KafkaSettings, bus: CommandBus, proces
     assert as_of == expected_rows(before)
     now = {a.id: a.balance for a in Account.objects.all()}
     assert now != {k: v[3] for k, v in as_of[0].items()}, "the later commands should have changed the balances"
-
-
-def produce_raw_event(kafka: KafkaSettings, account_id: UUID, value: bytes, partition: int) -> None:
-    producer = Producer(kafka.client_config())
-    producer.produce(kafka.events_topic, key=str(account_id).encode(), value=value, partition=partition)
-    producer.flush(10)
 
 
 def partition_of(kafka: KafkaSettings, account_id: UUID) -> int:

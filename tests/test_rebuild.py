@@ -28,11 +28,21 @@ from bank import domain
 from bank.command_bus import CommandBus
 from bank.config import KafkaSettings
 from bank.kafka import end_offsets
-from bench import harness
 from ops.status import rebuild_lines
 from projections.models import Account, DailyBalance, Generation
-from tests.helpers import Worker, logged_in, opened_accounts, send, stream_commands, wait_until, worker_env
-from tests.test_projector import caught_up, expected_rows, projected_rows, raw_events
+from tests.helpers import (
+    ROOT,
+    Worker,
+    logged_in,
+    manage,
+    opened_accounts,
+    raw_events,
+    send,
+    stream_commands,
+    wait_until,
+    worker_env,
+)
+from tests.test_projector import caught_up, expected_rows, projected_rows
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.django_db(transaction=True)]
 
@@ -53,9 +63,9 @@ def no_generations_left() -> Iterator[None]:
 def rebuild(kafka: KafkaSettings, *args: str, timeout: float = 240, **env: str) -> subprocess.CompletedProcess[str]:
     """`manage.py rebuild` as an operator runs it: its own process."""
     return subprocess.run(
-        harness.manage("rebuild", "--no-progress", *args),
+        manage("rebuild", "--no-progress", *args),
         env=worker_env(kafka, **env),
-        cwd=harness.ROOT,
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -28,7 +28,7 @@ from bank.config import KafkaSettings
 from bank.kafka import end_offsets, ensure_topics, producer
 from consumers.processor import Processor
 from consumers.recovery import Loader, decode_state
-from tests.helpers import Worker, read_events, read_raw, send, wait_until
+from tests.helpers import Fold, Worker, produce_raw, raw_events, read_events, read_raw, send, wait_until
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -219,9 +219,7 @@ def outcome(kafka: KafkaSettings, command_id: UUID, timeout: float = 60.0) -> do
 
 
 def write_foreign(kafka: KafkaSettings, key: bytes | None, partition: int, value: bytes = FOREIGN) -> None:
-    raw = Producer(kafka.client_config())
-    raw.produce(kafka.events_topic, key=key, value=value, partition=partition)
-    assert raw.flush(10) == 0
+    produce_raw(kafka, kafka.events_topic, key, value, partition)
 
 
 def test_it_quarantines_only_the_account_a_foreign_record_names(
@@ -391,4 +389,4 @@ def test_it_replaces_a_wedged_producer_and_the_late_commit_changes_nothing(
     balances = {a: 0 for a in accounts}
     for i in range(40):
         balances[accounts[i % 5]] += 100 + i
-    assert {a: s.balance for a, s in fold(events).items()} == balances
+    assert {UUID(a): v for a, v in Fold.of(raw_events(kafka)).balances.items()} == balances

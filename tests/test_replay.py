@@ -21,7 +21,7 @@ from bank.kafka import end_offsets
 from projections import registry, store
 from projections.models import Account, AuditEntry
 from projections.registry import Projection
-from tests.kafka_helpers import Worker, read_raw, wait_until
+from tests.helpers import Worker, read_raw, wait_until
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.django_db(transaction=True)]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from confluent_kafka import Producer
 from django.contrib.auth.models import User
 from django.core.management import CommandError
 from django.test import Client
@@ -15,7 +14,7 @@ from bank import domain, messages
 from bank.command_bus import CommandBus
 from bank.config import KafkaSettings
 from projections.models import DeadLetter
-from tests.kafka_helpers import Worker, read_raw, wait_until
+from tests.helpers import Worker, produce_raw, read_raw, wait_until
 from tests.test_operator_commands import run
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.django_db]
@@ -27,9 +26,7 @@ def test_it_requeues_a_command_onto_its_accounts_partition(
     account_id = uuid.uuid4()
     home = bus.send(messages.CommandEnvelope.new(domain.OpenAccount(account_id, "alice", "Home", "EUR"), "user:a"))
     elsewhere = (home.partition + 1) % kafka.partitions
-    raw = Producer(kafka.client_config())
-    raw.produce(kafka.commands_topic, key=str(account_id).encode(), value=b"{broken", partition=elsewhere)
-    raw.flush(10)
+    produce_raw(kafka, kafka.commands_topic, str(account_id).encode(), b"{broken", elsewhere)
     wait_until(lambda: read_raw(kafka, kafka.deadletters_topic), 30, what="the dead letter")
     letter = read_raw(kafka, kafka.deadletters_topic)[0]
 
@@ -43,9 +40,7 @@ def test_it_requeues_a_command_onto_its_accounts_partition(
 def test_it_refuses_to_requeue_a_dead_lettered_event(
     kafka: KafkaSettings, projector: Worker, users: dict[str, User]
 ) -> None:
-    raw = Producer(kafka.client_config())
-    raw.produce(kafka.events_topic, key=str(uuid.uuid4()).encode(), value=b"{not an event", partition=0)
-    raw.flush(10)
+    produce_raw(kafka, kafka.events_topic, str(uuid.uuid4()).encode(), b"{not an event", 0)
     wait_until(
         lambda: any(dict(m.headers())["dlq.source.topic"] == kafka.events_topic.encode() for m in dead(kafka)),
         60,

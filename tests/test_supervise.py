@@ -14,7 +14,7 @@ import pytest
 from bank.config import KafkaSettings
 from devservices.process import free_port
 from server.supervise import config
-from tests.kafka_helpers import LOGS, ROOT, Worker, wait_until
+from tests.helpers import LOGS, ROOT, Worker, wait_until
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.django_db(transaction=True)]
 

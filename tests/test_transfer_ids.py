@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 from bank import domain
 from bank.command_bus import CommandBus
 from bank.config import KafkaSettings
-from tests.helpers import Worker, send, wait_until
-from tests.test_transfers import ended, last_balances, open_account, raw_events
+from tests.helpers import Fold, Worker, raw_events, send, wait_until
+from tests.test_transfers import ended, open_account
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -35,62 +35,6 @@ pytestmark = pytest.mark.timeout(600)
 def old_step_id(transfer_id: UUID, step: str) -> UUID:
     """How step ids were derived before they named the source: from the transfer id alone."""
     return uuid.uuid5(domain.STEP_NAMESPACE, f"{transfer_id}:{step}")
-
-
-@dataclass
-class Fold:
-    """bank.events folded by hand, from plain JSON: balances, money in flight per (source, transfer id)."""
-
-    balances: Counter[str] = field(default_factory=Counter)
-    reported: dict[str, int] = field(default_factory=dict)  # the last balance each account's events state
-    deposited: int = 0
-    withdrawn: int = 0
-    debits: Counter[tuple[str, str]] = field(default_factory=Counter)
-    ends: Counter[tuple[str, str]] = field(default_factory=Counter)
-    in_flight: int = 0
-    sequences: dict[str, int] = field(default_factory=dict)
-    events: int = 0
-
-    def add(self, e: dict[str, Any]) -> None:
-        self.events += 1
-        account, data, kind = e["account_id"], e["data"], e["type"]
-        assert e["sequence"] == self.sequences.get(account, 0) + 1, f"gap or repeat on {account}: {e}"
-        self.sequences[account] = e["sequence"]
-        amount = data.get("amount") or 0
-        if kind == "MoneyDeposited":
-            self.balances[account] += amount
-            self.deposited += amount
-        elif kind == "MoneyWithdrawn":
-            self.balances[account] -= amount
-            self.withdrawn += amount
-        elif kind == "TransferDebited":
-            self.balances[account] -= amount
-            self.in_flight += amount
-            self.debits[(account, data["transfer_id"])] += 1
-        elif kind == "TransferCredited":
-            self.balances[account] += amount
-            self.in_flight -= amount
-        elif kind == "TransferRefunded":
-            self.balances[account] += amount
-            self.in_flight -= amount
-            self.ends[(account, data["transfer_id"])] += 1
-        elif kind == "TransferCompleted":
-            self.ends[(account, data["transfer_id"])] += 1
-        if "balance" in data:
-            self.reported[account] = data["balance"]
-
-    def open_transfers(self) -> list[tuple[str, str]]:
-        """Transfers debited more often than they ended (completed or refunded)."""
-        return [key for key, n in self.debits.items() if self.ends[key] < n]
-
-    def check(self) -> None:
-        """Money conserved to the cent, nothing in flight, every transfer ended once, balances as reported."""
-        assert not self.open_transfers(), f"transfers that never ended: {self.open_transfers()[:5]}"
-        assert all(self.ends[k] == n for k, n in self.debits.items()), "a transfer ended twice"
-        assert self.in_flight == 0, self.in_flight
-        assert sum(self.balances.values()) == self.deposited - self.withdrawn
-        assert all(v >= 0 for v in self.balances.values()), "a balance went negative"
-        assert {a: v for a, v in self.balances.items() if a in self.reported} == self.reported
 
 
 class EventTail:
@@ -156,13 +100,6 @@ def events_when(kafka: KafkaSettings, ready: Callable[[list[dict[str, Any]]], bo
     return wait_until(check, 60, 0.5, what)
 
 
-def fold(events: list[dict[str, Any]]) -> Fold:
-    f = Fold()
-    for e in events:
-        f.add(e)
-    return f
-
-
 # --- each collision found by probing ---
 
 
@@ -176,8 +113,8 @@ def test_it_keeps_apart_one_transfer_id_sent_from_two_own_accounts(
     wait_until(lambda: ended(kafka, {str(t)}), 30, what="the first transfer to end")
     transfer_with(bus, y, t, payee, 7_00)
     events = events_when(kafka, lambda e: sum(x["type"] == "TransferCompleted" for x in e) == 2, "both to complete")
-    assert last_balances(events) == {str(x): 15_00, str(y): 13_00, str(payee): 12_00}
-    fold(events).check()
+    assert Fold.of(events).reported == {str(x): 15_00, str(y): 13_00, str(payee): 12_00}
+    Fold.of(events).check()
 
 
 @pytest.mark.parametrize("derivation", ["old", "new"])
@@ -196,8 +133,8 @@ def test_a_deposit_id_equal_to_a_future_step_id_does_not_stop_the_transfer(
     kinds = [e["type"] for e in events if e["data"].get("transfer_id") == str(t)]
     assert kinds.count("TransferCompleted" if step == "complete" else "TransferRefunded") == 1, kinds
     expected = {str(source): 7_01 if step == "complete" else 10_01} | ({str(payee): 3_00} if step == "complete" else {})
-    assert last_balances(events) == expected
-    fold(events).check()
+    assert Fold.of(events).reported == expected
+    Fold.of(events).check()
 
 
 def test_a_transfer_id_reused_on_its_source_after_the_window_still_ends(
@@ -216,8 +153,8 @@ def test_a_transfer_id_reused_on_its_source_after_the_window_still_ends(
     events = events_when(kafka, lambda e: any(x["type"] == "TransferRefunded" for x in e), "the reuse refunded")
     refunded = next(e for e in events if e["type"] == "TransferRefunded")
     assert refunded["data"]["reason"] == "transfer_exists"
-    assert last_balances(events) == {str(source): 8_25, str(payee): 2_00}
-    fold(events).check()
+    assert Fold.of(events).reported == {str(source): 8_25, str(payee): 2_00}
+    Fold.of(events).check()
 
 
 # --- arbitrary client-chosen ids ---
@@ -362,10 +299,10 @@ def test_a_storm_with_reused_and_step_ids_conserves_money_to_the_cent(
     def settled() -> list[dict[str, Any]] | None:
         events = raw_events(kafka)
         decided = {e["command_id"] for e in events}
-        return events if {str(m) for m in markers} <= decided and not fold(events).open_transfers() else None
+        return events if {str(m) for m in markers} <= decided and not Fold.of(events).open_transfers() else None
 
     events = wait_until(settled, 240, 1.0, "the storm to settle")
-    f = fold(events)
+    f = Fold.of(events)
     f.check()
     assert counts["reused"] > 50 and counts["step id"] > 50, counts
     assert len(f.debits) > 500, "most transfers should have gone through"

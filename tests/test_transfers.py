@@ -1,7 +1,7 @@
 """Transfers end to end against the real broker: the saga's steps, its refunds, and exactly once under SIGKILL.
 
-The oracle is a plain read of bank.events: a read_committed consumer and orjson over the raw
-values, never the project's decoder, so a bug shared by the writer and the reader cannot hide.
+The oracle is a plain read of bank.events: the committed raw values through orjson, never the project's
+decoder, folded by hand (tests.helpers.Fold), so a bug shared by the writer and the reader cannot hide.
 """
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
-import orjson
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from django.core.management import call_command
 from django.db import connection
 
@@ -28,41 +26,11 @@ from bank.command_bus import CommandBus
 from bank.config import KafkaSettings
 from projections import replay
 from projections.models import Account, AuditEntry, Transfer
-from tests.helpers import Worker, send, wait_until
+from tests.helpers import Fold, Worker, raw_events, send, wait_until
 
 pytestmark = pytest.mark.timeout(300)
 
 ENDINGS = {"TransferCompleted", "TransferRefunded"}
-
-
-def raw_events(kafka: KafkaSettings) -> list[dict[str, Any]]:
-    """Every committed event as plain JSON, read like kcat would (`-X isolation.level=read_committed`)."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": kafka.bootstrap_servers,
-            "group.id": f"raw-{uuid.uuid4().hex}",
-            "isolation.level": "read_committed",
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        partitions = consumer.list_topics(kafka.events_topic, timeout=10).topics[kafka.events_topic].partitions
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(kafka.events_topic, p), timeout=10)[1] for p in partitions
-        }
-        consumer.assign([TopicPartition(kafka.events_topic, p, OFFSET_BEGINNING) for p in partitions])
-        out: list[dict[str, Any]] = []
-        remaining = {p for p, end in ends.items() if end > 0}
-        while remaining:
-            for message in consumer.consume(1000, 0.5):
-                if message.error() is None:
-                    out.append(orjson.loads(message.value()))
-            for tp in consumer.position([TopicPartition(kafka.events_topic, p) for p in remaining]):
-                if tp.offset >= ends[tp.partition]:
-                    remaining.discard(tp.partition)
-        return out
-    finally:
-        consumer.close()
 
 
 def open_account(bus: CommandBus, currency: str = "EUR", deposit: int = 0, owner: str = "alice") -> UUID:
@@ -95,14 +63,6 @@ def of_transfer(events: list[dict[str, Any]], transfer_id: UUID) -> list[tuple[s
     return [(e["type"], e["account_id"]) for e in events if e["data"].get("transfer_id") == str(transfer_id)]
 
 
-def last_balances(events: list[dict[str, Any]]) -> dict[str, int]:
-    balances: dict[str, int] = {}
-    for e in events:  # partition order is account order: the last balance seen is the account's
-        if "balance" in e["data"]:
-            balances[e["account_id"]] = e["data"]["balance"]
-    return balances
-
-
 def test_it_moves_money_between_accounts_in_three_steps(
     kafka: KafkaSettings, bus: CommandBus, processor: Worker
 ) -> None:
@@ -113,7 +73,7 @@ def test_it_moves_money_between_accounts_in_three_steps(
     assert sorted(of_transfer(events, transfer_id)) == sorted(
         [("TransferDebited", str(source)), ("TransferCredited", str(destination)), ("TransferCompleted", str(source))]
     )
-    assert last_balances(events) == {str(source): 60_00, str(destination): 40_00}
+    assert Fold.of(events).reported == {str(source): 60_00, str(destination): 40_00}
     credit = next(e for e in events if e["type"] == "TransferCredited")
     assert credit["actor"] == domain.SAGA_ACTOR, "the payee's history must not name the payer"
     assert credit["command_id"] == str(domain.step_id(source, transfer_id, "credit"))
@@ -150,7 +110,7 @@ def test_it_refunds_a_transfer_the_destination_refuses(
     refunded = next(e for e in events if e["type"] == "TransferRefunded")
     reason = {"closed": "account_closed", "unknown": "account_not_found", "other currency": "currency_mismatch"}[case]
     assert refunded["data"]["reason"] == reason
-    assert last_balances(events)[str(source)] == 100_00
+    assert Fold.of(events).reported[str(source)] == 100_00
 
 
 def test_it_refuses_a_transfer_to_the_same_account_without_moving_money(
@@ -161,7 +121,7 @@ def test_it_refuses_a_transfer_to_the_same_account_without_moving_money(
     events = ended(kafka, {str(transfer_id)})
     rejection = next(e for e in events if e["command_id"] == str(transfer_id))
     assert (rejection["type"], rejection["data"]["reason"]) == ("CommandRejected", "same_account")
-    assert last_balances(events) == {str(source): 10_00}
+    assert Fold.of(events).reported == {str(source): 10_00}
 
 
 def money_in_the_projections() -> tuple[int, int]:
@@ -248,7 +208,7 @@ def test_it_ends_1000_concurrent_transfers_exactly_once_across_a_sigkill(
             expected[e["account_id"]] += amount
     assert all(v >= 0 for v in expected.values())
     assert sum(expected.values()) == sum(deposits.values()), "money conserved once nothing is in flight"
-    assert last_balances(events) == {a: v for a, v in expected.items() if a != str(closed)}
+    assert Fold.of(events).reported == {a: v for a, v in expected.items() if a != str(closed)}
     sequences: dict[str, list[int]] = defaultdict(list)
     for e in events:
         sequences[e["account_id"]].append(e["sequence"])

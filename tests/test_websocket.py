@@ -78,15 +78,17 @@ def test_it_pushes_only_the_users_own_accounts(users: dict[str, User]) -> None:
     alices = account_of(users["alice"], "Alice main")
     bobs = account_of(users["bob"], "Bob main")
     cookie = session_cookie(users["alice"])
+    marker = uuid.uuid4()
 
     async def run() -> None:
         ws = communicator(cookie)
         connected, _ = await ws.connect()
         assert connected
         # Asking about bob's account, as an edited page could, gets nothing about it.
+        pending = [[str(alices.id), str(marker)]]
         await ws.send_to(
             text_data=json.dumps(
-                {"type": "hello", "page": "account", "account": str(bobs.id), "history": True, "pending": []}
+                {"type": "hello", "page": "account", "account": str(bobs.id), "history": True, "pending": pending}
             )
         )
         catch_up = []
@@ -95,7 +97,7 @@ def test_it_pushes_only_the_users_own_accounts(users: dict[str, User]) -> None:
         assert all(str(bobs.id) not in m and "Bob main" not in m for m in catch_up)
 
         await _push(bobs, 5_00)
-        assert await ws.receive_nothing(timeout=0.5)
+        assert await until_marker(ws, alices, marker) == []
 
         await ws.send_to(
             text_data=json.dumps({"type": "hello", "page": "account", "account": str(alices.id), "history": True})
@@ -123,6 +125,19 @@ async def _push(account: Account, amount: int, command_id: uuid.UUID | None = No
         from channels.layers import get_channel_layer
 
         await get_channel_layer().group_send(group, message)
+
+
+async def until_marker(ws: WebsocketCommunicator, account: Account, marker: uuid.UUID, push: bool = True) -> list[str]:
+    """The frames received before the marker: the outcome of `marker`, a command on `account` that the page
+    watches (named in its hello), pushed now (or already, for many pages) through the channel layer behind what the
+    test pushed before. A frame of that earlier push would arrive first: a positive end instead of a pause that
+    asserts silence."""
+    if push:
+        await _push(account, 0, marker)  # a deposit of nothing: no balance changes
+    frames = []
+    while f'id="cmd-{account.id}-{marker}"' not in (frame := await ws.receive_from(timeout=10)):
+        frames.append(frame)
+    return frames
 
 
 def test_it_joins_the_group_of_an_account_opened_while_connected(users: dict[str, User]) -> None:
@@ -183,6 +198,7 @@ def test_it_sends_a_page_only_fragments_it_has_targets_for(users: dict[str, User
     """htmx logs oobErrorNoTarget for any fragment the page has no element for."""
     first, second = account_of(users["alice"], "First"), account_of(users["alice"], "Second")
     cookie = session_cookie(users["alice"])
+    marker = uuid.uuid4()
 
     async def run() -> None:
         dashboard, account_page, older_page = communicator(cookie), communicator(cookie), communicator(cookie)
@@ -192,7 +208,9 @@ def test_it_sends_a_page_only_fragments_it_has_targets_for(users: dict[str, User
         caught_up = "".join(await drain(dashboard))
         assert 'id="total"' in caught_up and 'id="accounts-body"' in caught_up
         assert "balance-" not in caught_up and "audit-live-" not in caught_up
-        await account_page.send_to(text_data=hello("account", first, history=True))
+        await account_page.send_to(
+            text_data=hello("account", first, history=True, pending=[[str(second.id), str(marker)]])
+        )
         caught_up = "".join(await drain(account_page))
         assert f'id="balance-{first.id}"' in caught_up and f'id="audit-live-{first.id}"' in caught_up
         assert 'id="total"' not in caught_up and "accounts-body" not in caught_up and str(second.id) not in caught_up
@@ -203,7 +221,8 @@ def test_it_sends_a_page_only_fragments_it_has_targets_for(users: dict[str, User
         update = "".join(await drain(dashboard))
         assert 'id="total"' in update and f'id="account-{second.id}"' in update
         assert "balance-" not in update and "audit-live-" not in update
-        assert await account_page.receive_nothing(timeout=0.5), "nothing of another account on an account page"
+        assert await until_marker(account_page, second, marker) == [], "nothing of another account on an account page"
+        await drain(dashboard)  # the marker's push
 
         await _push(first, 3_00)
         update = "".join(await drain(account_page))
@@ -220,16 +239,17 @@ def test_it_sends_a_page_only_fragments_it_has_targets_for(users: dict[str, User
 def test_it_sends_outcomes_of_the_commands_the_page_waits_for_by_account(users: dict[str, User]) -> None:
     """A command id is unique per account only: the outcome of the same id on another account is not this one."""
     first, second = account_of(users["alice"], "First"), account_of(users["alice"], "Second")
-    shared, later = uuid.uuid4(), uuid.uuid4()
+    shared, later, marker = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     cookie = session_cookie(users["alice"])
 
     async def run() -> None:
         ws = communicator(cookie)
         assert (await ws.connect())[0]
-        await ws.send_to(text_data=hello("account", first, pending=[[str(first.id), str(shared)]]))
+        pending = [[str(first.id), str(shared)], [str(first.id), str(marker)]]
+        await ws.send_to(text_data=hello("account", first, pending=pending))
         await drain(ws)
         await _push(second, 1_00, shared)  # the same command id, on the other account
-        assert await ws.receive_nothing(timeout=0.5)
+        assert await until_marker(ws, first, marker) == []
         await _push(first, 4_00, shared)
         update = "".join(await drain(ws))
         assert f'id="cmd-{first.id}-{shared}"' in update and "Deposit €4.00" in update and "accepted" in update
@@ -284,9 +304,9 @@ def test_it_ignores_deeply_nested_json_and_stays_usable(users: dict[str, User]) 
         assert (await ws.connect())[0]
         for frame in ["[" * 8_000 + "]" * 8_000, "[" * 10_000, '{"type": "hello", "page": ' + "[" * 5_000, "\ud800"]:
             await ws.send_to(text_data=frame)
-            assert await ws.receive_nothing(timeout=0.3)
+        # Frames are handled in order: the first answer is the hello's, nothing came of the frames before it.
         await ws.send_to(text_data=hello("dashboard"))
-        assert 'id="total"' in "".join(await drain(ws))
+        assert 'id="total"' in await ws.receive_from(timeout=10)
         await ws.disconnect()
 
     async_to_sync(run)()
@@ -360,6 +380,9 @@ def test_it_renders_a_push_once_for_many_pages_and_sends_it_only_to_their_owner(
 
     alices, bobs = account_of(users["alice"], "Alice main"), account_of(users["bob"], "Bob main")
     alice_cookie, bob_cookie = session_cookie(users["alice"]), session_cookie(users["bob"])
+    alice_marker, bob_markers = uuid.uuid4(), (uuid.uuid4(), uuid.uuid4())
+    alice_pending = [[str(alices.id), str(alice_marker)]]
+    bob_pending = [[str(bobs.id), str(m)] for m in bob_markers]
 
     async def run() -> None:
         account_pages = [communicator(alice_cookie) for _ in range(3)]
@@ -368,12 +391,15 @@ def test_it_renders_a_push_once_for_many_pages_and_sends_it_only_to_their_owner(
         for ws in account_pages + dashboards + bob_pages:
             assert (await ws.connect())[0]
         for ws in account_pages:
-            await ws.send_to(text_data=hello("account", alices))
+            await ws.send_to(text_data=hello("account", alices, pending=alice_pending))
         for ws in dashboards:
-            await ws.send_to(text_data=hello("dashboard"))
-        for ws, said in zip(
-            bob_pages, (hello("account", bobs), hello("dashboard"), hello("account", alices)), strict=True
-        ):
+            await ws.send_to(text_data=hello("dashboard", pending=alice_pending))
+        bob_says = (
+            hello("account", bobs, pending=bob_pending),
+            hello("dashboard", pending=bob_pending),
+            hello("account", alices, pending=bob_pending),
+        )
+        for ws, said in zip(bob_pages, bob_says, strict=True):
             await ws.send_to(text_data=said)
         for ws in account_pages + dashboards + bob_pages:
             await drain(ws)
@@ -387,17 +413,20 @@ def test_it_renders_a_push_once_for_many_pages_and_sends_it_only_to_their_owner(
         for text in on_dashboards:
             assert f'id="account-{alices.id}"' in text and 'data-cents="1234"' in text and 'id="total"' in text
         assert len(set(on_account_pages)) == 1 and len(set(on_dashboards)) == 1
-        for ws in bob_pages:
-            assert await ws.receive_nothing(timeout=0.5), "nothing of alice's account on bob's pages"
         # Rendered once each: the account pages' summary, the dashboards' summary and the dashboards' row.
         assert websocket._rendered.cache_info().misses == 3
+        await _push(bobs, 0, bob_markers[0])  # behind alice's push, to each of bob's pages
+        for ws in bob_pages:
+            assert await until_marker(ws, bobs, bob_markers[0], push=False) == [], "nothing of alice's on bob's pages"
 
         await _push(bobs, 5_00)
         assert f'id="balance-{bobs.id}" class="balance" data-cents="500"' in "".join(await drain(bob_pages[0]))
         assert f'id="account-{bobs.id}"' in "".join(await drain(bob_pages[1]))
-        assert await bob_pages[2].receive_nothing(timeout=0.3)
+        await _push(bobs, 0, bob_markers[1])
+        assert await until_marker(bob_pages[2], bobs, bob_markers[1], push=False) == []
+        await _push(alices, 0, alice_marker)
         for ws in account_pages + dashboards:
-            assert await ws.receive_nothing(timeout=0.3), "nothing of bob's account on alice's pages"
+            assert await until_marker(ws, alices, alice_marker, push=False) == [], "nothing of bob's on alice's pages"
         for ws in account_pages + dashboards + bob_pages:
             await ws.disconnect()
 

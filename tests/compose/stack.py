@@ -420,7 +420,7 @@ class Stack:
         """What a failed run needs to be understood: the containers' states and the last lines of each log."""
         with contextlib.suppress(Exception):
             print(self.compose("ps", "-a").stdout, flush=True)
-            print(self.compose("logs", "--no-color", "--tail", "40").stdout[-30000:], flush=True)
+            print(self.compose("logs", "--no-color", "--tail", "80").stdout[-30000:], flush=True)
 
     def down(self) -> None:
         say("docker compose down -v")

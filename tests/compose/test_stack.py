@@ -83,6 +83,14 @@ def running() -> Iterator[compose.Stack]:
 
 
 def test_a_customer_banks_through_docker_compose(running: compose.Stack) -> None:
+    try:
+        _bank_as_a_customer(running)
+    except BaseException:
+        running.diagnose()  # a fixture's teardown does not see the test's failure: the logs are printed here
+        raise
+
+
+def _bank_as_a_customer(running: compose.Stack) -> None:
     browser = Browser(running.web)
     compose.say(f"logging in as {DEMO_USER} on {running.web}")
     browser.log_in(DEMO_USER, DEMO_PASSWORD)
