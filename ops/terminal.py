@@ -8,6 +8,7 @@ two lines writes twice).
 
 from __future__ import annotations
 
+import sys
 import unicodedata
 from typing import Any
 
@@ -36,9 +37,13 @@ class SafeOutput(OutputWrapper):
 class OperatorCommand(BaseCommand):
     """A management command whose stdout and stderr escape what they print (see `safe`)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.stdout, self.stderr = SafeOutput(self.stdout._out), SafeOutput(self.stderr._out)  # type: ignore[arg-type]
+    def __init__(
+        self, stdout: Any = None, stderr: Any = None, no_color: bool = False, force_color: bool = False
+    ) -> None:
+        super().__init__(stdout, stderr, no_color, force_color)
+        safe_stderr = SafeOutput(stderr or sys.stderr)
+        safe_stderr.style_func = self.stderr.style_func  # errors in red on a terminal, as BaseCommand styles them
+        self.stdout, self.stderr = SafeOutput(stdout or sys.stdout), safe_stderr
 
     def execute(self, *args: Any, **options: Any) -> Any:
         for name in ("stdout", "stderr"):
