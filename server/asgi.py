@@ -16,7 +16,7 @@ from django.conf import settings  # noqa: E402
 from server import fastpath  # noqa: E402
 
 # Django's handler; with the fast path, with no worker thread for requests that need none (the command views).
-django_asgi_app = fastpath.asgi_handler(settings.FASTPATH)()
+django_asgi_app = fastpath.http_handler(settings.FASTPATH)()
 
 from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 

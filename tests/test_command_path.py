@@ -197,7 +197,7 @@ def test_it_takes_a_command_through_the_asgi_handler_without_a_thread(
     monkeypatch.setattr(threading.Thread, "start", lambda self: hops.append("thread") or start(self))
     # As deployed (DEBUG off): static files from the manifest, not looked up on disk (in a thread) per request.
     settings.SERVESTATIC_AUTOREFRESH = settings.SERVESTATIC_USE_FINDERS = False
-    handler = fastpath.asgi_handler(settings.FASTPATH)()
+    handler = fastpath.http_handler(settings.FASTPATH)()
 
     answers: list[tuple[dict[bytes, bytes], bytes]] = []
 

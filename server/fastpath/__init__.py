@@ -29,7 +29,7 @@ MIDDLEWARE = {
 CACHE_BACKEND = "server.fastpath.cache.RedisCache"
 
 
-def asgi_handler(enabled: bool) -> Any:
+def http_handler(enabled: bool) -> Any:
     """The HTTP handler class: Django's, or the fast path's."""
     if enabled:
         from server.fastpath.asgi_handler import ASGIHandler
