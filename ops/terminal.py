@@ -48,5 +48,7 @@ class OperatorCommand(BaseCommand):
     def execute(self, *args: Any, **options: Any) -> Any:
         for name in ("stdout", "stderr"):
             if options.get(name):
-                setattr(self, name, SafeOutput(options.pop(name)))
+                stream = options.pop(name)
+                setattr(self, name, SafeOutput(stream))
+                options[f"raw_{name}"] = stream  # for what writes its own bytes there (a progress bar)
         return super().execute(*args, **options)

@@ -57,7 +57,7 @@ class Command(BaseCommand):
                     kafka,
                     names,
                     progress=not options["no_progress"],
-                    progress_file=options.get("stderr") or sys.stderr,
+                    progress_file=options.get("raw_stderr") or options.get("stderr") or sys.stderr,
                     say=say,
                 )
                 say(

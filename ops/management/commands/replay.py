@@ -75,7 +75,7 @@ class Command(OperatorCommand):
             if answer.strip().lower() != "yes":
                 raise CommandError("replay cancelled")
         # The bar goes where the command's errors go (stderr, or call_command's stderr=).
-        bar_file = options.get("stderr") or sys.stderr
+        bar_file = options.get("raw_stderr") or sys.stderr
         result = replay.replay(kafka, projections, ends=ends, schema=schema, progress=progress, progress_file=bar_file)
         self.stdout.write(
             self.style.SUCCESS(
