@@ -54,9 +54,13 @@ class LagMeter:
             positions = self.consumer.position(self.consumer.assignment())
             lags = {}
             for tp in positions:
-                _, high = self.consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), cached=True)
+                low, high = self.consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), cached=True)
                 if high >= 0 and tp.offset >= 0:
                     lags[tp.partition] = max(0, high - tp.offset)
+                elif high >= 0 and low >= 0:
+                    # Nothing consumed from it yet (no position): everything it holds is still to read,
+                    # and an empty partition reports 0 rather than no figure at all.
+                    lags[tp.partition] = high - low
         except Exception as error:  # a figure must never break the worker
             log.debug("lag not measured: %s", error)
             return

@@ -161,13 +161,19 @@ def test_it_shows_no_lag_on_an_idle_bank_after_transfers(kafka: KafkaSettings, m
     applied = 2 * len(accounts) + 3 * len(accounts)  # opened, deposited; debited, credited, completed
     wait_until(lambda: total(scrape(projector_url), "bank_projector_events_applied_total") == applied, 60)
 
+    seen: dict[str, dict[str, float]] = {}
+
     def idle() -> bool:
-        lags = [[v for (n, _), v in scrape(url).items() if n == "bank_consumer_lag"] for url in metered_urls]
-        return all(len(per_partition) == kafka.partitions and not any(per_partition) for per_partition in lags)
+        for url in (processor_url, projector_url):
+            seen[url] = {
+                dict(labels)["partition"]: v for (n, labels), v in scrape(url).items() if n == "bank_consumer_lag"
+            }
+        return all(len(lags) == kafka.partitions and not any(lags.values()) for lags in seen.values())
 
-    metered_urls = (processor_url, projector_url)
-
-    wait_until(idle, 60, 0.5, "lag 0 on an idle bank")
+    try:
+        wait_until(idle, 60, 0.5, "lag 0 on an idle bank")
+    except AssertionError as error:
+        raise AssertionError(f"{error}; last lags per partition: {seen}") from None
 
 
 def test_it_answers_health_checks(metered: dict[str, str]) -> None:
