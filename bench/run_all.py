@@ -34,12 +34,12 @@ FULL = {
     "rebuild": "--events 1000000 --accounts 10000 --rate 50 --seconds 10",
 }
 TINY = {
-    "web": "--duration 2",
+    "web": "--duration 2 --warmup 1 --processes 1",
     "processor": "--commands 2000 --accounts 20",
     "recovery": "--sizes 2000 --accounts 20 --tail 100 --commands 2000 --compaction-wait 0",
     "projection": "--events 2000 --accounts 20",
     "eventsourcing_baseline": "--events 2000 --accounts 20",
-    "latency": "--rates 20 --seconds 2",
+    "latency": "--rates 20 --seconds 2 --drain 2 --web-processes 1",
     "fanout": "--pages 20 --storm 10 --deposits 3 --settle 0.5 --drain 5",
     "transfers": "--accounts 20 --deposits 200 --transfers 100 --rate 20 --seconds 2",
     "history": "--entries 3000 --small 100 --csv-entries 500 --repeat 2",
