@@ -29,7 +29,8 @@ from bank import messages, metrics
 from bank.config import KafkaSettings
 from bank.kafka import consume_batch, consumer, dead_letter, next_offsets, producer, reader
 from consumers.worker import Shutdown
-from projections import generations, live, parking, registry, store
+from live import updates
+from projections import generations, parking, registry, store
 from projections.apply import SequenceGap
 from projections.models import ParkedAccount
 
@@ -197,7 +198,7 @@ class Projector:
             return 0
         self.held = None
         if self.push:
-            sent = live.push(outcome)
+            sent = updates.push(outcome)
             self.pushed += sent
             metrics.pushes_sent.inc(sent)
             pushed_at = datetime.now(UTC)

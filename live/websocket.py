@@ -44,9 +44,9 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from bank import metrics
+from live.updates import account_from_payload, account_group, entry_from_payload, owner_group, session_group
 from projections import queries
 from projections.apply import AccountRow, AuditRow
-from projections.live import account_from_payload, account_group, entry_from_payload, owner_group, session_group
 from projections.models import Account
 from projections.queries import Outcome
 from web import chart
