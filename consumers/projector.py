@@ -34,7 +34,7 @@ from projections import generations, parking, registry, store
 from projections.apply import SequenceGap
 from projections.models import ParkedAccount
 
-log = logging.getLogger("bank.projector")
+log = logging.getLogger(__name__)
 
 # PostgreSQL is unreachable or restarting: transient, the batch is written again later.
 DATABASE_DOWN = (db.OperationalError, db.InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)

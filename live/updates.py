@@ -24,7 +24,7 @@ MAX_ENTRIES_PER_PUSH = 200
 MAX_CONCURRENT_SENDS = 50
 PUSH_TIMEOUT = 10.0  # seconds a batch's pushes may take before the projector goes on without them
 
-log = logging.getLogger("bank.projector")
+log = logging.getLogger(__name__)
 
 
 def account_group(account_id: UUID | str) -> str:

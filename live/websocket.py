@@ -52,7 +52,7 @@ from projections.queries import Outcome
 from web import chart
 from web.middleware import ZONE_COOKIE, zone_from_cookie
 
-log = logging.getLogger("bank.websocket")
+log = logging.getLogger(__name__)
 
 UNAUTHORIZED = 4401  # not logged in, or no longer
 # "Try again later": htmx's websocket extension reconnects after a growing, jittered pause,
@@ -69,11 +69,11 @@ RECENT_OUTCOMES = 200
 SESSION_RECHECK_SECONDS = 10.0  # logout closes sockets at once; this catches sessions ended otherwise
 
 LIVE = "bank/live.html"
-Command = tuple[UUID, UUID]  # (account id, command id): a command id is unique per account only
+WatchedCommand = tuple[UUID, UUID]  # (account id, command id): a command id is unique per account only
 
 
 @dataclass(frozen=True)
-class Page:
+class LivePage:
     """What the browser page shows, hence which fragments it has targets for."""
 
     kind: str  # "dashboard", "account", or "" for a page without live parts
@@ -104,7 +104,7 @@ def _uuid(value: Any) -> UUID | None:
         return None
 
 
-def _command(value: Any) -> Command | None:
+def _command(value: Any) -> WatchedCommand | None:
     if isinstance(value, list | tuple) and len(value) == 2:
         account, command = _uuid(value[0]), _uuid(value[1])
         if account and command:
@@ -251,9 +251,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if self.session_key:
             SESSIONS.seen(self.session_key, user.pk)
         self.zone = zone_from_cookie(self.scope.get("cookies", {}).get(ZONE_COOKIE))
-        self.page: Page | None = None  # unknown until the hello: nothing is sent before it
-        self.watching: dict[Command, None] = {}  # ordered: the oldest is dropped beyond MAX_PENDING
-        self.recent: dict[Command, Outcome] = {}  # outcomes pushed lately, for a watch that comes after its push
+        self.page: LivePage | None = None  # unknown until the hello: nothing is sent before it
+        self.watching: dict[WatchedCommand, None] = {}  # ordered: the oldest is dropped beyond MAX_PENDING
+        self.recent: dict[WatchedCommand, Outcome] = {}  # outcomes pushed lately, for a watch that comes after its push
         self.joined: set[str] = set()
         if LiveConsumer.open_sockets >= settings.LIVE_MAX_SOCKETS:
             await self._try_again_later(f"{LiveConsumer.open_sockets} live pages open in this process")
@@ -318,7 +318,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def _hello(self, message: dict[str, Any]) -> None:
         """The page says hello after every (re)connect: send it the current state and the outcomes it missed."""
         kind = message.get("page")
-        self.page = Page(
+        self.page = LivePage(
             kind=kind if kind in ("dashboard", "account") else "",
             account=_uuid(message.get("account")),
             history=message.get("history") is True,
@@ -329,7 +329,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.watching = dict.fromkeys(pending)
         await self._send_all(await self._catch_up(self.page, pending))
 
-    async def _watch(self, command: Command) -> None:
+    async def _watch(self, command: WatchedCommand) -> None:
         """A pending row appeared. Its outcome may have come first (the push beat the 202 answer): it is then
         among the recent ones, with no database query. One older than this socket is left to the row's long-poll.
         """
@@ -428,7 +428,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         return [queries.as_row(a) for a in queries.accounts_of(self.user)]
 
     @database_sync_to_async
-    def _outcomes(self, commands: list[Command]) -> list[Outcome]:
+    def _outcomes(self, commands: list[WatchedCommand]) -> list[Outcome]:
         if not commands:
             return []
         found = queries.outcomes_of(self.user, commands)
@@ -463,7 +463,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         return False
 
     @database_sync_to_async
-    def _catch_up(self, page: Page, pending: list[Command]) -> list[str]:
+    def _catch_up(self, page: LivePage, pending: list[WatchedCommand]) -> list[str]:
         """The page's live parts as they are now, and the outcomes of the commands it waits for."""
         accounts = queries.accounts_of(self.user)
         self.accounts = {a.id: queries.as_row(a) for a in accounts}

@@ -31,7 +31,7 @@ from projections.apply import (
     transfer_key_of,
 )
 
-log = logging.getLogger("bank.projector")
+log = logging.getLogger(__name__)
 
 # The PostgreSQL advisory lock the live projector and replay share, so that they never write at once.
 LOCK_KEY = 7_263_544_100
