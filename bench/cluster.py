@@ -130,7 +130,7 @@ def latencies(setup: Setup, database_url: str, rate: float, seconds: float) -> l
     sent: dict[uuid.UUID, float] = {}
     done: dict[uuid.UUID, float] = {}
 
-    def record(outcome: store.Outcome) -> int:  # stands in for updates.push, called right after the commit
+    def record(outcome: store.BatchChanges) -> int:  # stands in for updates.push, called right after the commit
         now = time.perf_counter()
         for rows in outcome.audit.values():
             for row in rows:

@@ -250,7 +250,7 @@ class Projector:
             raise ProjectorFailed("could not write dead letters to Kafka; will retry the batch after a restart")
         return Held(batch, events, poison, {tp.partition: tp.offset for tp in next_offsets(batch)}, records)
 
-    def _write(self, held: Held) -> store.Outcome:
+    def _write(self, held: Held) -> store.BatchChanges:
         """The batch's database transaction.
 
         1. The parking rules (parking.Parking, as in replay) over the batch's records in log order,
@@ -300,7 +300,7 @@ class Projector:
         ends: dict[int, int],
         last: dict[UUID, int],
         projections: list[registry.Projection],
-    ) -> store.Outcome:
+    ) -> store.BatchChanges:
         """apply_batch in a savepoint, leaving out (and parking) each account that fails it, until it goes through."""
         while True:
             try:
@@ -363,7 +363,7 @@ class Projector:
 
     @staticmethod
     def _count(
-        events: list[store.Positioned], outcome: store.Outcome, ends: dict[int, int], poison: int, seconds: float
+        events: list[store.Positioned], outcome: store.BatchChanges, ends: dict[int, int], poison: int, seconds: float
     ) -> None:
         """The batch's figures, after its commit: applied per partition, duplicates, checkpoints, dead letters."""
         applied_ids = {row.event_id for rows in outcome.audit.values() for row in rows}

@@ -48,7 +48,7 @@ from live.updates import account_from_payload, account_group, entry_from_payload
 from projections import queries
 from projections.apply import AccountRow, AuditRow
 from projections.models import Account
-from projections.queries import Outcome
+from projections.queries import CommandOutcome
 from web import chart
 from web.middleware import ZONE_COOKIE, zone_from_cookie
 
@@ -173,7 +173,11 @@ def fragment_key(value: Any) -> Any:
     """`value`, made hashable, if two equal keys are sure to render the same; else Unkeyed."""
     if isinstance(value, VALUES):
         return value
-    if isinstance(value, Outcome) and isinstance(value.entry, AuditRow) and isinstance(value.account, AccountRow):
+    if (
+        isinstance(value, CommandOutcome)
+        and isinstance(value.entry, AuditRow)
+        and isinstance(value.account, AccountRow)
+    ):
         return value
     if isinstance(value, SEQUENCES):
         return tuple([fragment_key(v) for v in value])
@@ -253,7 +257,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.zone = zone_from_cookie(self.scope.get("cookies", {}).get(ZONE_COOKIE))
         self.page: LivePage | None = None  # unknown until the hello: nothing is sent before it
         self.watching: dict[WatchedCommand, None] = {}  # ordered: the oldest is dropped beyond MAX_PENDING
-        self.recent: dict[WatchedCommand, Outcome] = {}  # outcomes pushed lately, for a watch that comes after its push
+        # Outcomes pushed lately, for a watch that comes after its push.
+        self.recent: dict[WatchedCommand, CommandOutcome] = {}
         self.joined: set[str] = set()
         if LiveConsumer.open_sockets >= settings.LIVE_MAX_SOCKETS:
             await self._try_again_later(f"{LiveConsumer.open_sockets} live pages open in this process")
@@ -355,7 +360,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         entries = [entry_from_payload(account_id, e) for e in event.get("entries", [])]
         entries.sort(key=lambda e: -e.sequence)
         for entry in reversed(entries):
-            self.recent[(account_id, _row_command(entry))] = Outcome(entry, account)
+            self.recent[(account_id, _row_command(entry))] = CommandOutcome(entry, account)
         while len(self.recent) > RECENT_OUTCOMES:
             del self.recent[next(iter(self.recent))]
         if self.page is None:
@@ -369,7 +374,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
                 answered.add(key)
                 if entry.type != "TransferDebited":  # a transfer's row waits on, for its completion or refund
                     del self.watching[key]
-                outcomes.append(Outcome(entry, account))
+                outcomes.append(CommandOutcome(entry, account))
         # A push carries at most live.MAX_ENTRIES_PER_PUSH entries: ask for any watched outcome beyond them.
         listed = {(account_id, c) for c in filter(None, map(_uuid, event.get("command_ids", [])))}
         if missing := [c for c in listed if c in self.watching and c not in answered]:
@@ -428,7 +433,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         return [queries.as_row(a) for a in queries.accounts_of(self.user)]
 
     @database_sync_to_async
-    def _outcomes(self, commands: list[WatchedCommand]) -> list[Outcome]:
+    def _outcomes(self, commands: list[WatchedCommand]) -> list[CommandOutcome]:
         if not commands:
             return []
         found = queries.outcomes_of(self.user, commands)
@@ -499,7 +504,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         totals: bool = False,
         balance_of: Account | AccountRow | None = None,
         no_accounts: bool = False,
-        outcomes: list[Outcome] | None = None,
+        outcomes: list[CommandOutcome] | None = None,
     ) -> str:
         """One message of plain (non-table) fragments; only those asked for, so each has a target."""
         return self._render(

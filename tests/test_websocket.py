@@ -32,7 +32,7 @@ def communicator(cookie: bytes | None = None, origin: bytes = b"http://127.0.0.1
     return WebsocketCommunicator(application, "/ws/live/", headers=headers)
 
 
-def deposit_outcome(account: Account, amount: int, command_id: uuid.UUID | None = None) -> store.Outcome:
+def deposit_outcome(account: Account, amount: int, command_id: uuid.UUID | None = None) -> store.BatchChanges:
     """What the projector pushes after projecting a deposit (the row it wrote is created too)."""
     now = datetime.now(UTC)
     entry = AuditEntry.objects.create(
@@ -48,7 +48,7 @@ def deposit_outcome(account: Account, amount: int, command_id: uuid.UUID | None 
     )
     Account.objects.filter(id=account.id).update(balance=account.balance + amount, last_sequence=entry.sequence)
     account.refresh_from_db()
-    outcome = store.Outcome()
+    outcome = store.BatchChanges()
     outcome.accounts[account.id] = AccountRow(**{f: getattr(account, f) for f in AccountRow.__dataclass_fields__})
     outcome.audit[account.id].append(AuditRow(**{f: getattr(entry, f) for f in AuditRow.__dataclass_fields__}))
     return outcome
