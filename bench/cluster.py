@@ -120,7 +120,8 @@ def latencies(setup: Setup, database_url: str, rate: float, seconds: float) -> l
 
     from bank.command_bus import CommandBus
     from consumers.projector import Projector
-    from projections import live, store
+    from live import updates
+    from projections import store
 
     on = setup.fresh()
     kafka = on("web")
@@ -129,7 +130,7 @@ def latencies(setup: Setup, database_url: str, rate: float, seconds: float) -> l
     sent: dict[uuid.UUID, float] = {}
     done: dict[uuid.UUID, float] = {}
 
-    def record(outcome: store.Outcome) -> int:  # stands in for live.push, called right after the commit
+    def record(outcome: store.BatchChanges) -> int:  # stands in for updates.push, called right after the commit
         now = time.perf_counter()
         for rows in outcome.audit.values():
             for row in rows:
@@ -145,7 +146,7 @@ def latencies(setup: Setup, database_url: str, rate: float, seconds: float) -> l
             projector.process_batch()
         projector.close()
 
-    original_push, live.push = live.push, record
+    original_push, updates.push = updates.push, record
     thread = threading.Thread(target=project, daemon=True)
     thread.start()
     bus = CommandBus(kafka)
@@ -166,7 +167,7 @@ def latencies(setup: Setup, database_url: str, rate: float, seconds: float) -> l
         bus.close()
         stop.set()
         thread.join(30)
-        live.push = original_push
+        updates.push = original_push
         processor.stop(30)
     return [done[c] - t for c, t in sent.items()]
 

@@ -99,7 +99,7 @@ async def listen_layer(prefix: str, account: str, pushed: dict[int, float]) -> N
     from channels_redis.pubsub import RedisPubSubChannelLayer
     from django.conf import settings
 
-    from projections.live import account_group
+    from live.updates import account_group
 
     layer = RedisPubSubChannelLayer(hosts=[{"address": settings.REDIS_URL, "socket_timeout": None}], prefix=prefix)
     channel = await layer.new_channel()

@@ -301,7 +301,7 @@ class Stamps:
         from channels_redis.pubsub import RedisPubSubChannelLayer
         from django.conf import settings
 
-        from projections.live import account_group
+        from live.updates import account_group
 
         layer = RedisPubSubChannelLayer(hosts=[{"address": settings.REDIS_URL, "socket_timeout": None}], prefix=prefix)
         channel = await layer.new_channel()

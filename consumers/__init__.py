@@ -1,2 +1,2 @@
-"""Everything that consumes a stream: the command processor, the projector (Kafka consumers)
-and the Channels websocket consumer, with the worker loop they share."""
+"""The Kafka workers: the command processor and the projector, with the worker loop they share.
+(The browser's live updates, the Channels consumer among them, live in live/.)"""

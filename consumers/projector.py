@@ -29,11 +29,12 @@ from bank import messages, metrics
 from bank.config import KafkaSettings
 from bank.kafka import consume_batch, consumer, dead_letter, next_offsets, producer, reader
 from consumers.worker import Shutdown
-from projections import generations, live, parking, registry, store
+from live import updates
+from projections import generations, parking, registry, store
 from projections.apply import SequenceGap
 from projections.models import ParkedAccount
 
-log = logging.getLogger("bank.projector")
+log = logging.getLogger(__name__)
 
 # PostgreSQL is unreachable or restarting: transient, the batch is written again later.
 DATABASE_DOWN = (db.OperationalError, db.InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
@@ -197,7 +198,7 @@ class Projector:
             return 0
         self.held = None
         if self.push:
-            sent = live.push(outcome)
+            sent = updates.push(outcome)
             self.pushed += sent
             metrics.pushes_sent.inc(sent)
             pushed_at = datetime.now(UTC)
@@ -249,7 +250,7 @@ class Projector:
             raise ProjectorFailed("could not write dead letters to Kafka; will retry the batch after a restart")
         return Held(batch, events, poison, {tp.partition: tp.offset for tp in next_offsets(batch)}, records)
 
-    def _write(self, held: Held) -> store.Outcome:
+    def _write(self, held: Held) -> store.BatchChanges:
         """The batch's database transaction.
 
         1. The parking rules (parking.Parking, as in replay) over the batch's records in log order,
@@ -299,7 +300,7 @@ class Projector:
         ends: dict[int, int],
         last: dict[UUID, int],
         projections: list[registry.Projection],
-    ) -> store.Outcome:
+    ) -> store.BatchChanges:
         """apply_batch in a savepoint, leaving out (and parking) each account that fails it, until it goes through."""
         while True:
             try:
@@ -362,7 +363,7 @@ class Projector:
 
     @staticmethod
     def _count(
-        events: list[store.Positioned], outcome: store.Outcome, ends: dict[int, int], poison: int, seconds: float
+        events: list[store.Positioned], outcome: store.BatchChanges, ends: dict[int, int], poison: int, seconds: float
     ) -> None:
         """The batch's figures, after its commit: applied per partition, duplicates, checkpoints, dead letters."""
         applied_ids = {row.event_id for rows in outcome.audit.values() for row in rows}

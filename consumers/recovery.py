@@ -34,7 +34,7 @@ from bank import domain, messages
 from bank.config import KafkaSettings
 from bank.kafka import end_offsets, log_ends, read_to_end
 
-log = logging.getLogger("bank.processor")
+log = logging.getLogger(__name__)
 
 Mode = Literal["state", "full"]
 MODES: tuple[Mode, ...] = ("state", "full")

@@ -34,7 +34,7 @@ import orjson
 from projections.apply import gap
 from projections.store import Positioned
 
-log = logging.getLogger("bank.projector")
+log = logging.getLogger(__name__)
 
 TABLE = "projections_parkedaccount"
 RELEASED = "AccountReleased"

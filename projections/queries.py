@@ -38,7 +38,7 @@ class Balance(Protocol):
 
 
 @dataclass(frozen=True)
-class Outcome:
+class CommandOutcome:
     """How a command ended (its audit row), with the account it was sent to: from the database or a push."""
 
     entry: AuditEntry | AuditRow
@@ -179,7 +179,7 @@ def history_page_one(account_id: UUID | str) -> list[AuditEntry]:
     return list(history(account_id)[:HISTORY_PAGE_SIZE])
 
 
-def outcomes_of(user: User, commands: Sequence[tuple[UUID, UUID]]) -> list[Outcome]:
+def outcomes_of(user: User, commands: Sequence[tuple[UUID, UUID]]) -> list[CommandOutcome]:
     """The projected outcomes of (account id, command id) pairs on the user's own accounts, if any yet.
 
     By both ids: a command id is unique per account only (two accounts may see the same one).
@@ -203,10 +203,10 @@ def outcomes_of(user: User, commands: Sequence[tuple[UUID, UUID]]) -> list[Outco
             key = (entry.account_id, entry.transfer_id)
         if key in asked:
             latest[key] = entry
-    return [Outcome(entry, owned[entry.account_id]) for entry in latest.values()]
+    return [CommandOutcome(entry, owned[entry.account_id]) for entry in latest.values()]
 
 
-def outcome_of(user: User, account_id: UUID, command_id: UUID) -> Outcome | None:
+def outcome_of(user: User, account_id: UUID, command_id: UUID) -> CommandOutcome | None:
     """The projected outcome of one command on one of the user's accounts, if it has one yet."""
     found = outcomes_of(user, [(account_id, command_id)])
     return found[0] if found else None

@@ -31,7 +31,7 @@ from projections.apply import (
     transfer_key_of,
 )
 
-log = logging.getLogger("bank.projector")
+log = logging.getLogger(__name__)
 
 # The PostgreSQL advisory lock the live projector and replay share, so that they never write at once.
 LOCK_KEY = 7_263_544_100
@@ -63,7 +63,7 @@ class Positioned:
 
 
 @dataclass
-class Outcome:
+class BatchChanges:
     """What a batch changed: what the live updates need."""
 
     accounts: dict[UUID, AccountRow] = field(default_factory=dict)
@@ -104,7 +104,7 @@ class Projection:
     name: str
     table: str
     key: str
-    apply: Callable[[Any, list[EventEnvelope], Outcome, Memory | None, bool], None]
+    apply: Callable[[Any, list[EventEnvelope], BatchChanges, Memory | None, bool], None]
     finish: Callable[[Any, Memory], None] | None = None
     # With a `memory`, the writer needs no index of its table (it only COPYs): a rebuild fills the table without
     # them and builds them after the rows. Otherwise (it upserts) the table gets its indexes before the fill.
@@ -141,7 +141,7 @@ def apply_batch(
     memory: Memory | None = None,
     sequences: dict[UUID, int] | None = None,
     lock: bool = True,
-) -> Outcome:
+) -> BatchChanges:
     """Apply a batch of events to the projections, with their checkpoints, in the caller's transaction.
 
     1. Take the advisory lock (replay holds it for as long as it rewrites the tables).
@@ -156,7 +156,7 @@ def apply_batch(
     """
     if lock:
         take_lock(cursor)
-    outcome = Outcome(last_sequences=None if sequences is None else dict(sequences))
+    outcome = BatchChanges(last_sequences=None if sequences is None else dict(sequences))
     checkpoints = load_checkpoints(cursor, topic, [p.name for p in projections])
     for projection in projections:
         floor = {partition: offset for (name, partition), offset in checkpoints.items() if name == projection.name}
@@ -170,7 +170,7 @@ def apply_batch(
 
 
 def apply_accounts(
-    cursor: Any, envelopes: list[EventEnvelope], outcome: Outcome, memory: Memory | None, lenient: bool = False
+    cursor: Any, envelopes: list[EventEnvelope], outcome: BatchChanges, memory: Memory | None, lenient: bool = False
 ) -> None:
     """Fold the events into account rows and upsert the changed ones (in a replay: keep them in `memory`).
 
@@ -223,7 +223,7 @@ def finish_accounts(cursor: Any, memory: Memory) -> None:
 
 
 def apply_transfers(
-    cursor: Any, envelopes: list[EventEnvelope], outcome: Outcome, memory: Memory | None, lenient: bool = False
+    cursor: Any, envelopes: list[EventEnvelope], outcome: BatchChanges, memory: Memory | None, lenient: bool = False
 ) -> None:
     """Merge the transfer events into transfer rows and upsert the changed ones (in a replay: keep them in `memory`).
 
@@ -256,7 +256,7 @@ def finish_transfers(cursor: Any, memory: Memory) -> None:
 
 
 def apply_daily_balances(
-    cursor: Any, envelopes: list[EventEnvelope], outcome: Outcome, memory: Memory | None, lenient: bool = False
+    cursor: Any, envelopes: list[EventEnvelope], outcome: BatchChanges, memory: Memory | None, lenient: bool = False
 ) -> None:
     """Fold the events into one row per account and UTC day, upserted (in a replay: kept in `memory`).
 
@@ -319,7 +319,7 @@ def last_sequences(cursor: Any, ids: list[UUID]) -> dict[UUID, int]:
 
 
 def apply_audit(
-    cursor: Any, envelopes: list[EventEnvelope], outcome: Outcome, memory: Memory | None, lenient: bool = False
+    cursor: Any, envelopes: list[EventEnvelope], outcome: BatchChanges, memory: Memory | None, lenient: bool = False
 ) -> None:
     """One history row per event, COPYed; the sequence guard skips duplicates and stops at a gap."""
     if memory is not None:

@@ -15,7 +15,7 @@ from django.conf import settings
 from projections import parking
 from projections.store import Projection
 
-log = logging.getLogger("bank.rebuild")
+log = logging.getLogger(__name__)
 
 CHECKPOINTS = "projections_checkpoint"
 

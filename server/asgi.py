@@ -34,7 +34,7 @@ body_limit.install(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)  # daphne reads whole b
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from consumers.routing import websocket_urls  # noqa: E402
+from live.routing import websocket_urls  # noqa: E402
 
 # The collector, not the code, made every third or so push to a thousand open pages slow: full
 # collections of 120-170 ms that found nothing to free, and 5-15 ms ones of the middle generation

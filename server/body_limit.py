@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-log = logging.getLogger("bank.web")
+log = logging.getLogger(__name__)
 TOO_LARGE = b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: text/plain\r\nContent-Length: 24\r\nConnection: close\r\n\r\nThe request is too big.\n"
 
 

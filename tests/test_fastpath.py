@@ -113,7 +113,7 @@ def test_it_runs_stock_django_and_channels_with_the_fast_path_off() -> None:
         "channels.sessions.SessionMiddleware",
         "channels.auth.AuthMiddleware",
     ]
-    assert off["consumer"] == ["consumers.websocket.LiveConsumer"]
+    assert off["consumer"] == ["live.websocket.LiveConsumer"]
 
 
 def test_it_runs_every_override_with_the_fast_path_on() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 # Lower number = lower layer. A module may import its own layer and the ones below.
-LAYERS = {"bank": 0, "projections": 1, "consumers": 2, "web": 2, "ops": 2, "server": 3}
+LAYERS = {"bank": 0, "projections": 1, "consumers": 2, "live": 2, "web": 2, "ops": 2, "server": 3}
 # Never imported by the app: only tests, benchmarks and scripts use them.
 APART = {"devservices", "bench", "tests"}
 

@@ -111,7 +111,7 @@ def test_it_pushes_to_300_pages_open_on_one_web_process(bank_server: str, users:
 def test_it_tells_a_page_past_the_limit_to_try_again_later(
     users: dict[str, User], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from consumers.websocket import LiveConsumer
+    from live.websocket import LiveConsumer
 
     # Counted from zero: a test's communicator closed by the server never says websocket.disconnect, so
     # sockets of tests run before this one may still count in this process.

@@ -12,8 +12,9 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
 from django.test import Client
 
-from consumers.websocket import MESSAGE_TOO_BIG
-from projections import live, store
+from live import updates
+from live.websocket import MESSAGE_TOO_BIG
+from projections import store
 from projections.apply import AccountRow, AuditRow
 from projections.models import Account, AuditEntry
 from server.asgi import application
@@ -31,7 +32,7 @@ def communicator(cookie: bytes | None = None, origin: bytes = b"http://127.0.0.1
     return WebsocketCommunicator(application, "/ws/live/", headers=headers)
 
 
-def deposit_outcome(account: Account, amount: int, command_id: uuid.UUID | None = None) -> store.Outcome:
+def deposit_outcome(account: Account, amount: int, command_id: uuid.UUID | None = None) -> store.BatchChanges:
     """What the projector pushes after projecting a deposit (the row it wrote is created too)."""
     now = datetime.now(UTC)
     entry = AuditEntry.objects.create(
@@ -47,7 +48,7 @@ def deposit_outcome(account: Account, amount: int, command_id: uuid.UUID | None 
     )
     Account.objects.filter(id=account.id).update(balance=account.balance + amount, last_sequence=entry.sequence)
     account.refresh_from_db()
-    outcome = store.Outcome()
+    outcome = store.BatchChanges()
     outcome.accounts[account.id] = AccountRow(**{f: getattr(account, f) for f in AccountRow.__dataclass_fields__})
     outcome.audit[account.id].append(AuditRow(**{f: getattr(entry, f) for f in AuditRow.__dataclass_fields__}))
     return outcome
@@ -121,7 +122,7 @@ async def _push(account: Account, amount: int, command_id: uuid.UUID | None = No
     from channels.db import database_sync_to_async
 
     outcome = await database_sync_to_async(deposit_outcome)(account, amount, command_id)
-    for group, message in live.messages_for(outcome):
+    for group, message in updates.messages_for(outcome):
         from channels.layers import get_channel_layer
 
         await get_channel_layer().group_send(group, message)
@@ -156,7 +157,7 @@ def test_it_joins_the_group_of_an_account_opened_while_connected(users: dict[str
         account = await database_sync_to_async(account_of)(users["alice"], "Opened later")
         row = AccountRow(**{f: getattr(account, f) for f in AccountRow.__dataclass_fields__})
         await get_channel_layer().group_send(
-            live.owner_group(account.owner), {"type": "account.opened", "account": live.account_payload(row)}
+            updates.owner_group(account.owner), {"type": "account.opened", "account": updates.account_payload(row)}
         )
         opened = [await ws.receive_from(timeout=2)]
         while not await ws.receive_nothing(timeout=0.3):
@@ -345,7 +346,7 @@ def test_it_closes_the_websocket_once_its_session_is_gone_otherwise(
     from django.conf import settings
     from django.contrib.sessions.models import Session
 
-    from consumers import websocket
+    from live import websocket
 
     monkeypatch.setattr(websocket, "SESSION_RECHECK_SECONDS", 0.0)
     alices = account_of(users["alice"], "Alice main")
@@ -376,7 +377,7 @@ def test_it_closes_the_websocket_once_its_session_is_gone_otherwise(
 def test_it_renders_a_push_once_for_many_pages_and_sends_it_only_to_their_owner(users: dict[str, User]) -> None:
     """One push reaches every page of the account: each fragment is rendered once, and no page of another user
     gets it, not even one that says hello as the page of that account (an edited page)."""
-    from consumers import websocket
+    from live import websocket
 
     alices, bobs = account_of(users["alice"], "Alice main"), account_of(users["bob"], "Bob main")
     alice_cookie, bob_cookie = session_cookie(users["alice"]), session_cookie(users["bob"])
@@ -455,7 +456,7 @@ def test_it_renders_a_shared_push_in_each_pages_time_zone(users: dict[str, User]
 
 def test_it_never_reuses_a_fragment_rendered_from_a_model_instance(users: dict[str, User]) -> None:
     """A model instance equals any other of its primary key: a fragment rendered from one is never looked up."""
-    from consumers import websocket
+    from live import websocket
 
     account = account_of(users["alice"], "Alice main", balance=1_00)
     assert 'data-cents="100"' in websocket.render("balance", None, {"account": account})
@@ -468,7 +469,7 @@ def test_it_never_reuses_a_fragment_rendered_from_a_model_instance(users: dict[s
 def test_it_asks_the_session_store_once_for_all_pages_of_a_session(
     users: dict[str, User], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from consumers import websocket
+    from live import websocket
 
     asked: list[str] = []
     session_alive = websocket.session_alive
@@ -519,7 +520,7 @@ def test_it_sends_no_dashboard_fragment_to_an_account_page_when_an_account_is_op
         account = await database_sync_to_async(account_of)(users["alice"], "Opened later")
         row = AccountRow(**{f: getattr(account, f) for f in AccountRow.__dataclass_fields__})
         await get_channel_layer().group_send(
-            live.owner_group(account.owner), {"type": "account.opened", "account": live.account_payload(row)}
+            updates.owner_group(account.owner), {"type": "account.opened", "account": updates.account_payload(row)}
         )
         await _push(first, 1_00)  # something the page does show, so the drain below has arrived
         received = "".join(await drain(page))

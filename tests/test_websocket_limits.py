@@ -12,8 +12,8 @@ import pytest
 from django.contrib.auth.models import User
 
 from bank.config import KafkaSettings
-from consumers.websocket import MESSAGE_TOO_BIG, TRY_AGAIN_LATER
 from devservices.process import free_port
+from live.websocket import MESSAGE_TOO_BIG, TRY_AGAIN_LATER
 from tests.helpers import Worker, logged_in
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -11,7 +11,7 @@ from django.http import HttpRequest
 
 def close_live_sockets(sender: Any, request: HttpRequest | None = None, **kwargs: Any) -> None:
     """A websocket authenticated by this session would otherwise keep receiving updates after logout."""
-    from projections.live import end_session
+    from live.updates import end_session
 
     session_key = getattr(getattr(request, "session", None), "session_key", None)
     if session_key:

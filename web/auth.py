@@ -25,7 +25,7 @@ from django.core.cache import cache
 from django.db.models.signals import post_delete, post_save
 
 USER_CACHE_SECONDS = 300
-log = logging.getLogger("bank.auth")
+log = logging.getLogger(__name__)
 
 
 def user_key(user_id: Any) -> str:

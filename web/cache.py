@@ -15,7 +15,7 @@ import orjson
 from django.core.cache.backends.redis import RedisCache as DjangoRedisCache
 from redis.exceptions import RedisError
 
-log = logging.getLogger("bank.cache")
+log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
 

@@ -18,7 +18,7 @@ from django.core import signing
 from django.core.cache import caches
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 
-log = logging.getLogger("bank.sessions")
+log = logging.getLogger(__name__)
 
 
 def hashed(session_key: str) -> str:

@@ -34,8 +34,8 @@ from bank import domain, messages
 from bank.account_number import account_number, display
 from bank.command_bus import CommandNotConfirmed, get_command_bus
 from bank.money import format_money
+from live.updates import wait_for_command
 from projections import history, queries
-from projections.live import wait_for_command
 from projections.models import Account, ParkedAccount
 from web import chart, ratelimit, statements
 from web.forms import AsOfForm, HistoryForm, MoveMoneyForm, OpenAccountForm, StatementForm, TransferForm

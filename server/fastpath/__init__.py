@@ -57,7 +57,7 @@ def live_consumer(enabled: bool) -> Any:
         from server.fastpath.websocket import LiveConsumer
 
         return LiveConsumer
-    from consumers.websocket import LiveConsumer as PlainLiveConsumer
+    from live.websocket import LiveConsumer as PlainLiveConsumer
 
     return PlainLiveConsumer
 

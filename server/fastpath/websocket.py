@@ -16,7 +16,7 @@ from typing import Any
 from channels.consumer import get_handler_name
 from channels.sessions import InstanceSessionWrapper
 
-from consumers import websocket
+from live import websocket
 
 WEBSOCKET_MESSAGES = {"websocket.accept", "websocket.send", "websocket.close"}
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import URLPattern, path
 
-from consumers.websocket import LiveConsumer
+from live.websocket import LiveConsumer
 
 
 def websocket_urls(consumer: type[LiveConsumer] = LiveConsumer) -> list[URLPattern]:

@@ -44,15 +44,15 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from bank import metrics
+from live.updates import account_from_payload, account_group, entry_from_payload, owner_group, session_group
 from projections import queries
 from projections.apply import AccountRow, AuditRow
-from projections.live import account_from_payload, account_group, entry_from_payload, owner_group, session_group
 from projections.models import Account
-from projections.queries import Outcome
+from projections.queries import CommandOutcome
 from web import chart
 from web.middleware import ZONE_COOKIE, zone_from_cookie
 
-log = logging.getLogger("bank.websocket")
+log = logging.getLogger(__name__)
 
 UNAUTHORIZED = 4401  # not logged in, or no longer
 # "Try again later": htmx's websocket extension reconnects after a growing, jittered pause,
@@ -69,11 +69,11 @@ RECENT_OUTCOMES = 200
 SESSION_RECHECK_SECONDS = 10.0  # logout closes sockets at once; this catches sessions ended otherwise
 
 LIVE = "bank/live.html"
-Command = tuple[UUID, UUID]  # (account id, command id): a command id is unique per account only
+WatchedCommand = tuple[UUID, UUID]  # (account id, command id): a command id is unique per account only
 
 
 @dataclass(frozen=True)
-class Page:
+class LivePage:
     """What the browser page shows, hence which fragments it has targets for."""
 
     kind: str  # "dashboard", "account", or "" for a page without live parts
@@ -104,7 +104,7 @@ def _uuid(value: Any) -> UUID | None:
         return None
 
 
-def _command(value: Any) -> Command | None:
+def _command(value: Any) -> WatchedCommand | None:
     if isinstance(value, list | tuple) and len(value) == 2:
         account, command = _uuid(value[0]), _uuid(value[1])
         if account and command:
@@ -173,7 +173,11 @@ def fragment_key(value: Any) -> Any:
     """`value`, made hashable, if two equal keys are sure to render the same; else Unkeyed."""
     if isinstance(value, VALUES):
         return value
-    if isinstance(value, Outcome) and isinstance(value.entry, AuditRow) and isinstance(value.account, AccountRow):
+    if (
+        isinstance(value, CommandOutcome)
+        and isinstance(value.entry, AuditRow)
+        and isinstance(value.account, AccountRow)
+    ):
         return value
     if isinstance(value, SEQUENCES):
         return tuple([fragment_key(v) for v in value])
@@ -251,9 +255,10 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if self.session_key:
             SESSIONS.seen(self.session_key, user.pk)
         self.zone = zone_from_cookie(self.scope.get("cookies", {}).get(ZONE_COOKIE))
-        self.page: Page | None = None  # unknown until the hello: nothing is sent before it
-        self.watching: dict[Command, None] = {}  # ordered: the oldest is dropped beyond MAX_PENDING
-        self.recent: dict[Command, Outcome] = {}  # outcomes pushed lately, for a watch that comes after its push
+        self.page: LivePage | None = None  # unknown until the hello: nothing is sent before it
+        self.watching: dict[WatchedCommand, None] = {}  # ordered: the oldest is dropped beyond MAX_PENDING
+        # Outcomes pushed lately, for a watch that comes after its push.
+        self.recent: dict[WatchedCommand, CommandOutcome] = {}
         self.joined: set[str] = set()
         if LiveConsumer.open_sockets >= settings.LIVE_MAX_SOCKETS:
             await self._try_again_later(f"{LiveConsumer.open_sockets} live pages open in this process")
@@ -318,7 +323,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def _hello(self, message: dict[str, Any]) -> None:
         """The page says hello after every (re)connect: send it the current state and the outcomes it missed."""
         kind = message.get("page")
-        self.page = Page(
+        self.page = LivePage(
             kind=kind if kind in ("dashboard", "account") else "",
             account=_uuid(message.get("account")),
             history=message.get("history") is True,
@@ -329,7 +334,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.watching = dict.fromkeys(pending)
         await self._send_all(await self._catch_up(self.page, pending))
 
-    async def _watch(self, command: Command) -> None:
+    async def _watch(self, command: WatchedCommand) -> None:
         """A pending row appeared. Its outcome may have come first (the push beat the 202 answer): it is then
         among the recent ones, with no database query. One older than this socket is left to the row's long-poll.
         """
@@ -355,7 +360,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         entries = [entry_from_payload(account_id, e) for e in event.get("entries", [])]
         entries.sort(key=lambda e: -e.sequence)
         for entry in reversed(entries):
-            self.recent[(account_id, _row_command(entry))] = Outcome(entry, account)
+            self.recent[(account_id, _row_command(entry))] = CommandOutcome(entry, account)
         while len(self.recent) > RECENT_OUTCOMES:
             del self.recent[next(iter(self.recent))]
         if self.page is None:
@@ -369,7 +374,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
                 answered.add(key)
                 if entry.type != "TransferDebited":  # a transfer's row waits on, for its completion or refund
                     del self.watching[key]
-                outcomes.append(Outcome(entry, account))
+                outcomes.append(CommandOutcome(entry, account))
         # A push carries at most live.MAX_ENTRIES_PER_PUSH entries: ask for any watched outcome beyond them.
         listed = {(account_id, c) for c in filter(None, map(_uuid, event.get("command_ids", [])))}
         if missing := [c for c in listed if c in self.watching and c not in answered]:
@@ -428,7 +433,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         return [queries.as_row(a) for a in queries.accounts_of(self.user)]
 
     @database_sync_to_async
-    def _outcomes(self, commands: list[Command]) -> list[Outcome]:
+    def _outcomes(self, commands: list[WatchedCommand]) -> list[CommandOutcome]:
         if not commands:
             return []
         found = queries.outcomes_of(self.user, commands)
@@ -463,7 +468,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         return False
 
     @database_sync_to_async
-    def _catch_up(self, page: Page, pending: list[Command]) -> list[str]:
+    def _catch_up(self, page: LivePage, pending: list[WatchedCommand]) -> list[str]:
         """The page's live parts as they are now, and the outcomes of the commands it waits for."""
         accounts = queries.accounts_of(self.user)
         self.accounts = {a.id: queries.as_row(a) for a in accounts}
@@ -499,7 +504,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         totals: bool = False,
         balance_of: Account | AccountRow | None = None,
         no_accounts: bool = False,
-        outcomes: list[Outcome] | None = None,
+        outcomes: list[CommandOutcome] | None = None,
     ) -> str:
         """One message of plain (non-table) fragments; only those asked for, so each has a target."""
         return self._render(

@@ -17,14 +17,14 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from projections.apply import AccountRow, AuditRow
-from projections.store import Outcome
+from projections.store import BatchChanges
 
 MAX_ENTRIES_PER_PUSH = 200
 # Sends in flight at once: each takes a Redis connection, and the pool holds 100.
 MAX_CONCURRENT_SENDS = 50
 PUSH_TIMEOUT = 10.0  # seconds a batch's pushes may take before the projector goes on without them
 
-log = logging.getLogger("bank.projector")
+log = logging.getLogger(__name__)
 
 
 def account_group(account_id: UUID | str) -> str:
@@ -108,7 +108,7 @@ def entry_from_payload(account_id: UUID, payload: dict[str, Any]) -> AuditRow:
     )
 
 
-def messages_for(outcome: Outcome) -> list[tuple[str, dict[str, Any]]]:
+def messages_for(outcome: BatchChanges) -> list[tuple[str, dict[str, Any]]]:
     """(group, message) pairs: one per touched account, one per owner of a new account."""
     out: list[tuple[str, dict[str, Any]]] = []
     for account_id in set(outcome.accounts) | set(outcome.audit):
@@ -156,7 +156,7 @@ class PushLoop:
 PUSHES = PushLoop()
 
 
-def push(outcome: Outcome) -> int:
+def push(outcome: BatchChanges) -> int:
     """Send the batch's updates through the channel layer, concurrently. Returns how many were sent."""
     pairs = messages_for(outcome)
     layer = get_channel_layer()
