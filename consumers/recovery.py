@@ -32,7 +32,7 @@ from confluent_kafka import Message
 
 from bank import domain, messages
 from bank.config import KafkaSettings
-from bank.kafka import log_ends, read_to_end
+from bank.kafka import end_offsets, log_ends, read_to_end
 
 log = logging.getLogger("bank.processor")
 
@@ -290,13 +290,21 @@ class Loader:
                 # Only the last record per account counts: decode just those.
                 latest[message.partition() or 0][message.key() or b""] = message.value()
         starts = {}
+        events_ends = end_offsets(self.kafka, self.kafka.events_topic, list(loaded))
         for p, records in latest.items():
             offset = 0
             try:
-                for value in records.values():
+                for key, value in records.items():
+                    # The processor writes neither tombstones nor one account's state under another key, and
+                    # reflects only offsets the log has: such a record is foreign, and would forget an account,
+                    # overwrite its state or skip its events.
                     if value is None:
-                        continue  # a tombstone: nothing of that account is kept
+                        raise ValueError(f"a tombstone for key {key[:100]!r}")
                     record, reflected = decode_state(value, self.window)
+                    if key != str(record.state.account_id).encode():
+                        raise ValueError(f"the state of {record.state.account_id} under key {key[:100]!r}")
+                    if not 0 <= reflected <= events_ends[p]:
+                        raise ValueError(f"events offset {reflected} outside the log (end {events_ends[p]})")
                     loaded[p].accounts[record.state.account_id] = record
                     offset = max(offset, reflected)
             except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as error:

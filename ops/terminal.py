@@ -12,7 +12,8 @@ import sys
 import unicodedata
 from typing import Any
 
-from django.core.management.base import BaseCommand, OutputWrapper
+from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
+from prometheus_client import start_http_server
 
 # Controls (C0, DEL, C1: ESC, CR, LF, ...), format characters (bidi overrides and isolates, zero-width),
 # and the line and paragraph separators.
@@ -52,3 +53,32 @@ class OperatorCommand(BaseCommand):
                 setattr(self, name, SafeOutput(stream))
                 options[f"raw_{name}"] = stream  # for what writes its own bytes there (a progress bar)
         return super().execute(*args, **options)
+
+    # What the commands that read the whole log (replay, rebuild) share: which projections, a bar, metrics.
+
+    def add_log_reader_arguments(self, parser: CommandParser, metrics_help: str) -> None:
+        from projections import registry  # the registry imports models: only once Django is set up
+
+        parser.add_argument(
+            "--projection", choices=list(registry.PROJECTIONS), action="append", help="only this one (repeatable)"
+        )
+        parser.add_argument("--noinput", "--no-input", action="store_true", help="do not ask for confirmation")
+        parser.add_argument("--no-progress", action="store_true")
+        parser.add_argument("--metrics-port", type=int, default=0, help=metrics_help)
+
+    def start_metrics(self, options: dict[str, Any]) -> None:
+        if options.get("metrics_port"):
+            start_http_server(options["metrics_port"])
+
+    def progress_file(self, options: dict[str, Any]) -> Any:
+        """Where a progress bar writes: the command's own stderr (call_command's stderr=, or the process's)."""
+        return options.get("raw_stderr") or sys.stderr
+
+    def confirm(self, question: str, cancelled: str = "cancelled") -> None:
+        """Ask `question` unless --noinput; anything but 'yes' (or no terminal to ask on) cancels."""
+        try:
+            answer = input(question)
+        except EOFError:  # no terminal (a script, CI): say how, instead of a traceback
+            raise CommandError(f"{cancelled}: no answer to the confirmation; pass --noinput") from None
+        if answer.strip().lower() != "yes":
+            raise CommandError(cancelled)

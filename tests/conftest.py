@@ -111,10 +111,19 @@ def workers() -> Iterator[Callable[..., Worker]]:
 
 
 @pytest.fixture
-def processor(kafka: KafkaSettings, workers: Callable[..., Worker]) -> Worker:
-    worker = workers("processor", ["run_processor", "--instance", "p1"], kafka)
-    worker.wait_for_log("assigned partitions")
-    return worker
+def started_processor(kafka: KafkaSettings, workers: Callable[..., Worker]) -> Worker:
+    """The processor, started but not waited for (so that `bank_server` starts its three processes at once)."""
+    return workers("processor", ["run_processor", "--instance", "p1"], kafka)
+
+
+@pytest.fixture
+def processor(started_processor: Worker, request: pytest.FixtureRequest) -> Worker:
+    """The processor, holding its partitions (a test that asks for the projector too has it started first,
+    so that the two start at once)."""
+    if "projector" in request.fixturenames:
+        request.getfixturevalue("started_projector")
+    started_processor.wait_for_log("assigned partitions")
+    return started_processor
 
 
 @pytest.fixture
@@ -125,10 +134,16 @@ def bus(kafka: KafkaSettings) -> Iterator[CommandBus]:
 
 
 @pytest.fixture
-def projector(kafka: KafkaSettings, workers: Callable[..., Worker], transactional_db: None) -> Worker:
-    worker = workers("projector", ["run_projector"], kafka)
-    worker.wait_for_log("projector assigned")
-    return worker
+def started_projector(kafka: KafkaSettings, workers: Callable[..., Worker], transactional_db: None) -> Worker:
+    """The projector, started but not waited for."""
+    return workers("projector", ["run_projector"], kafka)
+
+
+@pytest.fixture
+def projector(started_projector: Worker) -> Worker:
+    """The projector, holding its partitions."""
+    started_projector.wait_for_log("projector assigned")
+    return started_projector
 
 
 @pytest.fixture
@@ -143,9 +158,11 @@ def users(transactional_db: None) -> dict[str, User]:
 
 @pytest.fixture
 def bank_server(
-    kafka: KafkaSettings, workers: Callable[..., Worker], processor: Worker, projector: Worker
+    kafka: KafkaSettings, workers: Callable[..., Worker], started_processor: Worker, started_projector: Worker
 ) -> Iterator[str]:
-    """The whole bank on a free port: daphne, the processor and the projector, on the test database."""
+    """The whole bank on a free port: daphne, the processor and the projector, on the test database.
+
+    The three start at once and are waited for together: most of a start is Python importing Django."""
     port = free_port()
     web = workers(
         "daphne",
@@ -153,6 +170,8 @@ def bank_server(
         kafka,
         program=[sys.executable, "-m", "daphne"],
     )
+    started_processor.wait_for_log("assigned partitions")
+    started_projector.wait_for_log("projector assigned")
     web.wait_for_log("Listening on TCP address")
     yield f"http://127.0.0.1:{port}"
     # A consumer that crashed would be hidden by the browser's reconnect and catch-up: fail on it.

@@ -32,6 +32,7 @@ def test_it_runs_every_benchmark_on_a_tiny_input(kafka_node: KafkaNode, tmp_path
         text=True,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    print(run.stdout.strip().splitlines()[-1])  # each script's duration (pytest -s shows it)
     for name in (
         "http",
         "processor",

@@ -7,6 +7,7 @@ remembers clients' command ids and steps' ids apart. The oracle is a plain read 
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -198,7 +199,8 @@ def known() -> Ids:
 
 
 @settings(
-    max_examples=300,
+    # Each example is a round trip through the broker (~0.2 s): 100 in the suite, more on request.
+    max_examples=int(os.environ.get("BANK_PROPERTY_EXAMPLES", "100")),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     database=None,

@@ -3,19 +3,18 @@ in (projections/generations.py); `--rollback` swaps the kept one back, `--drop-o
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import psycopg
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import DatabaseError
-from prometheus_client import start_http_server
 
-from projections import generations, registry
+from ops.terminal import OperatorCommand
+from projections import generations
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = (
         "Rebuild projections online: fill their next generation from offset 0 of bank.events (bulk), catch up with "
         "the live projector, swap at a batch boundary. The previous generation is kept for --rollback until "
@@ -24,19 +23,13 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            "--projection", choices=list(registry.PROJECTIONS), action="append", help="only this one (repeatable)"
-        )
+        self.add_log_reader_arguments(parser, "serve the rebuild's figures on this port")
         parser.add_argument("--rollback", action="store_true", help="swap the kept previous generation back in")
         parser.add_argument("--drop-old", action="store_true", help="drop the kept previous generation")
         parser.add_argument("--status", action="store_true", help="say which generation is live, change nothing")
-        parser.add_argument("--noinput", "--no-input", action="store_true", help="do not ask before --drop-old")
-        parser.add_argument("--no-progress", action="store_true")
-        parser.add_argument("--metrics-port", type=int, default=0, help="serve the rebuild's figures on this port")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["metrics_port"]:
-            start_http_server(options["metrics_port"])
+        self.start_metrics(options)
         kafka = settings.KAFKA
         names = options["projection"]
         say = self.stdout.write
@@ -46,7 +39,7 @@ class Command(BaseCommand):
                     say(line)
             elif options["drop_old"]:
                 if not options["noinput"]:
-                    self._confirm("This drops the kept generations: no rollback to them after. Type 'yes' to go on: ")
+                    self.confirm("This drops the kept generations: no rollback to them after. Type 'yes' to go on: ")
                 for line in generations.drop_old(names) or ["no previous generation is kept: nothing dropped"]:
                     say(line)
             elif options["rollback"]:
@@ -57,7 +50,7 @@ class Command(BaseCommand):
                     kafka,
                     names,
                     progress=not options["no_progress"],
-                    progress_file=options.get("raw_stderr") or options.get("stderr") or sys.stderr,
+                    progress_file=self.progress_file(options),
                     say=say,
                 )
                 say(
@@ -76,11 +69,3 @@ class Command(BaseCommand):
         ) as error:  # e.g. a row the database refuses: the rebuild fails, the live tables stay
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise CommandError(f"rebuild failed, the live generation is untouched: {first}") from error
-
-    def _confirm(self, question: str) -> None:
-        try:
-            answer = input(question)
-        except EOFError:
-            raise CommandError("cancelled: no answer to the confirmation; pass --noinput") from None
-        if answer.strip().lower() != "yes":
-            raise CommandError("cancelled")

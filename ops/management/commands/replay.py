@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import CommandError, CommandParser
-from prometheus_client import start_http_server
 
 from ops.terminal import OperatorCommand
 from projections import registry, replay
@@ -30,27 +28,16 @@ class Command(OperatorCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            "--projection", choices=list(registry.PROJECTIONS), action="append", help="only this one (repeatable)"
-        )
+        self.add_log_reader_arguments(parser, "serve the replay's progress and rate for Prometheus on this port")
         parser.add_argument(
             "--until", type=moment, help="as of this moment (ISO 8601), via the broker's offsets-for-times"
         )
         parser.add_argument("--schema", help="write into this PostgreSQL schema instead of the live tables")
         parser.add_argument("--verify", action="store_true", help="compare a fresh rebuild with the live projections")
-        parser.add_argument("--noinput", "--no-input", action="store_true", help="do not ask for confirmation")
         parser.add_argument("--dry-run", action="store_true", help="say what would be replayed, change nothing")
-        parser.add_argument("--no-progress", action="store_true")
-        parser.add_argument(
-            "--metrics-port",
-            type=int,
-            default=0,
-            help="serve the replay's progress and rate for Prometheus on this port",
-        )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["metrics_port"]:
-            start_http_server(options["metrics_port"])
+        self.start_metrics(options)
         kafka = settings.KAFKA
         projections = tuple(options["projection"] or registry.PROJECTIONS)
         progress = not options["no_progress"]
@@ -68,15 +55,10 @@ class Command(OperatorCommand):
             self.stdout.write("dry run: nothing changed")
             return
         if not schema and not options["noinput"]:
-            try:
-                answer = input("This empties and rebuilds the live projections. Type 'yes' to go on: ")
-            except EOFError:  # no terminal (a script, CI): say how, instead of a traceback
-                raise CommandError("replay cancelled: no answer to the confirmation; pass --noinput") from None
-            if answer.strip().lower() != "yes":
-                raise CommandError("replay cancelled")
-        # The bar goes where the command's errors go (stderr, or call_command's stderr=).
-        bar_file = options.get("raw_stderr") or sys.stderr
-        result = replay.replay(kafka, projections, ends=ends, schema=schema, progress=progress, progress_file=bar_file)
+            self.confirm("This empties and rebuilds the live projections. Type 'yes' to go on: ", "replay cancelled")
+        result = replay.replay(
+            kafka, projections, ends=ends, schema=schema, progress=progress, progress_file=self.progress_file(options)
+        )
         self.stdout.write(
             self.style.SUCCESS(
                 f"replayed {result.events} events ({result.poison} poison skipped, {result.parked} accounts parked) "
