@@ -17,6 +17,13 @@ Kafka transaction as the event, with the id `step_id(source, transfer_id, step)`
 happens exactly once. Between the debit and the completion or refund, the amount is in
 the source's `transfers` (money in flight).
 
+The completion is a third decision on purpose: the source must hear that a transfer ended to forget it.
+A refund is accepted only for a transfer in flight and removes it, so it happens once and never for a
+transfer that was not debited; without a completion the source would have to remember every transfer it
+ever sent (a late refund can come at any time), could never close (a refund may still come back), and would
+show the money in flight for good. The payee sees the credit before the completion is decided; see
+docs/how-it-works.md ("Why three decisions and not two").
+
 Ids a client chooses never meet the ids of steps: a transfer is (source account, transfer id),
 a step's id depends on both, and the processor remembers the two kinds apart (a client's
 command id can never make a step look like a duplicate, nor the reverse). A step that
@@ -507,3 +514,49 @@ def next_step(account_id: UUID, event: Event) -> tuple[UUID, Command] | None:
         case TransferRefused(transfer_id=t, from_account=src, reason=reason):
             return step_id(src, t, "refund"), RefundTransfer(src, t, reason)
     return None
+
+
+# --- one command, start to end: what the processor does with it, without Kafka ---
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one command does to one account: its events (in order), the saga steps they call for, the state after.
+
+    `outcome` is "accepted", "rejected" (with `reason`) or "duplicate" (nothing happens)."""
+
+    events: list[Event]
+    steps: list[tuple[UUID, Command]]
+    state: Account
+    outcome: str
+    reason: str = ""
+
+
+def handle(
+    state: Account, command: Command, repeated: bool, quarantine: bool, max_amount: int = DEFAULT_MAX_AMOUNT
+) -> Decision:
+    """Decide `command` on `state`, given whether its id was seen on this account already (`repeated`, among
+    client ids for a client's command, among step ids for a step) and whether the account is quarantined.
+
+    A client's command seen before is a duplicate. A step seen before is answered (`repeated_step`).
+    ReleaseAccount is decided even on a quarantined account; on one, other commands get `quarantined`."""
+    if repeated and not is_step(command):
+        return Decision([], [], state, "duplicate")
+    if repeated:
+        events = repeated_step(state, command, max_amount)
+        if not events:
+            return Decision([], [], state, "duplicate")
+    elif quarantine and not isinstance(command, ReleaseAccount):
+        events = quarantined(state, command, max_amount)
+    else:
+        events = decide(state, command, max_amount)
+    steps = []
+    for event in events:
+        state = evolve(state, event)
+        step = next_step(command.account_id, event)
+        if step is not None:
+            steps.append(step)
+    rejected = next((e for e in events if isinstance(e, CommandRejected)), None)
+    if rejected is not None:
+        return Decision(events, steps, state, "rejected", rejected.reason.value)
+    return Decision(events, steps, state, "accepted")

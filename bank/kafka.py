@@ -7,6 +7,8 @@ with its length (`BrokerWatch`), instead of a line per reconnect attempt of ever
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import queue
@@ -15,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -361,6 +364,206 @@ class BoundedCalls:
             if now - said >= self._say_every:
                 said = now
                 log.info("%s: still waiting for %s (%.0fs of at most %.0fs)", self.name, what, now - started, limit)
+
+
+class DeliveryFailed(KafkaException):
+    """A record of the open transaction was refused by the broker: the first such error, typed.
+
+    A KafkaException (args[0] is the KafkaError), so it is handled as a failed commit: abort and retry."""
+
+
+class Transactional(RuntimeError):
+    """The transactional producer cannot go on (fenced by a newer instance, or a fatal error); restart."""
+
+
+@dataclass
+class Transaction:
+    """What one transaction has sent: how many tracked records, where they landed, the first refusal."""
+
+    produced: int = 0
+    delivered: list[tuple[int, int]] = field(default_factory=list)  # (partition, offset) of tracked records
+    error: KafkaError | None = None
+
+    def on_delivery(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            if self.error is None:
+                self.error = error
+        else:
+            self.delivered.append((message.partition() or 0, message.offset() or 0))
+
+    @property
+    def reported(self) -> bool:
+        return len(self.delivered) >= self.produced
+
+
+class TransactionalProducer:
+    """A transactional producer and the care it needs: the transaction calls, their bounds, retries, renewal.
+
+    - Every blocking call runs on a thread of its own (BoundedCalls), bounded at `call_timeout` (librdkafka's
+      own bound) plus `call_grace` (librdkafka #5456, #5511: some calls block past their timeout).
+    - A commit or offsets call that librdkafka calls retriable is made again (at most 10 times).
+    - The first delivery error of a transaction is remembered and raised (DeliveryFailed) before its offsets
+      are sent, instead of surfacing later as missing delivery reports.
+    - `renew()` makes a new producer with the same transactional.id (init_transactions bumps the epoch, so
+      whatever the old one left open is aborted); a wedged one is left to its thread, untouched.
+    - After a broker outage the producer is renewed before its next transaction (`renew_if_outage_over`):
+      one that lived through it may block its first send_offsets_to_transaction until the call's bound.
+    """
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        transactional_id: str,
+        timeout_ms: int,
+        call_timeout: float,
+        call_grace: float,
+        stop: Callable[[], bool],
+        name: str,
+        wrap_commit: Callable[[Callable[[], None]], Callable[[], None]] | None = None,
+        on_replace: Callable[[], None] | None = None,
+    ) -> None:
+        self.kafka, self.transactional_id, self.timeout_ms = kafka, transactional_id, timeout_ms
+        self.call_timeout, self.call_grace, self.stop, self.name = call_timeout, call_grace, stop, name
+        self.wrap_commit = wrap_commit or (lambda call: call)  # a test's fault hook may wrap the commit
+        self.on_replace = on_replace or (lambda: None)  # e.g. a metric
+        self.replaced = 0
+        self.brokers = BrokerWatch.of(kafka.bootstrap_servers)
+        self.current = Transaction()
+        self.producer = self._new()
+
+    def _call(self, what: str, call: Callable[[], object]) -> None:
+        self._calls.run(what, call, self.call_timeout + self.call_grace)
+
+    def _retrying(self, what: str, call: Callable[[], None], attempts: int = 10) -> None:
+        """A call again while librdkafka says it is retriable (a commit still under way: aborting now would
+        fail with "conflicting commit in progress", batch after batch). The last failure is raised."""
+        for attempt in range(1, attempts + 1):
+            try:
+                self._call(what, call)
+                return
+            except KafkaException as exc:
+                error = exc.args[0]
+                if not error.retriable() or error.txn_requires_abort() or attempt == attempts:
+                    raise
+                log.warning("%s: %s not confirmed yet (%s); retrying", self.name, what, error.str())
+
+    # --- the transaction ---
+
+    def begin(self) -> Transaction:
+        self.current = Transaction()
+        self.producer.begin_transaction()
+        return self.current
+
+    def produce(self, topic: str, key: bytes | None, value: bytes, track: bool = False, **options: Any) -> None:
+        """Into the open transaction; a `track`ed record's delivery is counted (where it landed, or its error)."""
+        if track:
+            self.current.produced += 1
+            options["on_delivery"] = self.current.on_delivery
+        self.producer.produce(topic, key=key, value=value, **options)
+
+    def flush(self, timeout: float) -> None:
+        self.producer.flush(timeout)
+
+    def commit(self, offsets: list[TopicPartition], consumer: Consumer) -> None:
+        """Deliver what was produced, send the consumed offsets, commit. KafkaException or CallOverran on failure.
+
+        The records are delivered first: if a broker loss made them fail, the transaction is abortable and
+        send_offsets_to_transaction returns at once; called while the group coordinator is gone it can block
+        past its timeout, forever (librdkafka #5456, #5511)."""
+        producer, timeout = self.producer, self.call_timeout
+        self._call("the events' delivery", lambda: producer.flush(timeout))
+        if self.current.error is not None:
+            raise DeliveryFailed(self.current.error)
+        if offsets:
+            group = consumer.consumer_group_metadata()
+            self._retrying(
+                "the offsets sent to the transaction",
+                lambda: producer.send_offsets_to_transaction(offsets, group, timeout),
+            )
+        self._retrying("the commit", self.wrap_commit(lambda: producer.commit_transaction(timeout)))
+
+    def abort(self) -> KafkaError | None:
+        """Abort the open transaction; the fatal error that makes this producer unusable, if any."""
+        try:
+            producer, timeout = self.producer, self.call_timeout
+            self._retrying("the abort", lambda: producer.abort_transaction(timeout))
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            if error.fatal():
+                return error
+        except CallOverran as overran:
+            return KafkaError(KafkaError._TIMED_OUT, str(overran), fatal=True)
+        return None
+
+    def wait_delivery_reports(self, seconds: float) -> bool:
+        """Serve the delivery reports of the committed transaction; whether all came within `seconds`."""
+        deadline = time.monotonic() + seconds
+        while not self.current.reported and time.monotonic() < deadline:
+            self.producer.poll(0.05)
+        return self.current.reported
+
+    # --- the producer's life ---
+
+    def init(self) -> None:
+        """Register the transactional id with its coordinator, waiting as long as the coordinator is out of
+        reach (a lost quorum): the caller resumes by itself when the brokers return. A fatal error (fenced,
+        not authorized) raises Transactional."""
+        attempt = 0
+        while True:
+            if self.stop():
+                raise ReadInterrupted("stopped while waiting for the transaction coordinator")
+            attempt += 1
+            try:
+                self._call(
+                    "the transaction coordinator", functools.partial(self.producer.init_transactions, self.call_timeout)
+                )
+                return
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.fatal() or not error.retriable():
+                    raise Transactional(f"fatal Kafka error, this instance must restart: {error.str()}") from exc
+                reason = error.str()
+            except CallOverran as overran:  # a wedged producer: a fresh one finds the coordinator anew
+                reason = str(overran)
+                self._replace()
+            log.warning("%s: waiting for the transaction coordinator (attempt %d: %s)", self.name, attempt, reason)
+            time.sleep(1.0)  # a refusal can come at once: no busy loop
+
+    def renew(self, error: KafkaError) -> None:
+        """A new producer with the same transactional.id, registered (see the class docstring)."""
+        log.warning("%s: producer unusable (%s); making a new one", self.name, error.str())
+        if error.code() != KafkaError._TIMED_OUT:
+            with contextlib.suppress(KafkaException):  # its queue is lost with its transaction, as it should be
+                self.producer.flush(0)
+        self._replace()
+        self.init()
+
+    def renew_if_outage_over(self, busy: bool) -> None:
+        """Before a transaction: a new producer if an outage happened since this one was made and is over
+        (`busy`: a batch in hand, so the brokers answer whatever the last statistics said). Between two
+        transactions nothing is open: it costs one init_transactions and no reload."""
+        if self.brokers.outages != self._outages_before and (busy or self.brokers.reachable()):
+            log.info("%s: the brokers are back after an outage; renewing the transactional producer", self.name)
+            self._replace()
+            self.init()
+
+    def _replace(self) -> None:
+        """A new producer with a new thread for its calls; the old thread ends when its call does, if ever."""
+        self._calls.close()
+        self.replaced += 1
+        self.on_replace()
+        self.producer = self._new()
+
+    def _new(self) -> Producer:
+        self._outages_before = self.brokers.outages  # the outages this producer was made after
+        self._calls = BoundedCalls(f"{self.name} transactions #{self.replaced}", self.stop)
+        return transactional_producer(self.kafka, self.transactional_id, self.timeout_ms)
+
+    def close(self, timeout: float = 3.0) -> None:
+        try:
+            self.producer.flush(timeout)
+        except KafkaException as error:
+            log.warning("%s: producer not flushed on close: %s", self.name, error)
 
 
 class LogStalled(RuntimeError):

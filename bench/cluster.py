@@ -105,12 +105,12 @@ def secured_cluster() -> Iterator[Setup]:
 def processor_rate(setup: Setup, commands: int, accounts: int) -> float:
     """Commands/s the processor decides, from pre-produced commands (group joining excluded)."""
     from bench.processor import make_commands, run_loop, send_commands
-    from consumers.processor import Processor
+    from consumers.processor import Processor, ProcessorConfig
 
     kafka = setup.fresh()
     payload = make_commands(accounts, commands)
     send_commands(kafka("web"), payload)
-    processor = Processor(kafka("processor"), instance=f"bench-{uuid.uuid4().hex[:6]}", batch_size=500)
+    processor = Processor(kafka("processor"), ProcessorConfig(instance=f"bench-{uuid.uuid4().hex[:6]}", batch_size=500))
     return len(payload) / run_loop(processor, len(payload))
 
 

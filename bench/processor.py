@@ -18,7 +18,7 @@ from bank import domain, messages
 from bank.config import KafkaSettings
 from bank.kafka import admin, consume_batch, consumer, next_offsets, producer
 from bench.harness import arguments, fresh_kafka, produce_all, setup_django, table, time_until, write_results
-from consumers.processor import Processor
+from consumers.processor import Batch, Processor, ProcessorConfig
 
 Payload = list[tuple[bytes, bytes, messages.Headers]]
 
@@ -51,9 +51,9 @@ def raw_round_trip(kafka: KafkaSettings, payload: Payload) -> float:
 class UntransactionalProcessor(Processor):
     """The processor's loop with the transactions taken out: the baseline the issue asks for."""
 
-    def __init__(self, kafka: KafkaSettings, **kwargs: object) -> None:
-        super().__init__(kafka, **kwargs)  # type: ignore[arg-type]
-        self.producer = producer(kafka, **{"linger.ms": 5})
+    def __init__(self, kafka: KafkaSettings, config: ProcessorConfig) -> None:
+        super().__init__(kafka, config)
+        self.txn.producer = producer(kafka, **{"linger.ms": 5})
 
     def start(self) -> None:
         self.consumer.subscribe([self.kafka.commands_topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
@@ -62,8 +62,8 @@ class UntransactionalProcessor(Processor):
         batch = self._without_errors(consume_batch(self.consumer, self.batch_size, self.batch_wait))
         if not batch:
             return 0
-        self.decided += sum(self._handle(message) for message in batch)
-        self.producer.flush(30)
+        self.decided += sum(self._handle(message, Batch(batch, [], False, [])) for message in batch)
+        self.txn.flush(30)
         self.consumer.commit(offsets=next_offsets(batch), asynchronous=False)
         return len(batch)
 
@@ -82,7 +82,9 @@ def decide_all(payload: Payload, batch_size: int, untransactional: bool = False,
     send_commands(kafka, payload)
     kind = UntransactionalProcessor if untransactional else Processor
     group = f"{kind.__name__}-{uuid.uuid4().hex[:6]}"
-    return run_loop(kind(kafka, instance=group, group=group, batch_size=batch_size, **options), len(payload))
+    return run_loop(
+        kind(kafka, ProcessorConfig(instance=group, group=group, batch_size=batch_size, **options)), len(payload)
+    )  # type: ignore[arg-type]
 
 
 def main() -> None:

@@ -113,7 +113,7 @@ def load_here(mode: str, prefix: str) -> None:
 def throughput(commands: int, accounts: int, batch_size: int, compaction_wait: float) -> dict[str, float | int]:
     """Commands/s of the processor with the state store and without it (mode "full" writes none)."""
     from bench.processor import make_commands, run_loop, send_commands
-    from consumers.processor import Processor
+    from consumers.processor import Processor, ProcessorConfig
 
     payload = make_commands(accounts, commands)
     figures: dict[str, float | int] = {"commands": commands, "accounts": accounts}
@@ -121,7 +121,7 @@ def throughput(commands: int, accounts: int, batch_size: int, compaction_wait: f
         kafka = fresh_kafka("recovery")
         send_commands(kafka, payload)
         name = f"rec-{uuid.uuid4().hex[:6]}"
-        processor = Processor(kafka, instance=name, group=name, batch_size=batch_size, recovery=mode)  # type: ignore[arg-type]
+        processor = Processor(kafka, ProcessorConfig(instance=name, group=name, batch_size=batch_size, recovery=mode))  # type: ignore[arg-type]
         key = "with_state_per_s" if mode == "state" else "without_state_per_s"
         figures[key] = max(figures.get(key, 0), round(len(payload) / run_loop(processor, len(payload))))
     figures["ratio"] = round(figures["with_state_per_s"] / figures["without_state_per_s"], 3)

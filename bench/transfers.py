@@ -38,7 +38,7 @@ from bank.kafka import read_to_end
 from bench import harness
 from bench.latency import PASSWORD, WALL, Browser, Record, pct, quantiles, wait_for_accounts
 from bench.processor import send_commands
-from consumers.processor import Processor
+from consumers.processor import Processor, ProcessorConfig
 
 LOGS = harness.ROOT / "var" / "bench" / "transfers"
 TARGET_RATIO, TARGET_P99_MS = 0.4, 150.0
@@ -55,7 +55,9 @@ def encoded(commands: list[domain.Command]) -> list[tuple[bytes, bytes, messages
 def throughput(kafka: KafkaSettings, accounts: int, deposits: int, transfers: int) -> dict[str, Any]:
     rng = random.Random(7)
     ids = [uuid.uuid4() for _ in range(accounts)]
-    processor = Processor(kafka, instance=f"bench-{uuid.uuid4().hex[:6]}", group=f"tx-{uuid.uuid4().hex[:6]}")
+    processor = Processor(
+        kafka, ProcessorConfig(instance=f"bench-{uuid.uuid4().hex[:6]}", group=f"tx-{uuid.uuid4().hex[:6]}")
+    )
     processor.start()
 
     def decide(commands: list[domain.Command], decisions: int) -> float:

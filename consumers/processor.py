@@ -19,30 +19,27 @@ decided once wherever it lands: the saga needs no database of its own.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
 import time
 import uuid
 from collections.abc import Callable
-from uuid import UUID
+from dataclasses import dataclass, field
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from bank import domain, messages, metrics
 from bank.config import KafkaSettings
 from bank.kafka import (
-    BoundedCalls,
-    BrokerWatch,
     CallOverran,
     LogStalled,
     ReadInterrupted,
+    Transactional,
+    TransactionalProducer,
     consume_batch,
     consumer,
     dead_letter,
     next_offsets,
     read_to_end,
-    transactional_producer,
 )
 from consumers.recovery import (
     DEFAULT_DEDUP_WINDOW,
@@ -61,70 +58,91 @@ log = logging.getLogger("bank.processor")
 TXN_CALL_TIMEOUT = 10.0
 TXN_CALL_GRACE = 5.0
 
+# Fault injection, for tests only: called at named points of a transaction ("held": everything produced,
+# nothing flushed; "commit": on the calls' thread, just before commit_transaction). It may sleep, or raise
+# KafkaException as a failed call would. Installed by tests (tests/faulty_processor.py for a worker process,
+# `faults=` for one in the test's process); None in production.
+FaultHook = Callable[["Processor", str], None]
+fault_hook: FaultHook | None = None
+
 
 class ProcessorFailed(RuntimeError):
     """The processor cannot go on (fenced by a newer instance, or a fatal broker error); restart it."""
+
+
+@dataclass(frozen=True)
+class ProcessorConfig:
+    instance: str  # stable per instance: its transactional.id, so a restart fences its predecessor at once
+    group: str | None = None  # default: the settings' processor group
+    max_amount: int = domain.DEFAULT_MAX_AMOUNT
+    batch_size: int = 500
+    batch_wait: float = 0.05
+    transaction_timeout_ms: int = 10_000
+    recovery: Mode = "state"  # "full" (the benchmark's baseline) neither reads nor writes the state topic
+    dedup_window: int = DEFAULT_DEDUP_WINDOW
+    max_stall: float = 120.0
+    state_every: int = DEFAULT_STATE_EVERY
+    call_timeout: float = TXN_CALL_TIMEOUT
+    call_grace: float = TXN_CALL_GRACE
+
+
+@dataclass
+class Batch:
+    """One transaction's worth of work: the commands, the partitions it touches, what it decided."""
+
+    messages: list[Message]
+    partitions: list[int]
+    checkpoint: bool  # the changed accounts' states go in this transaction
+    offsets: list[TopicPartition]
+    started: float = field(default_factory=time.perf_counter)
+    decided: int = 0
+    outcomes: list[tuple[str, str, str]] = field(default_factory=list)  # (type, outcome, reason) per command
 
 
 class Processor:
     def __init__(
         self,
         kafka: KafkaSettings,
-        instance: str,
-        group: str | None = None,
-        max_amount: int = domain.DEFAULT_MAX_AMOUNT,
-        batch_size: int = 500,
-        batch_wait: float = 0.05,
-        transaction_timeout_ms: int = 10_000,
-        fault_pause: float = 0.0,
-        recovery: Mode = "state",
-        dedup_window: int = DEFAULT_DEDUP_WINDOW,
+        config: ProcessorConfig,
         stop: Callable[[], bool] | None = None,
-        max_stall: float = 120.0,
-        fault_abort_every: int = 0,
-        state_every: int = DEFAULT_STATE_EVERY,
-        call_timeout: float = TXN_CALL_TIMEOUT,
-        call_grace: float = TXN_CALL_GRACE,
-        fault_wedge: float = 0.0,
+        faults: FaultHook | None = None,
     ) -> None:
-        self.kafka = kafka
-        self.instance = instance
-        self.max_amount = max_amount
-        self.batch_size = batch_size
-        self.batch_wait = batch_wait
-        self.window = dedup_window
-        self.state_every = max(1, state_every)
-        # Mode "full" (the benchmark's baseline) neither reads nor writes the state topic.
-        self.store = recovery == "state"
+        self.kafka, self.config = kafka, config
+        self.instance = config.instance
+        self.max_amount = config.max_amount
+        self.batch_size = config.batch_size
+        self.batch_wait = config.batch_wait
+        self.window = config.dedup_window
+        self.state_every = max(1, config.state_every)
+        self.store = config.recovery == "state"
         self.stop = stop or (lambda: False)
-        self.loader = Loader(kafka, recovery, dedup_window, self.stop, max_stall)
-        group = group or kafka.group("processor")
+        self.faults = faults or fault_hook
+        self.loader = Loader(kafka, config.recovery, config.dedup_window, self.stop, config.max_stall)
+        group = config.group or kafka.group("processor")
         self.consumer: Consumer = consumer(kafka, group)
-        # Stable per instance: a restarted instance fences its predecessor's open transaction at once.
-        self._transactional_id, self._transaction_timeout_ms = f"{group}-{instance}", transaction_timeout_ms
-        self.call_timeout, self.call_grace = call_timeout, call_grace
-        self.producers_replaced = 0
-        self._brokers = BrokerWatch.of(kafka.bootstrap_servers)
-        self._outages_before = self._brokers.outages  # the outages the current producer was made after
-        self.producer = self._new_producer()
-        self._calls = self._new_calls()
-        # Fault injection for the tests: hold each transaction open this long before committing it,
-        # abort every n-th transaction (as a failed commit would), and block the first commit for
-        # `fault_wedge` seconds before making it (as librdkafka's calls past their timeout, #5456).
-        self.fault_pause = fault_pause
-        self.fault_abort_every = fault_abort_every
-        self.fault_wedge = fault_wedge
+        self.txn = TransactionalProducer(
+            kafka,
+            f"{group}-{config.instance}",
+            config.transaction_timeout_ms,
+            config.call_timeout,
+            config.call_grace,
+            self.stop,
+            f"processor {config.instance}",
+            wrap_commit=self._fault_at_commit,
+            on_replace=metrics.producers_replaced.inc,
+        )
         self.partitions: dict[int, Partition] = {}
         self.last_load = LoadCounts()
         self.decided = 0
         self.transactions = 0
         self.aborts = 0
-        self._produced = 0
-        self._delivered: list[tuple[int, int]] = []  # (partition, offset) of this transaction's events
-        self._outcomes: list[tuple[str, str, str]] = []  # (type, outcome, reason) of the open transaction
         # Per partition whose every delivered command is committed: the committed offset (None: not looked up yet).
         self._committed: dict[int, int | None] = {}
         self._look_up_after = 0.0
+
+    @property
+    def producers_replaced(self) -> int:
+        return self.txn.replaced
 
     # --- lifecycle ---
 
@@ -144,10 +162,7 @@ class Processor:
 
     def close(self) -> None:
         self.consumer.close()
-        try:
-            self.producer.flush(3)
-        except KafkaException as error:
-            log.warning("processor %s: producer not flushed on close: %s", self.instance, error)
+        self.txn.close()
         log.info(
             "processor %s stopped after deciding %d commands (%d aborted batches)",
             self.instance,
@@ -207,88 +222,77 @@ class Processor:
         5. On any failure: abort, then rebuild the batch's partitions from the log and seek
            back to their committed offsets, so the in-memory state matches what Kafka holds.
         """
+        # 1. Consume.
         try:
-            batch = consume_batch(self.consumer, self.batch_size, self.batch_wait)
+            messages_in = self._without_errors(consume_batch(self.consumer, self.batch_size, self.batch_wait))
         except ReadInterrupted as stopped:
             log.info("processor %s: %s", self.instance, stopped)
             return 0
-        batch = self._without_errors(batch)
+        batch = self._plan(messages_in)
+        if batch is None:
+            return 0
+        self.txn.renew_if_outage_over(busy=bool(batch.messages))
+        try:
+            # 2. Decide each command into the open transaction.
+            self.txn.begin()
+            batch.decided = sum(self._handle(message, batch) for message in batch.messages)
+            # 3. Side records, the offsets, and commit.
+            self._produce_side_records(batch.checkpoint)
+            if self.faults:
+                self.faults(self, "held")
+            self.txn.commit(batch.offsets, self.consumer)
+        except KafkaException as exc:
+            self._recover(exc.args[0], batch)  # 5.
+            return len(batch.messages)
+        except CallOverran as overran:
+            self._recover(KafkaError(KafkaError._TIMED_OUT, str(overran), fatal=True), batch)  # 5.
+            return len(batch.messages)
+        self._committed_batch(batch)
+        self._check_own_offsets()  # 4.
+        return len(batch.messages)
+
+    def _plan(self, messages_in: list[Message]) -> Batch | None:
+        """The batch to make of what was consumed, or None when there is nothing to do (idle, nothing owed)."""
         pending = {p for p, part in self.partitions.items() if part.foreign}
         unsaved = {p for p, part in self.partitions.items() if part.dirty} if self.store else set()
-        passed = [] if batch else self._past_markers()
-        if not batch and not pending and not unsaved and not passed:
-            return 0
-        for message in batch:
+        passed = [] if messages_in else self._past_markers()
+        if not messages_in and not pending and not unsaved and not passed:
+            return None
+        for message in messages_in:
             self._committed.pop(message.partition() or 0, None)
         # States are written every `state_every` transactions, when foreign records were found, and
         # when the processor is idle; in between, a restart folds the events since the last ones.
-        checkpoint = self.store and (bool(pending) or not batch or self.transactions % self.state_every == 0)
-        partitions = sorted({m.partition() or 0 for m in batch} | pending | (unsaved if checkpoint else set()))
-        if self._brokers.outages != self._outages_before and (batch or self._brokers.reachable()):
-            self._renew_after_outage()  # a batch in hand: the brokers answer, whatever the last statistics said
-        self._delivered.clear()
-        self._produced = 0
-        started = time.perf_counter()
-        self._outcomes.clear()
-        try:
-            self.producer.begin_transaction()
-            decided = sum(self._handle(message) for message in batch)
-            self._produce_side_records(checkpoint)
-            if self.fault_pause:
-                log.info(
-                    "fault injection: holding a transaction of %d commands open for %.1fs", len(batch), self.fault_pause
-                )
-                time.sleep(self.fault_pause)
-            if self.fault_abort_every and (self.transactions + 1) % self.fault_abort_every == 0:
-                self.transactions += 1
-                self.producer.flush(30)  # as a failed commit would: everything sent, then refused
-                raise KafkaException(KafkaError(KafkaError._FAIL, "fault injection: abort this transaction"))
-            # Deliver the events first: if a broker loss made them fail, the transaction is abortable and
-            # send_offsets_to_transaction returns at once. Called while the group coordinator is gone it can
-            # block past its timeout, forever (librdkafka #5456, #5511; seen here after losing two brokers).
-            producer, timeout = self.producer, self.call_timeout
-            self._txn("the events' delivery", lambda: producer.flush(timeout))
-            offsets = next_offsets(batch) if batch else passed
-            if offsets:
-                group = self.consumer.consumer_group_metadata()
-                self._retrying(
-                    "the offsets sent to the transaction",
-                    lambda: producer.send_offsets_to_transaction(offsets, group, timeout),
-                )
-            self._retrying("the commit", self._wedged_once(lambda: producer.commit_transaction(timeout)))
-        except KafkaException as exc:
-            metrics.transactions.labels("aborted").inc()
-            self._recover(exc.args[0], partitions)
-            return len(batch)
-        except CallOverran as overran:
-            metrics.transactions.labels("aborted").inc()
-            self._recover(KafkaError(KafkaError._TIMED_OUT, str(overran), fatal=True), partitions)
-            return len(batch)
+        checkpoint = self.store and (bool(pending) or not messages_in or self.transactions % self.state_every == 0)
+        partitions = sorted({m.partition() or 0 for m in messages_in} | pending | (unsaved if checkpoint else set()))
+        offsets = next_offsets(messages_in) if messages_in else passed
+        return Batch(messages_in, partitions, checkpoint, offsets)
+
+    def _committed_batch(self, batch: Batch) -> None:
+        """After a commit: count it, and clear what the transaction has written."""
         self.transactions += 1
-        self._committed.update({tp.partition: tp.offset for tp in offsets})
+        self._committed.update({tp.partition: tp.offset for tp in batch.offsets})
         metrics.transactions.labels("committed").inc()
-        metrics.processor_batch_size.observe(len(batch))
-        metrics.processor_batch_seconds.observe(time.perf_counter() - started)
-        for kind, outcome, reason in self._outcomes:
+        metrics.processor_batch_size.observe(len(batch.messages))
+        metrics.processor_batch_seconds.observe(time.perf_counter() - batch.started)
+        for kind, outcome, reason in batch.outcomes:
             metrics.commands_decided.labels(kind, outcome).inc()
             if reason:
                 metrics.rejections.labels(reason).inc()
             if outcome == "poison":
                 metrics.dead_letters.labels("processor").inc()
-        if pending or self.transactions % 100 == 1 or any(kind == "ReleaseAccount" for kind, _, _ in self._outcomes):
+        pending = any(part.foreign for p in batch.partitions if (part := self.partitions.get(p)))
+        released = any(kind == "ReleaseAccount" for kind, _, _ in batch.outcomes)
+        if pending or self.transactions % 100 == 1 or released:
             # Counting walks every account: only when a quarantine may have changed, and now and then.
             metrics.quarantined_accounts.labels("processor").set(
                 sum(1 for part in self.partitions.values() for r in part.accounts.values() if r.quarantine)
             )
-        self._outcomes.clear()
-        self.decided += decided
-        for p in partitions:
+        self.decided += batch.decided
+        for p in batch.partitions:
             if part := self.partitions.get(p):
                 part.foreign.clear()
-                if checkpoint or not self.store:
+                if batch.checkpoint or not self.store:
                     part.dirty.clear()
-        self._check_own_offsets()
-        return len(batch)
 
     def _past_markers(self) -> list[TopicPartition]:
         """When idle: the consumer's positions that have moved past the committed offsets over transaction
@@ -298,7 +302,7 @@ class Processor:
         work is passed; the offsets go in a transaction of their own, ordered with the others."""
         unknown = [p for p, offset in self._committed.items() if offset is None]
         if unknown:
-            if time.monotonic() < self._look_up_after or not self._brokers.reachable():
+            if time.monotonic() < self._look_up_after or not self.txn.brokers.reachable():
                 return []
             self._look_up_after = time.monotonic() + 5.0  # at most one broker round trip per 5 s while idle
             try:
@@ -315,102 +319,19 @@ class Processor:
         positions = self.consumer.position([TopicPartition(self.kafka.commands_topic, p) for p in known])
         return [tp for tp in positions if tp.offset >= 0 and tp.offset > known[tp.partition]]
 
-    def _txn(self, what: str, call: Callable[[], object]) -> None:
-        """A blocking producer call, bounded even where librdkafka overruns its timeout (CallOverran)."""
-        self._calls.run(what, call, self.call_timeout + self.call_grace)
-
-    def _wedged_once(self, call: Callable[[], None]) -> Callable[[], None]:
-        if not self.fault_wedge:
-            return call
-        pause, self.fault_wedge = self.fault_wedge, 0.0
-
-        def wedged() -> None:
-            log.info("fault injection: this commit blocks for %.1fs before it is made", pause)
-            time.sleep(pause)
+    def _fault_at_commit(self, call: Callable[[], None]) -> Callable[[], None]:
+        def commit() -> None:
+            if self.faults:
+                self.faults(self, "commit")
             call()
 
-        return wedged
-
-    def _retrying(self, what: str, call: Callable[[], None], attempts: int = 10) -> None:
-        """A transaction call again while librdkafka says it is retriable (for a commit: it is still under way,
-        and aborting now would fail with "conflicting commit in progress", batch after batch). Bounded: the
-        last failure goes to _recover."""
-        for attempt in range(1, attempts + 1):
-            try:
-                self._txn(what, call)
-                return
-            except KafkaException as exc:
-                error = exc.args[0]
-                if not error.retriable() or error.txn_requires_abort() or attempt == attempts:
-                    raise
-                log.warning("processor %s: %s not confirmed yet (%s); retrying", self.instance, what, error.str())
-
-    def _renew_after_outage(self) -> None:
-        """A new transactional producer before the first transaction after a broker outage.
-
-        The producer that lived through the outage may block its first send_offsets_to_transaction until
-        the call's bound (seen after a single broker's restart: 15 s, then replaced anyway). Between two
-        transactions nothing is open, so a new one with the same transactional.id costs one init_transactions
-        and no reload: the in-memory state is what the last commit left."""
-        log.info(
-            "processor %s: the brokers are back after an outage; renewing the transactional producer", self.instance
-        )
-        self._replace_producer()
-        self._init_transactions()
-
-    def _new_producer(self) -> Producer:
-        self._outages_before = self._brokers.outages
-        return transactional_producer(self.kafka, self._transactional_id, self._transaction_timeout_ms)
-
-    def _renew_producer(self, error: KafkaError) -> None:
-        """A new transactional producer with the same transactional.id: init_transactions bumps its epoch, so
-        whatever the old one left open is aborted; the caller then reloads the partitions' state.
-
-        A wedged producer (a call overran) is left to its thread, untouched: any call on it may block too."""
-        log.warning("processor %s: producer unusable (%s); making a new one", self.instance, error.str())
-        if error.code() != KafkaError._TIMED_OUT:
-            with contextlib.suppress(KafkaException):  # its queue is lost with its transaction, as it should be
-                self.producer.flush(0)
-        self._replace_producer()
-        self._init_transactions()
-
-    def _replace_producer(self) -> None:
-        """A new producer with a new thread for its calls; the old thread ends when its call does, if ever."""
-        self._calls.close()
-        self.producers_replaced += 1
-        metrics.producers_replaced.inc()
-        self.producer = self._new_producer()
-        self._calls = self._new_calls()
-
-    def _new_calls(self) -> BoundedCalls:
-        return BoundedCalls(f"processor {self.instance} transactions #{self.producers_replaced}", self.stop)
+        return commit if self.faults else call
 
     def _init_transactions(self) -> None:
-        """Register the transactional id with its coordinator, waiting as long as the coordinator is out of
-        reach (a lost quorum): the processor resumes by itself when the brokers return. A fatal error
-        (this instance is fenced, or not authorized) stops it."""
-        attempt = 0
-        while True:
-            if self.stop():
-                raise ReadInterrupted("stopped while waiting for the transaction coordinator")
-            attempt += 1
-            try:
-                self._txn(
-                    "the transaction coordinator", functools.partial(self.producer.init_transactions, self.call_timeout)
-                )
-                return
-            except KafkaException as exc:
-                error = exc.args[0]
-                if error.fatal() or not error.retriable():
-                    raise ProcessorFailed(f"fatal Kafka error, this instance must restart: {error.str()}") from exc
-                reason = error.str()
-            except CallOverran as overran:  # a wedged producer: a fresh one finds the coordinator anew
-                reason = str(overran)
-                self._replace_producer()
-            log.warning(
-                "processor %s: waiting for the transaction coordinator (attempt %d: %s)", self.instance, attempt, reason
-            )
-            time.sleep(1.0)  # a refusal can come at once: no busy loop
+        try:
+            self.txn.init()
+        except Transactional as error:
+            raise ProcessorFailed(str(error)) from error
 
     def _without_errors(self, batch: list[Message]) -> list[Message]:
         good = []
@@ -424,12 +345,12 @@ class Processor:
                 log.warning("consumer error (librdkafka retries by itself): %s", error.str())
         return good
 
-    def _handle(self, message: Message) -> int:
+    def _handle(self, message: Message, batch: Batch) -> int:
         try:
             command = messages.decode_command(message.value())
         except messages.PoisonMessage as error:
-            dead_letter(self.producer, self.kafka, message, str(error))
-            self._outcomes.append(("unknown", "poison", ""))
+            dead_letter(self.txn.producer, self.kafka, message, str(error))
+            batch.outcomes.append(("unknown", "poison", ""))
             return 0
         partition = message.partition() or 0
         part = self.partitions.get(partition)
@@ -440,93 +361,57 @@ class Processor:
         # Clients' commands and the saga's steps are remembered apart: one kind never hides the other.
         from_saga = domain.is_step(command.command)
         repeated = record.seen(command.command_id, from_saga)
-        if repeated and not from_saga:
-            log.info("command %s already decided; skipping the duplicate", command.command_id)
-            self._outcomes.append((command.type, "duplicate", ""))
-            return 0
-        state = record.state
-        if repeated:
-            # A step id seen before: a transfer id reused on its source. Answered, never dropped (domain.repeated_step).
-            events = domain.repeated_step(state, command.command, self.max_amount)
-            log.info(
-                "step %s (%s) seen before on %s: answered with %s",
-                command.command_id,
-                command.type,
-                command.account_id,
-                [type(e).__name__ for e in events] or "nothing (already answered)",
-            )
-            if not events:
-                self._outcomes.append((command.type, "duplicate", ""))
-                return 0
-        elif isinstance(command.command, domain.ReleaseAccount):
+        if isinstance(command.command, domain.ReleaseAccount) and not repeated:
             if record.quarantine:
                 log.info("account %s released by %s (was: %s)", command.account_id, command.actor, record.quarantine)
             # Every foreign record before what this instance has seen is accepted as not the account's.
             record.quarantine, record.released_at = "", part.seen
-            events = domain.decide(state, command.command, self.max_amount)
-        elif record.quarantine:
-            events = domain.quarantined(state, command.command, self.max_amount)
-        else:
-            events = domain.decide(state, command.command, self.max_amount)
-        rejected = next((e for e in events if isinstance(e, domain.CommandRejected)), None)
+        decision = domain.handle(record.state, command.command, repeated, bool(record.quarantine), self.max_amount)
         # Counted only once the transaction commits (process_batch): an aborted batch is decided again.
-        self._outcomes.append(
-            (command.type, "rejected" if rejected else "accepted", rejected.reason.value if rejected else "")
-        )
-        for event in events:
-            state = domain.evolve(state, event)
+        batch.outcomes.append((command.type, decision.outcome, decision.reason))
+        if repeated:
+            log.info(
+                "%s %s (%s) seen before on %s: %s",
+                "step" if from_saga else "command",
+                command.command_id,
+                command.type,
+                command.account_id,
+                [type(e).__name__ for e in decision.events] or "nothing (already decided)",
+            )
+        if decision.outcome == "duplicate":
+            return 0
+        for sequence, event in enumerate(decision.events, start=record.state.version + 1):
             envelope = messages.EventEnvelope(
                 event=event,
                 event_id=uuid.uuid4(),
                 account_id=command.account_id,
-                sequence=state.version,
+                sequence=sequence,
                 occurred_at=messages.now(),
                 command_id=command.command_id,
                 actor=command.actor,
             )
             key, value, headers = messages.encode(envelope)
-            self.producer.produce(
-                self.kafka.events_topic,
-                key=key,
-                value=value,
-                headers=headers,
-                partition=partition,
-                on_delivery=self._on_delivery,
-            )
-            self._produced += 1
-            step = domain.next_step(command.account_id, event)
-            if step is not None:
-                self._produce_step(*step)
-        record.state = state
+            self.txn.produce(self.kafka.events_topic, key, value, track=True, headers=headers, partition=partition)
+        for command_id, step in decision.steps:
+            key, value, headers = messages.encode(messages.CommandEnvelope.new(step, domain.SAGA_ACTOR, command_id))
+            self.txn.produce(self.kafka.commands_topic, key, value, headers=headers)
+        record.state = decision.state
         if not repeated:
             record.remember(command.command_id, from_saga)
         part.dirty.add(command.account_id)
         return 1
-
-    def _produce_step(self, command_id: UUID, command: domain.Command) -> None:
-        envelope = messages.CommandEnvelope.new(command, domain.SAGA_ACTOR, command_id)
-        key, value, headers = messages.encode(envelope)
-        self.producer.produce(self.kafka.commands_topic, key=key, value=value, headers=headers)
 
     def _produce_side_records(self, checkpoint: bool) -> None:
         """Into the open transaction: dead letters of foreign records, and at a checkpoint the state of
         every account changed since the last one, each saying which offset of bank.events it reflects."""
         for p, part in self.partitions.items():
             for message, error in part.foreign:
-                dead_letter(self.producer, self.kafka, message, error)
+                dead_letter(self.txn.producer, self.kafka, message, error)
             if not checkpoint:
                 continue
             for account_id in part.dirty:
-                self.producer.produce(
-                    self.kafka.state_topic,
-                    key=str(account_id).encode(),
-                    value=encode_state(part.accounts[account_id], part.seen),
-                    partition=p,
-                )
-
-    def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
-        if error is None:
-            self._delivered.append((message.partition() or 0, message.offset() or 0))
+                value = encode_state(part.accounts[account_id], part.seen)
+                self.txn.produce(self.kafka.state_topic, str(account_id).encode(), value, partition=p)
 
     def _check_own_offsets(self) -> None:
         """After a commit: did anyone else write to our partitions of bank.events since we last looked?
@@ -535,15 +420,12 @@ class Processor:
         follow what it has seen (and its last commit marker) without a hole. A hole holds records
         of another producer: they are read and treated as foreign (quarantine, dead letter).
         """
-        deadline = time.monotonic() + 5
-        while len(self._delivered) < self._produced and time.monotonic() < deadline:
-            self.producer.poll(0.05)  # delivery reports not served yet
-        if len(self._delivered) < self._produced:
+        if not self.txn.wait_delivery_reports(5.0):
             log.warning("missing delivery reports; reloading partitions %s", sorted(self.partitions))
             self._load(sorted(self.partitions))
             return
         offsets: dict[int, list[int]] = {}
-        for p, offset in self._delivered:
+        for p, offset in self.txn.current.delivered:
             offsets.setdefault(p, []).append(offset)
         for p, own in offsets.items():
             part = self.partitions.get(p)
@@ -585,26 +467,22 @@ class Processor:
         if found:
             log.warning("%d foreign records on %s[%d] since offset %d", found, self.kafka.events_topic, p, part.seen)
 
-    def _recover(self, error: KafkaError, partitions: list[int]) -> None:
-        self._outcomes.clear()
+    def _recover(self, error: KafkaError, batch: Batch) -> None:
+        """5. Abort, and rebuild the batch's partitions from the log at their committed offsets."""
+        metrics.transactions.labels("aborted").inc()
         if error.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH):
             metrics.fenced.inc()
+        partitions = batch.partitions
         log.warning("transaction failed (%s); aborting and reloading partitions %s", error.str(), partitions)
         self.aborts += 1
-        fatal = error if error.fatal() else None
-        if fatal is None:
-            try:
-                producer, timeout = self.producer, self.call_timeout
-                self._retrying("the abort", lambda: producer.abort_transaction(timeout))
-            except KafkaException as exc:
-                if exc.args[0].fatal():
-                    fatal = exc.args[0]
-            except CallOverran as overran:
-                fatal = KafkaError(KafkaError._TIMED_OUT, str(overran), fatal=True)
+        fatal = error if error.fatal() else self.txn.abort()
         if fatal is not None:
             # Fenced (the coordinator timed the transaction out, e.g. while brokers were down) or
             # another fatal producer error: this producer is done, the process need not be.
-            self._renew_producer(fatal)
+            try:
+                self.txn.renew(fatal)
+            except Transactional as failed:
+                raise ProcessorFailed(str(failed)) from failed
             partitions = sorted({*partitions, *(tp.partition for tp in self.consumer.assignment())})
         for p in partitions:
             self.partitions.pop(p, None)

@@ -112,8 +112,6 @@ BANK_TRANSFER_FLAG_AFTER = env_int("BANK_TRANSFER_FLAG_AFTER", 60, minimum=1)
 PROCESSOR_INSTANCE = env_str("PROCESSOR_INSTANCE", "")  # empty: the host name
 PROCESSOR_TRANSACTION_TIMEOUT_MS = env_int("PROCESSOR_TRANSACTION_TIMEOUT_MS", 10_000, minimum=1000)
 # Fault injection for tests only: seconds each transaction is held open before its commit.
-PROCESSOR_FAULT_PAUSE = env_float("PROCESSOR_FAULT_PAUSE", 0.0, minimum=0.0)
-PROCESSOR_FAULT_WEDGE = env_float("PROCESSOR_FAULT_WEDGE", 0.0, minimum=0.0)  # tests: the first commit blocks
 # Fault injection for tests only: a rebuild stops in this phase (fill, catch-up, swap) for REBUILD_FAULT_SECONDS.
 REBUILD_FAULT_PAUSE = env_choice("REBUILD_FAULT_PAUSE", "", ("", "fill", "catch-up", "swap"))
 REBUILD_FAULT_SECONDS = env_float("REBUILD_FAULT_SECONDS", 600.0, minimum=0.0)

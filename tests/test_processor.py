@@ -19,6 +19,7 @@ from bank.config import KafkaSettings
 from bank.kafka import ensure_topics
 from devservices.kafka import KafkaNode
 from devservices.process import free_port
+from tests import faults
 from tests.helpers import (
     VAR,
     Fold,
@@ -134,7 +135,9 @@ def test_it_decides_every_command_once_across_a_sigkill_with_a_transaction_open(
     kafka: KafkaSettings, bus: CommandBus, workers: Callable[..., Worker]
 ) -> None:
     # Each transaction is held open for a second, so the SIGKILL lands while one is open.
-    doomed = workers("processor-doomed", ["run_processor", "--instance", "p1"], kafka, PROCESSOR_FAULT_PAUSE="1.0")
+    doomed = workers(
+        "processor-doomed", ["run_processor", "--instance", "p1"], kafka, faults.program(), FAULT_PAUSE="1.0"
+    )
     doomed.wait_for_log("assigned partitions")
     accounts, ids = opened_accounts(kafka, bus, 6)
     sender = threading.Thread(target=lambda: ids.update(stream_commands(bus, accounts, 30, pause=0.01)))
@@ -155,7 +158,9 @@ def test_it_stops_within_seconds_on_sigterm_while_a_commit_is_blocked_in_librdka
     kafka: KafkaSettings, bus: CommandBus, workers: Callable[..., Worker]
 ) -> None:
     # The first commit blocks for ten minutes, as librdkafka's can past their timeout (#5456).
-    wedged = workers("processor-wedged", ["run_processor", "--instance", "w1"], kafka, PROCESSOR_FAULT_WEDGE="600")
+    wedged = workers(
+        "processor-wedged", ["run_processor", "--instance", "w1"], kafka, faults.program(), FAULT_WEDGE="600"
+    )
     wedged.wait_for_log("assigned partitions")
     send(bus, domain.OpenAccount(uuid.uuid4(), "alice", "Main", "EUR"))
     wedged.wait_for_log("this commit blocks")
@@ -184,7 +189,7 @@ def test_it_fences_a_frozen_zombie_instance(
     kafka: KafkaSettings, bus: CommandBus, workers: Callable[..., Worker]
 ) -> None:
     # The zombie holds each transaction open for a second, so it is frozen with one open.
-    zombie = workers("zombie", ["run_processor", "--instance", "zombie"], kafka, PROCESSOR_FAULT_PAUSE="1.0")
+    zombie = workers("zombie", ["run_processor", "--instance", "zombie"], kafka, faults.program(), FAULT_PAUSE="1.0")
     zombie.wait_for_log("assigned partitions")
     accounts, ids = opened_accounts(kafka, bus, 12)
     sender = threading.Thread(target=lambda: ids.update(stream_commands(bus, accounts, 60, pause=0.02)))

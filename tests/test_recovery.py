@@ -26,8 +26,9 @@ from bank import domain, messages
 from bank.command_bus import CommandBus
 from bank.config import KafkaSettings
 from bank.kafka import end_offsets, ensure_topics, producer
-from consumers.processor import Processor
+from consumers.processor import Processor, ProcessorConfig
 from consumers.recovery import Loader, decode_state
+from tests.faults import Faults
 from tests.helpers import Fold, Worker, produce_raw, raw_events, read_events, read_raw, send, wait_until
 
 pytestmark = pytest.mark.timeout(300)
@@ -64,8 +65,9 @@ def run_until(processor: Processor, done: Callable[[], bool], timeout: float = 1
         processor.process_batch()
 
 
-def in_process(kafka: KafkaSettings, **options: object) -> Processor:
-    processor = Processor(kafka, instance=f"t-{uuid.uuid4().hex[:6]}", **options)  # type: ignore[arg-type]
+def in_process(kafka: KafkaSettings, faults: Faults | None = None, **options: object) -> Processor:
+    config = ProcessorConfig(instance=f"t-{uuid.uuid4().hex[:6]}", **options)  # type: ignore[arg-type]
+    processor = Processor(kafka, config, faults=faults)
     processor.start()
     run_until(processor, lambda: bool(processor.consumer.assignment()) and bool(processor.partitions), 60)
     return processor
@@ -153,7 +155,7 @@ def test_it_keeps_the_state_topic_equal_to_the_fold_of_the_events(
     kafka = fresh_topics()
     envelopes = [messages.CommandEnvelope.new(c, "user:alice") for c in commands]
     processor = in_process(
-        kafka, batch_size=batch_size, fault_abort_every=abort_every, dedup_window=3, state_every=state_every
+        kafka, Faults(abort_every=abort_every), batch_size=batch_size, dedup_window=3, state_every=state_every
     )
     produce_commands(kafka, envelopes)
     run_until(processor, lambda: processor.decided >= len(envelopes), 120)
@@ -367,7 +369,7 @@ def test_it_replaces_a_wedged_producer_and_the_late_commit_changes_nothing(
     envelopes += [
         messages.CommandEnvelope.new(domain.Deposit(accounts[i % 5], 100 + i), "user:alice") for i in range(40)
     ]
-    processor = in_process(kafka, call_timeout=2.0, call_grace=1.0, fault_wedge=6.0)
+    processor = in_process(kafka, Faults(wedge=6.0), call_timeout=2.0, call_grace=1.0)
     try:
         produce_commands(kafka, envelopes)
         run_until(processor, lambda: processor.decided >= len(envelopes), 120)

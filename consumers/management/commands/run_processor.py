@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from bank.connection import check_connection
 from bank.kafka import ReadInterrupted
 from consumers import health
-from consumers.processor import Processor, ProcessorFailed, log
+from consumers.processor import Processor, ProcessorConfig, ProcessorFailed, log
 from consumers.worker import Shutdown, run_worker
 
 
@@ -33,18 +33,15 @@ class Command(BaseCommand):
         except ImproperlyConfigured as error:
             raise CommandError(str(error)) from None
         shutdown = Shutdown().install()
-        processor = Processor(
-            settings.KAFKA,
+        config = ProcessorConfig(
             instance=instance or socket.gethostname(),
             max_amount=settings.BANK_MAX_AMOUNT,
             batch_size=batch_size,
             transaction_timeout_ms=settings.PROCESSOR_TRANSACTION_TIMEOUT_MS,
-            fault_pause=settings.PROCESSOR_FAULT_PAUSE,
-            fault_wedge=settings.PROCESSOR_FAULT_WEDGE,
             recovery="full" if settings.PROCESSOR_RECOVERY == "full" else "state",
             dedup_window=settings.PROCESSOR_DEDUP_WINDOW,
-            stop=shutdown.__bool__,
         )
+        processor = Processor(settings.KAFKA, config, stop=shutdown.__bool__)
         probes = {"kafka": health.broker_probe(settings.KAFKA, settings.KAFKA.commands_topic)}
         beat = health.start(
             "processor",
