@@ -51,7 +51,7 @@ from consumers.recovery import (
     encode_state,
 )
 
-log = logging.getLogger("bank.processor")
+log = logging.getLogger(__name__)
 
 # librdkafka's timeout for each transaction call, and how long past it the processor waits before it
 # presumes the producer wedged (librdkafka #5456, #5511) and replaces it.

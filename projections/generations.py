@@ -64,7 +64,7 @@ from projections import parking, registry, replay, store
 from projections.registry import Projection
 from projections.tables import CHECKPOINTS, fault_pause
 
-log = logging.getLogger("bank.rebuild")
+log = logging.getLogger(__name__)
 
 REBUILD_LOCK = 7_263_544_101  # one rebuild (or replay into a generation) at a time
 GENERATION_SCHEMA = re.compile(r"^projections_g(\d+)$")

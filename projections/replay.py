@@ -22,7 +22,7 @@ from bank.kafka import end_offsets, offsets_at, read_to_end
 from projections import parking, registry, store, tables
 from projections.registry import Projection
 
-log = logging.getLogger("bank.replay")
+log = logging.getLogger(__name__)
 
 CHECKPOINT_TABLE = "projections_checkpoint"
 SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
