@@ -405,3 +405,23 @@ def json_schemas() -> dict[str, dict[str, Any]]:
                 )
                 schemas[f"{kind}/{spec.name}.v{version}"] = msgspec.json.schema(envelope)
     return schemas
+
+
+def named_account(key: bytes | None, value: bytes | None) -> UUID | None:
+    """The account a record names, even a record that decodes to nothing: its key, else the `account_id` of its
+    JSON body, else None. The processor's quarantine and the projector's parking both ask this one function, so
+    they always hold the same account responsible for the same bad record."""
+    candidates: list[object] = [(key or b"").decode("utf-8", "replace")]
+    try:
+        body = orjson.loads(value or b"")
+        if isinstance(body, dict):
+            candidates.append(body.get("account_id"))
+    except orjson.JSONDecodeError:
+        pass
+    for candidate in candidates:
+        if isinstance(candidate, str):
+            try:
+                return UUID(candidate)
+            except ValueError:
+                continue
+    return None

@@ -238,7 +238,7 @@ class Projector:
             try:
                 envelope = messages.decode_event(message.value())
             except messages.PoisonMessage as bad:
-                named = named_account(message)
+                named = messages.named_account(message.key(), message.value())
                 poison.append((message, str(bad), named))
                 records.append(parking.Poison(partition, offset, named, str(bad)))
                 dead_letter(self.dead_letters, self.kafka, message, str(bad))
@@ -386,11 +386,6 @@ class Projector:
             raise ProjectorFailed(f"fatal consumer error: {error.str()}")
         log.warning("consumer error (librdkafka retries by itself): %s", error.str())
         return False
-
-
-def named_account(message: Message) -> UUID | None:
-    """The account a poison record names, by its key or an account_id in its body, if any."""
-    return parking.named_account(message.key(), message.value())
 
 
 def read_range(kafka: KafkaSettings, topic: str, partition: int, start: int, end: int) -> list[Message]:

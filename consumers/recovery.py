@@ -94,7 +94,7 @@ class Partition:
     def note_foreign(self, message: Message, error: str, window: int, dead_letter: bool = True) -> None:
         """A record of bank.events that is not part of any account's history: dead-letter it in the
         next transaction and quarantine the account it names (its key, or the account_id inside)."""
-        account_id = named_account(message)
+        account_id = messages.named_account(message.key(), message.value())
         where = f"{message.topic()}[{message.partition()}]@{message.offset()}"
         if dead_letter:
             self.foreign.append((message, error))
@@ -105,19 +105,6 @@ class Partition:
         record.quarantine = f"foreign record at {where}: {error}"[:300]
         self.dirty.add(account_id)
         log.warning("foreign record at %s: account %s quarantined until released: %s", where, account_id, error)
-
-
-def named_account(message: Message) -> UUID | None:
-    """The account a record names: its key, else the account_id of its body, else None."""
-    try:
-        return UUID((message.key() or b"").decode())
-    except (ValueError, UnicodeDecodeError):
-        pass
-    try:
-        body = orjson.loads(message.value() or b"")
-        return UUID(str(body["account_id"])) if isinstance(body, dict) else None
-    except (orjson.JSONDecodeError, KeyError, ValueError):
-        return None
 
 
 def fold_record(partition: Partition, message: Message, window: int, dead_letter: bool = True) -> bool:

@@ -29,8 +29,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from uuid import UUID
 
-import orjson
-
 from projections.apply import gap
 from projections.store import Positioned
 
@@ -173,24 +171,6 @@ def accepted(events: Sequence[Positioned], last_sequence: int) -> list[Positione
         kept.append(event)
         last_sequence = envelope.sequence
     return kept
-
-
-def named_account(key: bytes | None, value: bytes | None) -> UUID | None:
-    """The account a poison record names, by its key or an account_id in its body, if any."""
-    candidates: list[object] = [(key or b"").decode("utf-8", "replace")]
-    try:
-        body = orjson.loads(value or b"")
-        if isinstance(body, dict):
-            candidates.append(body.get("account_id"))
-    except orjson.JSONDecodeError:
-        pass
-    for candidate in candidates:
-        if isinstance(candidate, str):
-            try:
-                return UUID(candidate)
-            except ValueError:
-                continue
-    return None
 
 
 # --- the parked table, in the caller's transaction ---

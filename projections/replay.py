@@ -216,7 +216,7 @@ def records_of(batch: Iterable[Any]) -> tuple[list[parking.Record], int]:
             envelope = messages.decode_event(message.value())
         except messages.PoisonMessage as bad:
             poison += 1  # dead-lettered by the live projector already; it may park an account
-            named = parking.named_account(message.key(), message.value())
+            named = messages.named_account(message.key(), message.value())
             records.append(parking.Poison(message.partition() or 0, message.offset() or 0, named, str(bad)))
             continue
         records.append(store.Positioned(message.partition() or 0, message.offset() or 0, envelope, message.key()))

@@ -668,3 +668,20 @@ def test_it_round_trips_any_valid_event(event, event_id, account_id, sequence, o
 def test_it_upcasts_any_v1_account_opened(owner, name):
     body = event_body(type="AccountOpened", version=1, data={"owner": owner, "name": name})
     assert decode_event(dumps(body)).event == AccountOpened(owner, name, "EUR")
+
+
+def test_it_names_the_account_a_bad_record_belongs_to_by_its_key_then_its_body() -> None:
+    # One function answers for the processor's quarantine and the projector's parking alike.
+    a, b = uuid.uuid4(), uuid.uuid4()
+    cases: list[tuple[bytes | None, bytes | None, uuid.UUID | None]] = [
+        (str(a).encode(), b"not json", a),
+        (str(a).encode(), orjson.dumps({"account_id": str(b)}), a),  # the key wins: it decides the partition
+        (None, orjson.dumps({"account_id": str(b)}), b),
+        (b"\xff\xfe", orjson.dumps({"account_id": str(b)}), b),  # a key that is not UTF-8
+        (b"not-an-account", orjson.dumps({"account_id": 12}), None),
+        (None, orjson.dumps([str(a)]), None),
+        (None, b"\xff", None),
+        (None, None, None),
+    ]
+    for key, value, expected in cases:
+        assert messages.named_account(key, value) == expected, (key, value)
