@@ -7,7 +7,6 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -65,27 +64,35 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
-async def open_account(request: HttpRequest) -> HttpResponse:
+async def open_account(request: HtmxHttpRequest) -> HttpResponse:
     user = await request.auser()
     form = OpenAccountForm(request.POST)
-    fragment = "bank/dashboard.html#open-form"
-
-    async def page(status: int, **context: Any) -> HttpResponse:
-        return await sync_to_async(dashboard_page)(request, context.pop("form"), status, **context)
-
     if not form.is_valid():
-        return await _answer(request, 422, fragment, {"form": form}, page)
+        return await _open_form(request, form, 422)
     command_id: UUID = form.cleaned_data["command_id"]
     # The account id is derived from the command id, so a repeated submit names the same account.
     account_id = uuid.uuid5(uuid.NAMESPACE_URL, f"bank:open:{command_id}")
     if await sync_to_async(queries.account_exists)(account_id):
         form.refuse_used_id()
-        return await _answer(request, 422, fragment, {"form": form}, page)
+        return await _open_form(request, form, 422)
     command = domain.OpenAccount(
         account_id, queries.owner_key(user), form.cleaned_data["name"], form.cleaned_data["currency"]
     )
+    if error := await send_command(user, command, command_id):
+        return await _open_form(request, form, 503, broker_error=error, broker_kind=None)
+    if not request.htmx:
+        return HttpResponseRedirect(reverse("dashboard"), status=303)
     label = f"Open “{command.name}” ({command.currency})"
-    return await _send(request, user, command, command_id, form, fragment, label, page, reverse("dashboard"))
+    pending = {"command_id": command_id, "account_id": command.account_id, "label": label}
+    fresh = OpenAccountForm(prefix=form.prefix)
+    return render(request, "bank/dashboard.html#open-form", {"form": fresh, "pending": pending}, status=202)
+
+
+async def _open_form(request: HtmxHttpRequest, form: OpenAccountForm, status: int, **context: Any) -> HttpResponse:
+    """The form as typed, with its errors: its fragment for htmx, the whole dashboard for a browser without JS."""
+    if request.htmx:
+        return render(request, "bank/dashboard.html#open-form", {"form": form, **context}, status=status)
+    return await sync_to_async(dashboard_page)(request, form, status, **context)
 
 
 @require_GET
@@ -217,7 +224,7 @@ def dashboard_page(request: HttpRequest, form: OpenAccountForm, status: int = 20
 
 
 @require_POST
-async def move_money(request: HttpRequest, account_id: UUID, kind: str) -> HttpResponse:
+async def move_money(request: HtmxHttpRequest, account_id: UUID, kind: str) -> HttpResponse:
     """Async, so that waiting for the broker's confirmation holds no thread."""
     user = await request.auser()
     # Whether the posted command id was used already comes with the account, in the same query.
@@ -225,43 +232,28 @@ async def move_money(request: HttpRequest, account_id: UUID, kind: str) -> HttpR
         user, account_id, _uuid(request.POST.get(f"{kind}-command_id"))
     )
     form = MoveMoneyForm(request.POST, currency=account.currency, prefix=kind)
-    fragment = "bank/account.html#move-form"
-
-    async def page(status: int, **context: Any) -> HttpResponse:
-        posted = {f"{kind}_form": context.pop("form")}
-        context = {k: v for k, v in context.items() if k not in ("account", "kind")}  # the page sets its own
-        return await sync_to_async(account_page)(request, account, status, **posted, **context)
-
-    invalid = {"form": form, "kind": kind, "account": account}
     if not form.is_valid():
-        return await _answer(request, 422, fragment, invalid, page)
+        return await _account_form(request, account, "move", form, 422, kind=kind)
     command_id = form.cleaned_data["command_id"]
     if used:
         # A form sent before (the back button, say): the processor would drop it as a duplicate, silently.
         form.refuse_used_id()
-        return await _answer(request, 422, fragment, invalid, page)
+        return await _account_form(request, account, "move", form, 422, kind=kind)
     amount: int = form.cleaned_data["amount"]
     command: domain.Command = (
         domain.Deposit(account.id, amount) if kind == "deposit" else domain.Withdraw(account.id, amount)
     )
+    if error := await send_command(user, command, command_id):
+        return await _account_form(request, account, "move", form, 503, broker_error=error, broker_kind=kind, kind=kind)
+    if not request.htmx:
+        return HttpResponseRedirect(reverse("account", args=[account.id]), status=303)
     label = f"{'Deposit' if kind == 'deposit' else 'Withdraw'} {format_money(amount, account.currency)}"
-    return await _send(
-        request,
-        user,
-        command,
-        command_id,
-        form,
-        fragment,
-        label,
-        page,
-        reverse("account", args=[account.id]),
-        account=account,
-        kind=kind,
-    )
+    pending = {"command_id": command_id, "account_id": account.id, "label": label}
+    return move_accepted(kind, {"pending": pending})
 
 
 @require_POST
-async def transfer(request: HttpRequest, account_id: UUID) -> HttpResponse:
+async def transfer(request: HtmxHttpRequest, account_id: UUID) -> HttpResponse:
     """Send a TransferMoney command: the first step of the saga; the processor takes it from there."""
     user = await request.auser()
     # The source, whether the form was sent before, and the user's accounts (the form's list): one query, no thread.
@@ -269,44 +261,45 @@ async def transfer(request: HttpRequest, account_id: UUID) -> HttpResponse:
         user, account_id, _uuid(request.POST.get("transfer-command_id"))
     )
     form = TransferForm(request.POST, source=account, own=own, prefix="transfer")
-    fragment = "bank/account.html#transfer-form"
-
-    async def page(status: int, **context: Any) -> HttpResponse:
-        posted = {"transfer_form": context.pop("form")}
-        context = {k: v for k, v in context.items() if k not in ("account", "kind", "own")}
-        return await sync_to_async(account_page)(request, account, status, **posted, **context)
-
-    invalid = {"form": form, "account": account}
     if not form.is_valid():
-        return await _answer(request, 422, fragment, invalid, page)
+        return await _account_form(request, account, "transfer", form, 422)
     command_id: UUID = form.cleaned_data["command_id"]
     if used or await queries.atransfer_id_used(user, command_id):
         # One id, one transfer: also when it was sent from another account (the steps would not mix, the
         # transfer ids in the histories would).
         form.refuse_used_transfer_id()
-        return await _answer(request, 422, fragment, invalid, page)
+        return await _account_form(request, account, "transfer", form, 422)
     destination: UUID = form.cleaned_data["destination"]
     # The transfer is named by the form's command id: a double submit is one transfer.
     command = domain.TransferMoney(account.id, command_id, destination, form.cleaned_data["amount"])
+    if error := await send_command(user, command, command_id):
+        failed = {"broker_error": error, "broker_kind": "transfer", "own": own, "kind": "transfer"}
+        return await _account_form(request, account, "transfer", form, 503, **failed)
+    if not request.htmx:
+        return HttpResponseRedirect(reverse("account", args=[account.id]), status=303)
     amount = format_money(form.cleaned_data["amount"], account.currency)
     label = f"Transfer {amount} to {display(account_number(destination))}"
-    return await _send(
-        request,
-        user,
-        command,
-        command_id,
-        form,
-        fragment,
-        label,
-        page,
-        reverse("account", args=[account.id]),
-        account=account,
-        own=own,
-        kind="transfer",
-    )
+    return transfer_accepted(form, {"command_id": command_id, "account_id": account.id, "label": label})
 
 
-Page = Callable[..., Awaitable[HttpResponse]]
+async def _account_form(
+    request: HtmxHttpRequest,
+    account: Account,
+    name: str,
+    form: MoveMoneyForm | TransferForm,
+    status: int,
+    **context: Any,
+) -> HttpResponse:
+    """A posted form as typed, with its errors: its fragment for htmx, the whole account page without JS.
+
+    `name` is "move" or "transfer"; the page sets its own `kind` and `own`, so those go to the fragment only.
+    """
+    if request.htmx:
+        fragment = f"bank/account.html#{name}-form"
+        return render(request, fragment, {"form": form, "account": account, **context}, status=status)
+    posted = {f"{form.prefix}_form": form}
+    page_context = {k: v for k, v in context.items() if k not in ("kind", "own")}
+    return await sync_to_async(account_page)(request, account, status, **posted, **page_context)
 
 
 def _uuid(value: str | None) -> UUID | None:
@@ -316,44 +309,15 @@ def _uuid(value: str | None) -> UUID | None:
         return None
 
 
-async def _answer(
-    request: HttpRequest, status: int, fragment: str, context: dict[str, Any], page: Page
-) -> HttpResponse:
-    """The fragment for htmx; the whole page for a browser without JavaScript (the form as typed, its errors)."""
-    if request.htmx:  # type: ignore[attr-defined]
-        return render(request, fragment, context, status=status)
-    return await page(status, **context)
-
-
-async def _send(
-    request: HttpRequest,
-    user: Any,
-    command: domain.Command,
-    command_id: UUID,
-    form: Any,
-    fragment: str,
-    label: str,
-    page: Page,
-    done_url: str,
-    **context: Any,
-) -> HttpResponse:
-    """Send the command and answer 202 with a pending row and a fresh form, or 503 with the form as typed."""
+async def send_command(user: Any, command: domain.Command, command_id: UUID) -> str | None:
+    """Send the command and wait for the broker's confirmation: None once confirmed, else the message to show."""
     envelope = messages.CommandEnvelope.new(command, actor_of(user), command_id)
     try:
         await get_command_bus().asend(envelope)
     except CommandNotConfirmed as error:
         log.warning("command %s not confirmed: %s", command_id, error)
-        failed = {"form": form, "broker_error": BROKER_DOWN, "broker_kind": context.get("kind"), **context}
-        return await _answer(request, 503, fragment, failed, page)
-    if not request.htmx:  # type: ignore[attr-defined]
-        return HttpResponseRedirect(done_url, status=303)
-    pending = {"command_id": command_id, "account_id": command.account_id, "label": label}
-    if isinstance(form, TransferForm):
-        return transfer_accepted(form, pending)
-    if "kind" in context:
-        return move_accepted(context["kind"], {"pending": pending})
-    fresh = type(form)(**_fresh_form_kwargs(form))
-    return render(request, fragment, {"form": fresh, "pending": pending, **context}, status=202)
+        return BROKER_DOWN
+    return None
 
 
 def move_accepted(kind: str, row: dict[str, Any], status: int = 202) -> HttpResponse:
@@ -371,16 +335,6 @@ def transfer_accepted(form: TransferForm, pending: dict[str, Any]) -> HttpRespon
     choices = form.fields["to_own"].choices  # type: ignore[attr-defined]
     context = {"command_id": uuid.uuid4(), "choices": choices, "pending": pending}
     return reswap(HttpResponse(render_to_string("bank/account.html#transfer-accepted", context), status=202), "none")
-
-
-def _fresh_form_kwargs(form: Any) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"prefix": form.prefix}
-    if isinstance(form, TransferForm):
-        kwargs["source"] = form.source
-        kwargs["own"] = list(form.own.values())
-    elif isinstance(form, MoveMoneyForm):
-        kwargs["currency"] = form.currency
-    return kwargs
 
 
 async def command_status(request: HttpRequest, account_id: UUID, command_id: UUID) -> HttpResponse:
