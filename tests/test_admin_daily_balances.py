@@ -212,6 +212,7 @@ def test_it_says_the_projection_is_not_deployed_yet() -> None:
     body = page.content.decode()
     assert page.status_code == 200 and 'id="not-deployed"' in body
     assert "rebuild --projection daily_balances" in body and shown(body) == []
+    assert 'id="csv-download"' not in body and 'id="result_list"' not in body, "no list, not an empty one"
     exported = viewer.get(CSV)
     assert exported.status_code == 409 and "not deployed yet" in exported.content.decode()
     Generation.objects.filter(projection="daily_balances").update(live=2)

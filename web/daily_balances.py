@@ -277,7 +277,7 @@ def changelist(request: HttpRequest, site: admin.AdminSite) -> HttpResponse:
     if not form.is_valid():
         context["errors"] = form.errors_text()
         return TemplateResponse(request, "admin/projections/dailybalance.html", context, status=400)
-    if False:
+    if not context["deployed"]:
         return TemplateResponse(request, "admin/projections/dailybalance.html", context)
     where = Where.of(form)
     after, before = form.cleaned_data["after"], form.cleaned_data["before"]
@@ -312,7 +312,7 @@ def csv_row(row: Row, account: Account | None, number: str) -> list[str]:
         row.day.isoformat(),
         number,
         str(row.account_id),
-        account.name if account else "",  # names are customers' input
+        neutralise(account.name) if account else "",  # names are customers' input
         account.currency if account else "",
         decimal(row.closing_balance),
         decimal(row.money_in),
