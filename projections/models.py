@@ -173,6 +173,8 @@ class DailyBalance(models.Model):
 
     class Meta:
         ordering = ["account_id", "day"]
+        # The admin lists the newest days of every account first, a keyset page at a time (web/daily_balances.py).
+        indexes = [models.Index(fields=["day", "account_id"], name="daily_balance_day")]
 
     def __str__(self) -> str:
         return f"{self.account_id} {self.day}: {self.closing_balance}"

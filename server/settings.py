@@ -139,7 +139,7 @@ PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR", "")
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "web.admin_site.BankAdminConfig",  # django.contrib.admin, with the bank's site (web/admin_site.py)
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
